@@ -1,0 +1,120 @@
+"""DuckDB SQL tool: one database, a cursor per thread, parameters bound as ``$name``."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from importlib import resources
+from typing import Any
+
+import duckdb
+from sqlglot import exp
+
+from .errors import SqlError
+from .sql import SqlResult, bind, prepare
+
+__all__ = ["DuckDBTool", "load_tpch", "tpch_extension_path"]
+
+
+def tpch_extension_path() -> str:
+    """Path of the tpch extension binary shipped by ``duckdb-extension-tpch`` for this DuckDB."""
+    path = resources.files("duckdb_extension_tpch") / "extensions" / f"v{duckdb.__version__}"
+    path = path / "tpch.duckdb_extension"
+    if not path.is_file():
+        raise SqlError(f"no tpch extension for DuckDB {duckdb.__version__} at {path}")
+    return str(path)
+
+
+def load_tpch(con: duckdb.DuckDBPyConnection) -> None:
+    """LOAD the tpch extension by path (no network); enables ``CALL dbgen(sf=...)``."""
+    con.execute(f"LOAD '{tpch_extension_path()}'")
+
+
+class DuckDBTool:
+    """Runs PostgreSQL-syntax statements on a DuckDB database from any number of threads.
+
+    ``explain_cost`` is the sum of the optimizer's estimated cardinalities over all operators of
+    the physical plan: a unitless "rows touched" estimate, comparable between queries on the same
+    database only.
+    """
+
+    def __init__(self, database: str = ":memory:", read_only: bool = False):
+        self._con = duckdb.connect(database, read_only=read_only)
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._lock = threading.Lock()
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            with self._lock:
+                cur = self._con.cursor()
+                self._cursors.append(cur)
+            self._local.cursor = cur
+        return cur
+
+    def _execute(self, text: str, args: dict[str, Any], timeout_s: float | None):
+        cur = self._cursor()
+        done = threading.Event()
+        timer = None
+        if timeout_s is not None:
+            timer = threading.Timer(timeout_s, lambda: done.is_set() or cur.interrupt())
+            timer.start()
+        try:
+            cur.execute(text, args or None)
+            if cur.description is None:
+                return [], []
+            return [d[0] for d in cur.description], cur.fetchall()
+        except duckdb.InterruptException:
+            raise SqlError(f"statement timed out after {timeout_s} s", sql=text) from None
+        except duckdb.Error as e:
+            raise SqlError(str(e), sql=text) from None
+        finally:
+            done.set()
+            if timer is not None:
+                timer.cancel()
+
+    def run(self, sql: exp.Expression | str, params: dict[str, Any] | None = None,
+            timeout_s: float | None = None) -> SqlResult:
+        """Execute one statement with bound parameters; SqlError carries DuckDB's message."""
+        start = time.perf_counter()
+        prepared = prepare(sql, "duckdb")
+        columns, data = self._execute(prepared.text, bind(prepared.names, params), timeout_s)
+        if prepared.write and prepared.expr.find(exp.Returning) is None and columns == ["Count"]:
+            return SqlResult([], [], int(data[0][0]) if data else 0, time.perf_counter() - start)
+        rows = [dict(zip(columns, row, strict=True)) for row in data]
+        return SqlResult(columns, rows, len(rows), time.perf_counter() - start)
+
+    def explain_cost(self, sql: exp.Expression | str, params: dict[str, Any] | None = None) -> float | None:
+        """Sum of estimated cardinalities of the plan's operators; None if DuckDB gives none."""
+        prepared = prepare(sql, "duckdb")
+        args = bind(prepared.names, params)
+        _, data = self._execute("EXPLAIN (FORMAT JSON) " + prepared.text, args, None)
+        estimates = [float(v) for _, plan in data for v in _cardinalities(json.loads(plan))]
+        return sum(estimates) if estimates else None
+
+    def close(self) -> None:
+        with self._lock:
+            for cur in self._cursors:
+                cur.close()
+            self._cursors.clear()
+        self._con.close()
+
+    def __enter__(self) -> DuckDBTool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _cardinalities(node: Any):
+    """Yield every "Estimated Cardinality" value in a DuckDB JSON plan."""
+    if isinstance(node, list):
+        for child in node:
+            yield from _cardinalities(child)
+    elif isinstance(node, dict):
+        value = node.get("extra_info", {}).get("Estimated Cardinality")
+        if value is not None:
+            yield value
+        yield from _cardinalities(node.get("children", []))

@@ -1,0 +1,183 @@
+"""Pure SQL helpers shared by the front end and the SQL tools (sqlglot based).
+
+Workflow SQL is written in PostgreSQL syntax with ``:name`` parameters. These helpers parse it,
+inspect it (parameters, read/write), give it a canonical text for merging identical queries, and
+transpile it to a target database with parameters in that driver's bind style. Values are never
+interpolated into SQL text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, NamedTuple
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
+
+from .errors import SqlError, SqlParseError
+
+__all__ = [
+    "Prepared", "SqlResult", "bind", "is_write", "normalize", "parse", "placeholders", "prepare", "transpile",
+]
+
+# Node types that modify data, schema or session state.
+_WRITE_NODES = (
+    exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Create, exp.Drop, exp.Alter,
+    exp.Copy, exp.TruncateTable, exp.Command, exp.Into, exp.Lock,
+)
+# Bind style per target: how a parameter ``name`` is written.
+_BIND = {"duckdb": "${}", "postgres": "%({})s"}
+_MARK = re.compile("\x00(\\w+)\x00")
+
+
+def parse(sql: str, dialect: str = "postgres") -> exp.Expression:
+    """Parse exactly one SQL statement; raise SqlParseError with a 1-based position if possible."""
+    try:
+        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+    except ParseError as e:
+        err = e.errors[0] if e.errors else {}
+        line, col = err.get("line"), err.get("col")
+        if line is not None and col is not None:
+            # sqlglot reports the column where the offending token ends; point at its start.
+            col = max(1, col - len(err.get("highlight") or "") + 1)
+        raise SqlParseError(err.get("description") or str(e), line, col) from None
+    except TokenError as e:
+        raise SqlParseError(str(e)) from None
+    if len(statements) != 1:
+        raise SqlParseError(f"expected one SQL statement, got {len(statements)}")
+    return statements[0]
+
+
+def _param_name(node: exp.Expression) -> str | None:
+    """Name of a named parameter node (``:name``, ``%(name)s``, DuckDB ``$name``), else None."""
+    if isinstance(node, exp.Placeholder):
+        name = node.name
+    elif isinstance(node, exp.Parameter):
+        name = node.name
+        if name.isdigit():
+            return None
+    else:
+        return None
+    return name or None
+
+
+def _params(expr: exp.Expression):
+    return (n for n in expr.walk() if isinstance(n, (exp.Placeholder, exp.Parameter)))
+
+
+def placeholders(expr: exp.Expression) -> list[str]:
+    """Distinct named parameters in order of first appearance."""
+    names: dict[str, None] = {}
+    for node in _params(expr):
+        name = _param_name(node)
+        if name:
+            names[name] = None
+    return list(names)
+
+
+def is_write(expr: exp.Expression | str) -> bool:
+    """True unless the statement is a plain query (no DML/DDL, INTO, locking or CTE writes).
+
+    Text with several statements counts as a write. Unknown statements count as writes.
+    Side-effecting functions (``nextval``, ``pg_advisory_lock``) are not detected.
+    """
+    if isinstance(expr, str):
+        try:
+            statements = [s for s in sqlglot.parse(expr, read="postgres") if s is not None]
+        except (ParseError, TokenError):
+            return True
+        if len(statements) != 1:
+            return True
+        expr = statements[0]
+    if not isinstance(expr, exp.Query):
+        return True
+    return any(isinstance(n, _WRITE_NODES) for n in expr.walk())
+
+
+def normalize(expr: exp.Expression, dialect: str = "postgres") -> str:
+    """Canonical PostgreSQL text of a statement, for merging identical queries.
+
+    Folds whitespace, keyword and unquoted-identifier case, comments, cast and alias syntax,
+    string quoting and the parameter style (``:x`` and ``%(x)s`` both become ``%(x)s``).
+    Literal values and their spelling, predicate order and quoted identifiers are kept as written,
+    so two texts normalize equal only if they mean the same query.
+    """
+    tree = normalize_identifiers(expr.copy(), dialect=dialect)
+    for node in list(_params(tree)):
+        name = _param_name(node)
+        if name:
+            node.replace(exp.Placeholder(this=name))
+    return tree.sql(dialect="postgres", comments=False, normalize_functions="upper")
+
+
+def transpile(expr: exp.Expression, dialect: str) -> tuple[str, list[str]]:
+    """SQL text for ``dialect`` ("duckdb" or "postgres"/psycopg) and its parameter names.
+
+    DuckDB binds ``$name``; psycopg binds ``%(name)s`` (every other ``%`` is doubled).
+    Positional parameters (``$1``, ``?``, ``%s``) are rejected: bind by name.
+    """
+    if dialect not in _BIND:
+        raise ValueError(f"unsupported SQL dialect {dialect!r}; expected one of {sorted(_BIND)}")
+    order: dict[str, None] = {}
+
+    def mark(node: exp.Expression) -> exp.Expression:
+        if not isinstance(node, (exp.Placeholder, exp.Parameter)):
+            return node
+        name = _param_name(node)
+        if not name:
+            raise SqlError(f"positional parameter {node.sql(dialect=dialect)} is not supported; use :name")
+        order[name] = None
+        return exp.Var(this=f"\x00{name}\x00")
+
+    text = expr.transform(mark).sql(dialect=dialect, comments=False)
+    if text.count("\x00") != 2 * len(_MARK.findall(text)):
+        raise SqlError("SQL text contains a NUL character")
+    if dialect == "postgres":
+        text = text.replace("%", "%%")
+    style = _BIND[dialect]
+    return _MARK.sub(lambda m: style.format(m.group(1)), text), list(order)
+
+
+@dataclass(frozen=True)
+class SqlResult:
+    """Rows of one statement; ``rowcount`` is the affected-row count for writes."""
+
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    rowcount: int
+    seconds: float
+
+
+class Prepared(NamedTuple):
+    """A statement ready for one target: parsed tree, target text, parameter names, write flag."""
+
+    expr: exp.Expression
+    text: str
+    names: list[str]
+    write: bool
+
+
+@lru_cache(maxsize=4096)
+def _prepare_text(sql: str, dialect: str) -> Prepared:
+    expr = parse(sql)
+    return Prepared(expr, *transpile(expr, dialect), is_write(expr))
+
+
+def prepare(sql: exp.Expression | str, dialect: str) -> Prepared:
+    """Parse (PostgreSQL text, cached) and transpile a statement for ``dialect``."""
+    if isinstance(sql, str):
+        return _prepare_text(sql, dialect)
+    return Prepared(sql, *transpile(sql, dialect), is_write(sql))
+
+
+def bind(names: list[str], params: dict[str, Any] | None) -> dict[str, Any]:
+    """The parameter values a statement needs, by name; missing ones raise SqlError."""
+    params = params or {}
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise SqlError(f"missing SQL parameter(s): {', '.join(missing)}")
+    return {n: params[n] for n in names}
