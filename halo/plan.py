@@ -1,0 +1,187 @@
+"""Logical plans: a checked workflow becomes a DAG of operator nodes (networkx), workflow calls inlined."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import networkx as nx
+
+from halo import ast
+from halo.check import BindingInfo, CheckResult, WorkflowInfo, has_side_effect
+from halo.errors import HaloError, Pos
+from halo.template import Hole, Template, format_value, lookup
+from halo.types import Type
+
+
+@dataclass
+class OpNode:
+    """One operator of the plan: an llm/sql/http/py call with its arguments resolved to plan names."""
+
+    id: str
+    kind: str
+    pos: Pos
+    args: dict[str, ast.Expr]
+    templates: dict[str, Template]
+    out: Type
+    model: str | None = None          # model id, e.g. "Qwen/Qwen3-14B"
+    model_name: str | None = None     # the name the workflow gave it
+    db: ast.DbDecl | None = None
+    sql: list | None = None
+    sql_write: bool = False
+    side_effect: bool = False
+    deps: list[str] = field(default_factory=list)
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """A constant argument's value (max_tokens, temperature, method, ...)."""
+        expr = self.args.get(name)
+        if expr is None:
+            return default
+        try:
+            return ast.literal_value(expr)
+        except ValueError:
+            return default
+
+    def bound_args(self) -> dict[str, ast.Expr]:
+        """SQL parameters or py keyword arguments: the keywords that are not the operator's own."""
+        own = {"sql": ("db", "query"), "py": ("function", "pure")}.get(self.kind, ())
+        return {k: v for k, v in self.args.items() if k not in own}
+
+
+@dataclass
+class LogicalPlan:
+    workflow: ast.Workflow
+    graph: nx.DiGraph
+    returns: list[tuple[str, ast.Expr]]
+
+    @property
+    def name(self) -> str:
+        return self.workflow.name
+
+    @property
+    def params(self) -> list[ast.Param]:
+        return self.workflow.params
+
+    def node(self, node_id: str) -> OpNode:
+        return self.graph.nodes[node_id]["op"]
+
+    def nodes(self) -> list[OpNode]:
+        """Operators in a stable topological order."""
+        order = {n: i for i, n in enumerate(self.graph.graph.get("declared", []))}
+        return [self.node(n) for n in nx.lexicographical_topological_sort(self.graph, key=lambda n: order.get(n, 0))]
+
+    def evaluate_returns(self, env: dict[str, Any]) -> dict[str, Any]:
+        return {k: evaluate(e, env) for k, e in self.returns}
+
+
+def build(checked: CheckResult, workflow: str | None = None) -> LogicalPlan:
+    """Build the plan of one workflow (the main file's, by default); raises HaloError if checks failed."""
+    checked.raise_on_error()
+    wf = checked.program.workflow(workflow)
+    builder = _Builder(checked)
+    scope = {p.name: ast.Ref((p.name,), p.pos) for p in wf.params}
+    returns = builder.inline(checked.workflows[wf.name], prefix="", scope=scope)
+    g = builder.graph
+    writers = [n for n in builder.declared if g.nodes[n]["op"].side_effect]
+    for a, b in zip(writers, writers[1:], strict=False):
+        g.add_edge(a, b, order=True)          # side effects keep their declared order
+    g.graph["declared"] = builder.declared
+    if not nx.is_directed_acyclic_graph(g):
+        raise HaloError.at(wf.pos, "side effects are declared in an order that contradicts the data flow")
+    return LogicalPlan(wf, g, returns)
+
+
+class _Builder:
+    def __init__(self, checked: CheckResult):
+        self.checked = checked
+        self.graph = nx.DiGraph()
+        self.declared: list[str] = []
+
+    def inline(self, info: WorkflowInfo, prefix: str, scope: dict[str, ast.Expr]) -> list[tuple[str, ast.Expr]]:
+        """Add the workflow's bindings under `prefix`; `scope` maps its local names to plan expressions."""
+        scope = dict(scope)
+        models = {m.name: m for m in info.workflow.models}
+        dbs = {d.name: d for d in info.workflow.dbs}
+        for name in info.order:
+            bi = info.bindings[name]
+            if bi.op == "workflow":
+                callee = self.checked.workflows[bi.binding.call.func]
+                args = {p.name: (p.default if p.default is not None else ast.Null(p.pos)) for p in callee.workflow.params}
+                args.update({k: _rewrite(v, scope) for k, v in bi.args.items()})
+                rets = self.inline(callee, f"{prefix}{name}/", args)
+                scope[name] = ast.DictExpr(tuple(rets), bi.binding.pos)
+                continue
+            node = self._node(bi, f"{prefix}{name}", scope, models, dbs)
+            scope[name] = ast.Ref((node.id,), bi.binding.pos)
+        return [(item.key, _rewrite(item.value, scope)) for item in info.workflow.returns]
+
+    def _node(self, bi: BindingInfo, node_id: str, scope, models, dbs) -> OpNode:
+        args = {k: _rewrite(v, scope) for k, v in bi.args.items() if k not in ("model", "db")}
+        templates = {k: _rewrite_template(t, scope) for k, t in bi.templates.items()}
+        model_ref = bi.args.get("model")
+        db_ref = bi.args.get("db")
+        model = models.get(model_ref.name) if isinstance(model_ref, ast.Ref) else None
+        node = OpNode(
+            id=node_id, kind=bi.op, pos=bi.binding.pos, args=args, templates=templates, out=bi.out,
+            model=model.model_id if model else None, model_name=model.name if model else None,
+            db=dbs.get(db_ref.name) if isinstance(db_ref, ast.Ref) else None,
+            sql=bi.sql, sql_write=bi.sql_write, side_effect=has_side_effect(bi))
+        deps = {r.parts[0] for e in args.values() for r in ast.refs_in(e)}
+        deps |= {h.parts[0] for t in templates.values() for h in t.holes()}
+        node.deps = sorted(d for d in deps if d in self.graph)
+        self.graph.add_node(node_id, op=node)
+        for d in node.deps:
+            self.graph.add_edge(d, node_id)
+        self.declared.append(node_id)
+        return node
+
+
+def _rewrite(expr: ast.Expr, scope: dict[str, ast.Expr]) -> ast.Expr:
+    """Replace local names by their plan-level expressions, keeping field access."""
+    match expr:
+        case ast.Ref(parts=parts):
+            target = scope.get(parts[0])
+            if target is None:
+                return expr
+            return _select(target, parts[1:], expr.pos)
+        case ast.ListExpr(items=items):
+            return replace(expr, items=tuple(_rewrite(i, scope) for i in items))
+        case ast.DictExpr(items=items):
+            return replace(expr, items=tuple((k, _rewrite(v, scope)) for k, v in items))
+    return expr
+
+
+def _select(target: ast.Expr, rest: tuple[str, ...], pos: Pos) -> ast.Expr:
+    if isinstance(target, ast.Ref):
+        return ast.Ref(target.parts + rest, pos)
+    if rest and isinstance(target, ast.DictExpr):
+        value = dict(target.items).get(rest[0])
+        if value is not None:
+            return _select(value, rest[1:], pos)
+    return target
+
+
+def _rewrite_template(t: Template, scope: dict[str, ast.Expr]) -> Template:
+    pieces: list[str | Hole] = []
+    for p in t.pieces:
+        if isinstance(p, str):
+            pieces.append(p)
+            continue
+        target = _rewrite(ast.Ref(p.parts, Pos("", 0, 0)), scope)
+        if isinstance(target, ast.Ref):
+            pieces.append(Hole(target.parts, p.offset))
+        else:
+            pieces.append(format_value(ast.literal_value(target)) if not ast.refs_in(target) else p)
+    return Template(tuple(pieces))
+
+
+def evaluate(expr: ast.Expr, env: dict[str, Any]) -> Any:
+    """The value of a plan expression in one input's environment (params and finished node outputs)."""
+    match expr:
+        case ast.Ref(parts=parts):
+            return lookup(env, parts)
+        case ast.ListExpr(items=items):
+            return [evaluate(i, env) for i in items]
+        case ast.DictExpr(items=items):
+            return {k: evaluate(v, env) for k, v in items}
+    return ast.literal_value(expr)

@@ -1,0 +1,73 @@
+"""Static types of values flowing through a workflow, and the operator signatures the checker enforces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from halo import ast
+
+
+@dataclass(frozen=True)
+class Type:
+    """A value type. `fields` is known for structs and for tables whose columns are known."""
+
+    kind: str                                   # text int float bool json table struct model db list
+    fields: tuple[tuple[str, Type], ...] | None = None
+    elem: Type | None = None
+
+    def field(self, name: str) -> Type | None:
+        return dict(self.fields or ()).get(name)
+
+    def __str__(self) -> str:
+        if self.kind == "list" and self.elem:
+            return f"{self.elem}[]"
+        return self.kind
+
+
+TEXT, INT, FLOAT, BOOL, JSON = Type("text"), Type("int"), Type("float"), Type("bool"), Type("json")
+MODEL, DB = Type("model"), Type("db")
+SCALARS = {"text": TEXT, "int": INT, "float": FLOAT, "bool": BOOL, "json": JSON}
+VALUE_KINDS = {"text", "int", "float", "bool", "json", "table", "struct", "list"}
+
+
+def from_ref(t: ast.TypeRef) -> Type | None:
+    base = SCALARS.get(t.name)
+    if base is None:
+        return None
+    return Type("list", elem=base) if t.is_list else base
+
+
+def struct(fields: list[tuple[str, Type]]) -> Type:
+    return Type("struct", tuple(fields))
+
+
+def assignable(value: Type, target: Type) -> bool:
+    """Whether a value of type `value` may flow where `target` is expected."""
+    if target.kind == "json" or value.kind == "json":
+        return True
+    if target.kind == value.kind:
+        return target.kind != "list" or assignable(value.elem or JSON, target.elem or JSON)
+    return target.kind == "float" and value.kind == "int"
+
+
+@dataclass(frozen=True)
+class OpSig:
+    """What an operator accepts: positional slots, typed keywords, and whether extra keywords are allowed."""
+
+    positional: tuple[str, ...]
+    required: tuple[str, ...]
+    keywords: dict[str, str] = field(default_factory=dict)   # name -> expected kind
+    extra_keywords: bool = False                              # sql params, py args
+
+
+OPS: dict[str, OpSig] = {
+    "llm": OpSig(("model", "prompt"), ("model", "prompt"),
+                 {"model": "model", "prompt": "template", "system": "template", "max_tokens": "int",
+                  "temperature": "float", "top_p": "float", "seed": "int"}),
+    "sql": OpSig(("db", "query"), ("db", "query"), {"db": "db", "query": "sql"}, extra_keywords=True),
+    "http": OpSig(("method", "url"), ("url",),
+                  {"method": "method", "url": "template", "query": "any", "body": "any", "headers": "any",
+                   "timeout": "float", "retries": "int"}),
+    "py": OpSig(("function",), ("function",), {"function": "function", "pure": "bool"}, extra_keywords=True),
+}
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
