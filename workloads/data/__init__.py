@@ -1,0 +1,1 @@
+"""Deterministic benchmark data generators (TPC-H, IMDb-like, FineWiki-like) into DuckDB files."""
