@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import duckdb
+
 from halo.runtime.tools.duckdb_tool import load_tpch
 
 from ._build import build
