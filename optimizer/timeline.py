@@ -68,9 +68,9 @@ class Timeline:
                 r = max(r, p.end)
         return r
 
-    def probe(self, task: Task, mode: Mode) -> Slot | None:
+    def probe(self, task: Task, mode: Mode, not_before: float = 0.0) -> Slot | None:
         """Where ``task`` would run in ``mode`` now; None when its model cannot be made resident."""
-        start = self.ready(task, mode.duration)
+        start = max(not_before, self.ready(task, mode.duration))
         lanes, loads = [], []
         for did in mode.devices:
             free = self.free[did]
