@@ -22,8 +22,28 @@ class TypeRef:
 
 @dataclass(frozen=True)
 class Str:
+    """A string literal. `raw` is the token as written and `offsets[i]` the index in `raw` of `value[i]`,
+    so positions inside the string (template holes, SQL errors) map back to the file."""
+
     value: str
     pos: Pos
+    raw: str = field(default="", compare=False, repr=False)
+    offsets: tuple[int, ...] | None = field(default=None, compare=False, repr=False)
+
+    def pos_at(self, index: int) -> Pos:
+        """The file position of `value[index]` (clamped to the string)."""
+        if self.offsets is None or not self.raw:
+            return Pos(self.pos.file, self.pos.line, self.pos.col + 1 + max(0, min(index, len(self.value))))
+        if not self.offsets:
+            r = min(len(self.raw), 3 if self.raw.startswith('"""') else 1)
+        elif index >= len(self.offsets):
+            r = self.offsets[-1] + 1
+        else:
+            r = self.offsets[max(index, 0)]
+        newlines = self.raw.count("\n", 0, r)
+        if newlines == 0:
+            return Pos(self.pos.file, self.pos.line, self.pos.col + r)
+        return Pos(self.pos.file, self.pos.line + newlines, r - self.raw.rfind("\n", 0, r))
 
 
 @dataclass(frozen=True)

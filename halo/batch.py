@@ -34,6 +34,9 @@ class Batch:
 
 def load(path: str | Path, params: list[ast.Param], limit: int | None = None) -> Batch:
     batch = Batch()
+    if limit is not None and limit <= 0:
+        detect_format(Path(path))
+        return batch
     for item in iter_rows(path, params):
         if isinstance(item, RowError):
             batch.errors.append(item)
@@ -79,7 +82,8 @@ def validate(row: dict[str, Any], params: list[ast.Param], from_text: bool = Fal
     out: dict[str, Any] = {}
     for p in params:
         t = types.from_ref(p.type) or types.JSON
-        if p.name not in row or (from_text and row[p.name] == "" and p.default is not None):
+        missing = p.name not in row or (row[p.name] is None and p.default is not None)
+        if missing or (from_text and row[p.name] == "" and p.default is not None):
             if p.default is None:
                 raise ValueError(f"missing parameter '{p.name}'")
             out[p.name] = ast.literal_value(p.default)
@@ -91,6 +95,8 @@ def validate(row: dict[str, Any], params: list[ast.Param], from_text: bool = Fal
 def _coerce(name: str, value: Any, t: types.Type, from_text: bool) -> Any:
     if t.kind == "json":
         return value
+    if value is None:
+        raise ValueError(f"'{name}' must be {t}, got null")
     if t.kind == "list":
         if from_text and isinstance(value, str):
             try:
@@ -130,12 +136,12 @@ def _from_text(name: str, value: str, kind: str) -> Any:
 
 
 def _kind(value: Any) -> str:
-    return {str: "text", bool: "bool", int: "int", float: "float", list: "list", dict: "object"}.get(
+    return {str: "text", bool: "bool", int: "int", float: "float", list: "list", dict: "object", type(None): "null"}.get(
         type(value), type(value).__name__)
 
 
 def _jsonl(path: Path):
-    with path.open(encoding="utf-8", errors="replace") as f:
+    with path.open(encoding="utf-8-sig", errors="replace") as f:
         number = 0
         for line in f:
             if not line.strip():
@@ -153,7 +159,7 @@ def _jsonl(path: Path):
 
 
 def _csv(path: Path):
-    with path.open(encoding="utf-8", errors="replace", newline="") as f:
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as f:
         reader = csv.DictReader(f)
         for number, row in enumerate(reader, start=1):
             if None in row:

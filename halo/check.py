@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -127,7 +128,9 @@ class _WorkflowChecker:
                 self.error(p.type.pos, f"unknown type '{p.type.name}' (types: text, int, float, bool, json)")
                 t = types.JSON
             self.param_types[p.name] = t
-            if p.default is not None and not isinstance(p.default, ast.Ref):
+            if p.default is not None and ast.refs_in(p.default):
+                self.error(p.default.pos, f"default of '{p.name}' must be a constant")
+            elif p.default is not None:
                 dt = _literal_type(p.default)
                 if not types.assignable(dt, t):
                     self.error(p.default.pos, f"default of '{p.name}' is {dt}, expected {t}")
@@ -244,7 +247,7 @@ class _WorkflowChecker:
                 try:
                     tpl = Template.parse(expr.value)
                 except TemplateError as e:
-                    self.error(expr.pos, str(e))
+                    self.error(expr.pos_at(e.offset), str(e))
                     return
                 bi.templates[name] = tpl
                 for h in tpl.holes():
@@ -275,14 +278,19 @@ class _WorkflowChecker:
         try:
             stmts = sql.parse(q.value)
         except sql.SqlParseError as e:
-            self.error(_sql_pos(q, e.line, e.col), f"SQL does not parse: {e.message}")
+            self.error(q.pos_at(_sql_index(q.value, e.line, e.col)), f"SQL does not parse: {e.message}")
+            return
+        except Exception as e:                  # sqlglot's tokenizer raises its own errors
+            self.error(*_sql_failure(q, e))
             return
         bi.sql, bi.sql_write = stmts, sql.is_write(stmts)
         names = sql.placeholders(stmts)
         bound = {k: v for k, v in bi.args.items() if k not in ("db", "query")}
         for n in names:
             if n not in bound:
-                self.error(q.pos, f"SQL parameter ':{n}' is not bound (add {n} = ... to the call)")
+                m = re.search(rf"(?<![:\w]):{re.escape(n)}\b", q.value)
+                self.error(q.pos_at(m.start()) if m else q.pos,
+                           f"SQL parameter ':{n}' is not bound (add {n} = ... to the call)")
         for k, v in bound.items():
             if k not in names:
                 self.error(v.pos, f"'{k}' is bound but the SQL never uses ':{k}'")
@@ -356,15 +364,11 @@ class _WorkflowChecker:
         return t
 
     def _hole_pos(self, s: ast.Str, hole: Hole) -> Pos:
-        """Where `{name.field}` stands in the source, searched from the string literal's start."""
-        source = self.program.source(s.pos.file) or ""
-        lines = source.splitlines(keepends=True)
-        start = sum(len(x) for x in lines[:s.pos.line - 1]) + s.pos.col - 1
-        at = source.find(".".join(hole.parts), start)
-        if at < 0:
-            return s.pos
-        line = source.count("\n", 0, at) + 1
-        return Pos(s.pos.file, line, at - (source.rfind("\n", 0, at) + 1) + 1)
+        """Where the name inside `{name.field}` stands in the source."""
+        at = hole.offset + 1
+        while at < len(s.value) and s.value[at].isspace():
+            at += 1
+        return s.pos_at(at)
 
     # -- whole-workflow checks -------------------------------------------------------------------------
 
@@ -434,6 +438,14 @@ def _literal_type(expr: ast.Expr) -> Type:
             return types.BOOL
         case ast.Num(value=v):
             return types.INT if isinstance(v, int) else types.FLOAT
+        case ast.ListExpr(items=items) if items and not any(isinstance(i, ast.Ref | ast.Null) for i in items):
+            kinds = {_literal_type(i) for i in items}
+            if len(kinds) == 1:
+                return Type("list", elem=kinds.pop())
+            if kinds == {types.INT, types.FLOAT}:
+                return Type("list", elem=types.FLOAT)
+        case ast.ListExpr(items=()):
+            return Type("list", elem=types.JSON)
     return types.JSON
 
 
@@ -441,7 +453,24 @@ def _show(expr: ast.Expr) -> str:
     return str(expr) if isinstance(expr, ast.Ref) else getattr(expr, "value", "?")
 
 
-def _sql_pos(s: ast.Str, line: int, col: int) -> Pos:
-    if line <= 1 and "\n" not in s.value:
-        return Pos(s.pos.file, s.pos.line, s.pos.col + col)
-    return Pos(s.pos.file, s.pos.line + line, max(col, 1))
+def _sql_index(text: str, line: int, col: int) -> int:
+    """Index in `text` of the token sqlglot blames (it reports the token's last column)."""
+    lines = text.split("\n")
+    line = min(max(line, 1), len(lines))
+    index = sum(len(x) + 1 for x in lines[:line - 1]) + min(max(col, 1), len(lines[line - 1]) + 1) - 1
+    index = min(index, len(text))
+    while index > 0 and _is_word(text, index - 1) and _is_word(text, index):
+        index -= 1
+    return index
+
+
+def _is_word(text: str, i: int) -> bool:
+    return 0 <= i < len(text) and (text[i].isalnum() or text[i] == "_")
+
+
+def _sql_failure(q: ast.Str, e: Exception) -> tuple[Pos, str]:
+    cause = e.__cause__ or e
+    message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+    m = re.search(r"from (\d+):(\d+)", message)
+    pos = q.pos_at(_sql_index(q.value, int(m.group(1)), int(m.group(2)) + 1)) if m else q.pos
+    return pos, f"SQL does not parse: {message}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import textwrap
 from functools import cache
 from importlib import resources
 
@@ -28,7 +27,6 @@ _TERMINAL_NAMES = {
     "COLON": "':'",
     "EQUAL": "'='",
     "DOT": "'.'",
-    "__ANON_0": "'->'",
     "LIST": "'[]'",
     "$END": "end of file",
 }
@@ -46,11 +44,19 @@ def parse(source: str, file: str = "<string>") -> ast.Module:
     try:
         tree = _lark().parse(source)
     except UnexpectedInput as exc:
-        raise HaloError.at(Pos(file, exc.line if exc.line > 0 else 1, max(exc.column, 1)),
-                           _describe(exc, source)) from None
+        raise HaloError.at(_error_pos(exc, source, file), _describe(exc, source)) from None
     module = ast.Module(file=file, source=source)
     _Build(file, module).transform(tree)
     return module
+
+
+def _error_pos(exc: UnexpectedInput, source: str, file: str) -> Pos:
+    at_end = isinstance(exc, UnexpectedEOF) or (
+        isinstance(exc, UnexpectedToken) and exc.token.type == "$END")
+    if at_end or exc.line is None or exc.line < 1:
+        text = source.rstrip()                  # just after the last character written
+        return Pos(file, text.count("\n") + 1, len(text) - (text.rfind("\n") + 1) + 1)
+    return Pos(file, exc.line, max(exc.column or 1, 1))
 
 
 def _describe(exc: UnexpectedInput, source: str) -> str:
@@ -59,31 +65,135 @@ def _describe(exc: UnexpectedInput, source: str) -> str:
         if char == '"':
             return "unterminated string"
         return f"unexpected character {char!r}"
-    if isinstance(exc, UnexpectedEOF):
-        return f"unexpected end of file, expected {_expected(exc.expected)}"
     if isinstance(exc, UnexpectedToken):
         tok = exc.token
         shown = "end of file" if tok.type == "$END" else repr(str(tok))
+        hint = _hint(exc)
+        if hint:
+            return f"unexpected {shown}, {hint}"
         return f"unexpected {shown}, expected {_expected(exc.expected)}"
+    if isinstance(exc, UnexpectedEOF):
+        return f"unexpected end of file, expected {_expected(exc.expected)}"
     return str(exc).splitlines()[0]
 
 
+def _hint(exc: UnexpectedToken) -> str | None:
+    """A friendlier explanation for the common mistakes, read off the parser's stack."""
+    try:
+        stack = exc.interactive_parser.parser_state.value_stack
+    except AttributeError:
+        return None
+    kinds = [getattr(v, "type", None) for v in stack[-3:]]
+    kinds = [None] * (3 - len(kinds)) + kinds
+    if kinds[1:] == ["NAME", "EQUAL"] and kinds[0] not in ("DB", "MODEL") and set(exc.expected) == {"NAME"}:
+        return ("expected an operator call after '=': a binding calls llm(...), sql(...), http(...), "
+                "py(...) or a workflow (constants belong in parameter defaults)")
+    if kinds == ["NAME", "EQUAL", "NAME"] and set(exc.expected) == {"LPAR"}:
+        return f"expected '(' after '{stack[-1]}': a binding calls an operator or workflow, e.g. {stack[-1]}(...)"
+    return None
+
+
+_VALUE_TERMINALS = {"STRING", "LONG_STRING", "NUMBER", "NAME", "LSQB", "LBRACE"}
+
+
 def _expected(names) -> str:
-    words = sorted({_TERMINAL_NAMES.get(n, f"'{n.lower()}'") for n in names})
+    names = set(names)
+    words = set()
+    if _VALUE_TERMINALS <= names:
+        names -= _VALUE_TERMINALS
+        words.add("a value")
+    words |= {_terminal_name(n) for n in names}
+    words = sorted(words)
     if len(words) > 6:
         words = words[:6] + ["..."]
     return " or ".join(words) if len(words) < 3 else ", ".join(words)
 
 
+def _terminal_name(name: str) -> str:
+    if name in _TERMINAL_NAMES:
+        return _TERMINAL_NAMES[name]
+    try:
+        pattern = _lark().get_terminal(name).pattern
+    except KeyError:
+        return f"'{name.lower()}'"
+    if pattern.type == "str":
+        return f"'{pattern.value}'"
+    return f"'{name.lower()}'"
+
+
 def _unescape(body: str) -> str:
-    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), "\\" + m.group(1)), body)
+    return _string('"' + body + '"')[0]
+
+
+def _string(raw: str) -> tuple[str, tuple[int, ...]]:
+    """Value of a "..." token and, for each value character, its index in the token."""
+    out, offsets = [], []
+    i, end = 1, len(raw) - 1
+    while i < end:
+        c = raw[i]
+        if c == "\\" and i + 1 < end:
+            nxt = raw[i + 1]
+            if nxt in _ESCAPES:
+                out.append(_ESCAPES[nxt])
+                offsets.append(i)
+            else:                               # unknown escapes are kept as written
+                out += ["\\", nxt]
+                offsets += [i, i + 1]
+            i += 2
+            continue
+        out.append(c)
+        offsets.append(i)
+        i += 1
+    return "".join(out), tuple(offsets)
 
 
 def _long_string(raw: str) -> str:
-    body = textwrap.dedent(raw[3:-3])
-    if body.startswith("\n"):
-        body = body[1:]
-    return body.rstrip()
+    return _long_string_offsets(raw)[0]
+
+
+_WS_ONLY = re.compile(r"[ \t]+")
+_INDENT = re.compile(r"[ \t]*")
+
+
+def _long_string_offsets(raw: str) -> tuple[str, tuple[int, ...]]:
+    """Value of a triple-quoted token (dedented like textwrap.dedent, first newline and trailing
+    whitespace dropped) and, for each value character, its index in the token."""
+    body = raw[3:-3]
+    lines, start = [], 3
+    for line in body.split("\n"):
+        lines.append((line, start))
+        start += len(line) + 1
+    margin: str | None = None
+    for line, _ in lines:
+        if line.strip(" \t") == "":
+            continue
+        indent = _INDENT.match(line).group(0)
+        if margin is None or indent.startswith(margin):
+            margin = indent if margin is None else margin
+        elif margin.startswith(indent):
+            margin = indent
+        else:
+            k = 0
+            while k < min(len(margin), len(indent)) and margin[k] == indent[k]:
+                k += 1
+            margin = margin[:k]
+    margin = margin or ""
+    out: list[str] = []
+    offsets: list[int] = []
+    for n, (line, at) in enumerate(lines):
+        if n:
+            out.append("\n")
+            offsets.append(at - 1)
+        if _WS_ONLY.fullmatch(line):
+            continue
+        cut = len(margin) if line.startswith(margin) else 0
+        out.extend(line[cut:])
+        offsets.extend(range(at + cut, at + len(line)))
+    value = "".join(out)
+    if value.startswith("\n"):
+        value, offsets = value[1:], offsets[1:]
+    value = value.rstrip()
+    return value, tuple(offsets[:len(value)])
 
 
 class _Build(Transformer):
@@ -105,8 +215,9 @@ class _Build(Transformer):
     @v_args(meta=True)
     def string(self, meta, children):
         tok: Token = children[0]
-        text = _long_string(str(tok)) if tok.type == "LONG_STRING" else _unescape(str(tok)[1:-1])
-        return ast.Str(text, Pos(self.file, meta.line, meta.column))
+        raw = str(tok)
+        text, offsets = _long_string_offsets(raw) if tok.type == "LONG_STRING" else _string(raw)
+        return ast.Str(text, Pos(self.file, meta.line, meta.column), raw, offsets)
 
     def number(self, children):
         tok = children[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -170,9 +171,38 @@ def _rewrite_template(t: Template, scope: dict[str, ast.Expr]) -> Template:
         target = _rewrite(ast.Ref(p.parts, Pos("", 0, 0)), scope)
         if isinstance(target, ast.Ref):
             pieces.append(Hole(target.parts, p.offset))
-        else:
-            pieces.append(format_value(ast.literal_value(target)) if not ast.refs_in(target) else p)
-    return Template(tuple(pieces))
+        elif not ast.refs_in(target):
+            pieces.append(format_value(ast.literal_value(target)))
+        else:                   # a record (a workflow call's result) holding node outputs: spliced as JSON
+            pieces.extend(_json_pieces(target, p.offset))
+    merged: list[str | Hole] = []
+    for p in pieces:
+        if isinstance(p, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += p
+        elif p != "":
+            merged.append(p)
+    return Template(tuple(merged))
+
+
+def _json_pieces(expr: ast.Expr, offset: int) -> list[str | Hole]:
+    """Template pieces that render `expr` exactly as json.dumps would render its value."""
+    match expr:
+        case ast.Ref(parts=parts):
+            return [Hole(parts, offset, as_json=True)]
+        case ast.DictExpr(items=items):
+            out: list[str | Hole] = ["{"]
+            for i, (k, v) in enumerate(items):
+                out.append((", " if i else "") + json.dumps(k, ensure_ascii=False) + ": ")
+                out.extend(_json_pieces(v, offset))
+            return [*out, "}"]
+        case ast.ListExpr(items=items):
+            out = ["["]
+            for i, v in enumerate(items):
+                if i:
+                    out.append(", ")
+                out.extend(_json_pieces(v, offset))
+            return [*out, "]"]
+    return [json.dumps(ast.literal_value(expr), default=str, ensure_ascii=False)]
 
 
 def evaluate(expr: ast.Expr, env: dict[str, Any]) -> Any:

@@ -13,10 +13,12 @@ _REF = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*$
 
 @dataclass(frozen=True)
 class Hole:
-    """A placeholder; `offset` is its index in the template text (for error positions)."""
+    """A placeholder; `offset` is its index in the template text (for error positions). `as_json` holes
+    render their value as JSON: they stand inside a record spliced into the text (see plan.py)."""
 
     parts: tuple[str, ...]
     offset: int
+    as_json: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,9 @@ class Template:
 
     def render(self, env: dict[str, Any]) -> str:
         """Fill holes from env (values looked up by dotted path and formatted for a prompt)."""
-        return "".join(p if isinstance(p, str) else format_value(lookup(env, p.parts)) for p in self.pieces)
+        return "".join(p if isinstance(p, str) else
+                       _json(lookup(env, p.parts)) if p.as_json else format_value(lookup(env, p.parts))
+                       for p in self.pieces)
 
 
 class TemplateError(ValueError):
@@ -100,6 +104,10 @@ def format_value(value: Any) -> str:
         lines = [" | ".join(cols)]
         lines += [" | ".join(_cell(r.get(c)) for c in cols) for r in value]
         return "\n".join(lines)
+    return _json(value)
+
+
+def _json(value: Any) -> str:
     return json.dumps(value, default=str, ensure_ascii=False)
 
 
