@@ -1,0 +1,113 @@
+"""Engine interface shared by every LLM backend: requests, results and the abstract engine."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+RANDOM_WEIGHTS_NOTE = "random weights, timing only"
+
+
+class EngineUnavailable(RuntimeError):
+    """The requested engine cannot run in this environment (e.g. vLLM not installed)."""
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    """One chat completion: a user message plus an optional system message."""
+
+    model: str
+    prompt: str
+    system: str | None = None
+    max_tokens: int = 128
+    temperature: float = 0.0
+    seed: int | None = None
+    json_schema: dict | None = None
+    prefix_key: str | None = None
+
+
+@dataclass
+class GenResult:
+    """Outcome of one request; ``error`` is set instead of raising when the request failed."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    seconds: float
+    error: str | None = None
+
+    @classmethod
+    def failed(cls, error: str, seconds: float = 0.0) -> GenResult:
+        return cls("", 0, 0, 0, seconds, error)
+
+
+class Engine(ABC):
+    """An LLM backend. ``generate`` never raises for one bad request; it reports a per-request error."""
+
+    name: str = "engine"
+
+    def __init__(self, model_map: dict[str, str] | None = None):
+        self.model_map = dict(model_map or {})
+        self.substitutions: dict[str, str] = {}
+
+    @abstractmethod
+    def load(self, model: str) -> float:
+        """Make ``model`` resident; return the seconds spent (0 if it already was)."""
+
+    @abstractmethod
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        """Run ``requests``; results come back in request order."""
+
+    @abstractmethod
+    def count_tokens(self, model: str, text: str) -> int:
+        """Number of tokens ``text`` has under ``model``'s tokenizer (no special tokens)."""
+
+    @abstractmethod
+    def resident_models(self) -> list[str]:
+        """Declared model ids currently loaded."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release models and connections."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def json_instruction(schema: dict) -> str:
+    """Short instruction asking for JSON output that matches ``schema``."""
+    return (
+        "Answer with a single JSON value and nothing else. It must conform to this JSON schema: "
+        + json.dumps(schema, separators=(",", ":"), sort_keys=True)
+    )
+
+
+def chat_messages(req: GenRequest, instruct_json: bool = True) -> list[dict[str, str]]:
+    """System + user messages for ``req``; appends the JSON instruction when a schema is requested."""
+    system = req.system
+    if instruct_json and req.json_schema is not None:
+        system = (
+            f"{system}\n\n{json_instruction(req.json_schema)}"
+            if system
+            else json_instruction(req.json_schema)
+        )
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": req.prompt})
+    return messages
+
+
+def validate(req: GenRequest, max_tokens_limit: int) -> str | None:
+    """Return an error message for a request no engine should run, else None."""
+    if not isinstance(req.max_tokens, int) or req.max_tokens < 1:
+        return f"max_tokens must be a positive integer, got {req.max_tokens!r}"
+    if req.max_tokens > max_tokens_limit:
+        return f"max_tokens={req.max_tokens} exceeds the limit of {max_tokens_limit}"
+    if req.temperature < 0:
+        return f"temperature must be >= 0, got {req.temperature}"
+    return None
