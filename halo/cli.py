@@ -96,6 +96,113 @@ def explain(
         raise typer.BadParameter("--format must be text, json or dot")
 
 
+BASELINES = {
+    "halo": {},
+    "naive": {"merge": False, "prefix_keys": False, "window": 8, "max_batch": 8},
+    "opwise": {"merge": False, "operator_at_a_time": True},
+}
+
+
+def _parse_map(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise typer.BadParameter(f"--model-map takes DECLARED=ACTUAL, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+@app.command()
+@_guard
+def run(
+    file: Path = typer.Argument(..., help="Workflow file (.halo)"),
+    input: Path = typer.Option(..., "--input", "-i", help="Batch of inputs: .jsonl, .csv or .parquet"),
+    output: Path = typer.Option(Path("results.jsonl"), "--output", "-o", help="One JSON record per input"),
+    workflow: str | None = typer.Option(None, "--workflow", "-w"),
+    engine: str = typer.Option("hf", "--engine", "-e", help="hf (embedded) | vllm | openai"),
+    model_map: list[str] = typer.Option([], "--model-map", help="DECLARED=ACTUAL model substitution"),
+    base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible server (engine openai)"),
+    resume: bool = typer.Option(False, "--resume", help="Finish an interrupted run from its journal"),
+    limit: int | None = typer.Option(None, "--limit", help="Use only the first N valid inputs"),
+    mode: str = typer.Option("halo", "--mode", help="halo | naive | opwise (baselines)"),
+    max_batch: int | None = typer.Option(None, "--max-batch", help="LLM requests per engine call"),
+    window: int | None = typer.Option(None, "--window", help="Inputs in flight"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar"),
+) -> None:
+    """Run a workflow over a batch on a real engine and real tools; results stream to --output."""
+    from halo.runtime.executor import RunOptions
+    from halo.runtime.run import execute, fingerprint
+
+    if mode not in BASELINES:
+        raise typer.BadParameter("--mode must be halo, naive or opwise")
+    program = load(file)
+    checked = check_program(program)
+    checked.raise_on_error()
+    plan = plans.build(checked, workflow)
+    batch = batches.load(input, plan.params, limit=limit)
+    for e in batch.errors:
+        typer.echo(f"{input}: row {e.row}: {e.reason} (recorded, not run)", err=True)
+    opts = RunOptions(**BASELINES[mode])
+    if max_batch:
+        opts.max_batch = max_batch
+    if window:
+        opts.window = window
+    engine_options = {"model_map": _parse_map(model_map)}
+    if base_url:
+        engine_options["base_url"] = base_url
+    fp = fingerprint(plan, [m.source for m in program.modules.values()], input)
+    result = _with_progress(len(batch), quiet, lambda progress: execute(
+        plan, batch.rows, output, fp, engine=engine, engine_options=engine_options, options=opts,
+        resume=resume, progress=progress))
+    _write_rejected(output, batch)
+    _summary(result.stats, output, len(batch.errors))
+
+
+def _with_progress(total: int, quiet: bool, fn):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if quiet:
+        return fn(None)
+    with Progress(TextColumn("[bold]halo run"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=False, console=_stderr()) as bar:
+        task = bar.add_task("inputs", total=total)
+        return fn(lambda n: bar.advance(task, n))
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _write_rejected(output: Path, batch) -> None:
+    """Rejected rows are part of the output too: one record each, with the reason."""
+    if not batch.errors:
+        return
+    with output.open("a", encoding="utf-8") as f:
+        for e in batch.errors:
+            f.write(json.dumps({"row": e.row, "inputs": None, "outputs": None,
+                                "error": [{"node": "input", "error": e.reason}]}) + "\n")
+
+
+def _summary(stats, output: Path, rejected: int) -> None:
+    t = stats.totals()
+    lines = [
+        f"{t['inputs']:,} inputs in {t['seconds']:.1f} s ({t['inputs_per_s']:.2f} inputs/s); "
+        f"{t['failed']:,} failed, {rejected:,} rejected, {t['resumed']:,} resumed from the journal",
+        f"calls executed {t['calls']:,} for {t['instances']:,} operator instances "
+        f"({t['merged']:,} merged); tokens: {t['prompt_tokens']:,} prompt "
+        f"({t['cached_tokens']:,} from prefix cache), {t['completion_tokens']:,} generated; "
+        f"model loads {t['model_loads']} ({t['load_seconds']:.1f} s)",
+    ]
+    if t["substitutions"]:
+        lines.append("models substituted on this engine: " +
+                     ", ".join(f"{k} -> {v}" for k, v in t["substitutions"].items()))
+    lines.append(f"results: {output}")
+    typer.echo("\n".join(lines), err=True)
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,384 @@
+"""The coordinator: runs a logical plan over a batch on a real engine and real tools.
+
+Work is dispatched per input as soon as its inputs are ready (wavefront). Identical calls are served
+once: from memory or the journal when already done, or by joining a call still in flight. LLM calls
+queue per model and run in micro-batches sized by a token budget that uses the output lengths seen so
+far; batches keep prefix groups together and order prompts by length. Tools run on a thread pool
+while the engine works, so CPU tool work overlaps LLM work. A failed call fails only the inputs that
+depend on it; everything is journaled so that a crashed run resumes without losing or repeating work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from halo.consolidate import call_key
+from halo.plan import LogicalPlan, OpNode, evaluate
+from halo.runtime import structured
+from halo.runtime.engines.base import Engine, GenRequest, GenResult
+from halo.runtime.journal import Journal
+from halo.runtime.stats import NodeStats, RunStats
+from halo.runtime.toolbox import Toolbox
+
+
+@dataclass
+class RunOptions:
+    """How to execute. The defaults are Halo's; the baselines switch parts off."""
+
+    merge: bool = True                 # serve identical calls once (memo + in-flight coalescing)
+    window: int = 512                  # inputs in flight (bounds memory)
+    max_batch: int = 32                # LLM requests per engine call
+    batch_tokens: int = 16384          # LLM micro-batch budget: prompt + expected output tokens
+    tool_workers: int = 8
+    operator_at_a_time: bool = False   # barrier between operators (the operator-at-a-time baseline)
+    prefix_keys: bool = True           # tell the engine which requests share a prefix
+    repair: bool = True                # one repair retry for invalid structured output
+    llm_retries: int = 1
+    priority: list[str] = field(default_factory=list)   # node order from the physical plan
+
+
+@dataclass
+class _Input:
+    row: int
+    params: dict[str, Any]
+    env: dict[str, Any]
+    todo: set[str]
+    running: set[str] = field(default_factory=set)
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Call:
+    """One executed call and the (input, node) instances waiting on it."""
+
+    node: str
+    key: str | None
+    waiters: list[int]
+    request: GenRequest | None = None
+    repaired: bool = False
+
+
+class Executor:
+    def __init__(self, plan: LogicalPlan, engine: Engine | None, toolbox: Toolbox, journal: Journal,
+                 options: RunOptions | None = None):
+        self.plan, self.engine, self.tools, self.journal = plan, engine, toolbox, journal
+        self.opt = options or RunOptions()
+        self.ops = {op.id: op for op in plan.nodes()}
+        rank = {n: i for i, n in enumerate(self.opt.priority)}
+        self.order = sorted(self.ops, key=lambda n: rank.get(n, len(rank)))
+        self.rank = {n: i for i, n in enumerate(self.order)}
+        self.candidates: list[tuple[int, str]] = []
+        self.topo = [op.id for op in plan.nodes()]
+        self.preds = {n: set(plan.graph.predecessors(n)) for n in self.ops}
+        self.desc = {n: nx.descendants(plan.graph, n) for n in self.ops}
+        self.stats = RunStats(nodes={n: NodeStats() for n in self.ops})
+        self.events: queue.Queue = queue.Queue()
+        self.pool = ThreadPoolExecutor(max(1, self.opt.tool_workers), thread_name_prefix="halo-tool")
+        self.gpu = ThreadPoolExecutor(1, thread_name_prefix="halo-engine")
+        self.engine_busy = False
+        self.inputs: dict[int, _Input] = {}
+        self.memo: OrderedDict[str, tuple[Any, str | None]] = OrderedDict()
+        self.inflight: dict[str, _Call] = {}
+        self.llm_queue: dict[str, list[_Call]] = defaultdict(list)
+        self.done_count: dict[str, int] = defaultdict(int)
+        self.total_inputs = 0
+        self.t0 = 0.0
+
+    # -- driver ------------------------------------------------------------------------------------------
+
+    def run(self, rows: Iterable[tuple[int, dict[str, Any]]], sink: Callable[[dict], None],
+            on_progress: Callable[[int], None] | None = None) -> RunStats:
+        """Run every row; each finished input's record goes to `sink` (after it is journaled)."""
+        self.t0 = time.perf_counter()
+        finished = self.journal.finished_rows()
+        self.stats.resumed = len(finished)
+        source: Iterable = ((r, p) for r, p in rows if r not in finished)
+        window = self.opt.window
+        if self.opt.operator_at_a_time:
+            source = list(source)
+            window = self.total_inputs = len(source)
+        it = iter(source)
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(self.inputs) < max(window, 1):
+                    nxt = next(it, None)
+                    if nxt is None:
+                        exhausted = True
+                        break
+                    self._admit(*nxt)
+                self._dispatch()
+                if exhausted and not self.inputs:
+                    break
+                kind, payload = self.events.get()
+                self._handle(kind, payload, sink, on_progress)
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.gpu.shutdown(wait=True, cancel_futures=True)
+        self.stats.seconds = time.perf_counter() - self.t0
+        if self.engine is not None:
+            self.stats.substitutions = dict(getattr(self.engine, "substitutions", {}))
+        return self.stats
+
+    def _admit(self, row: int, params: dict[str, Any]) -> None:
+        self.inputs[row] = _Input(row, params, dict(params), set(self.ops))
+        self.candidates.extend((row, n) for n in self.ops if not self.preds[n])
+
+    # -- dispatch ----------------------------------------------------------------------------------------
+
+    def _ready(self, inp: _Input, node: str) -> bool:
+        if any(p in inp.todo for p in self.preds[node]):
+            return False
+        if self.opt.operator_at_a_time:
+            idx = self.topo.index(node)
+            return all(self.done_count[p] >= self.total_inputs for p in self.topo[:idx])
+        return True
+
+    def _dispatch(self) -> None:
+        """Start every candidate (input, node) whose inputs are ready, in plan priority order."""
+        rank = self.rank
+        self.candidates.sort(key=lambda c: rank[c[1]])
+        waiting = []
+        for row, node in self.candidates:
+            inp = self.inputs.get(row)
+            if inp is None or node not in inp.todo or node in inp.running:
+                continue
+            if self._ready(inp, node):
+                self._start(inp, node)
+            else:
+                waiting.append((row, node))
+        self.candidates = waiting if self.opt.operator_at_a_time else []
+        self._kick_engine()
+
+    def _start(self, inp: _Input, node: str) -> None:
+        op = self.ops[node]
+        inp.running.add(node)
+        try:
+            key = call_key(op, inp.env) if self.opt.merge else None
+        except Exception as e:   # rendering failed: a missing upstream value
+            self._finish(inp.row, node, None, f"cannot prepare call: {e}")
+            return
+        if key is not None:
+            key = f"{node}|{key}" if op.kind != "llm" else key
+            hit = self.memo.get(key) or self.journal.get_call(key)
+            if hit is not None:
+                self.memo[key] = hit
+                self.stats.nodes[node].memo_hits += 1
+                self._finish(inp.row, node, *hit)
+                return
+            call = self.inflight.get(key)
+            if call is not None:
+                call.waiters.append(inp.row)
+                self.stats.nodes[node].coalesced += 1
+                return
+        elif op.side_effect or op.kind == "llm":
+            prior = self.journal.get_effect(node, inp.row)
+            if prior is not None:
+                state, value, error = prior
+                if state == "intent":
+                    error = "interrupted by a crash: this call may have run; it is not repeated"
+                self.stats.nodes[node].memo_hits += 1
+                self._finish(inp.row, node, value, error)
+                return
+            if op.side_effect:
+                self.journal.intent(node, inp.row)
+        call = _Call(node, key, [inp.row])
+        if key is not None:
+            self.inflight[key] = call
+        if op.kind == "llm":
+            call.request = self._request(op, inp.env)
+            self.llm_queue[op.model].append(call)
+        else:
+            env = inp.env
+            self.pool.submit(self._run_tool, call, op, env)
+
+    def _request(self, op: OpNode, env: dict[str, Any]) -> GenRequest:
+        system = op.templates["system"].render(env) if "system" in op.templates else None
+        prefix = None
+        if self.opt.prefix_keys:
+            head = (system or "") + "\x00" + op.templates["prompt"].static_prefix()
+            prefix = hashlib.blake2b(f"{op.model}\x00{head}".encode(), digest_size=8).hexdigest()
+        return GenRequest(model=op.model, prompt=op.templates["prompt"].render(env), system=system,
+                          max_tokens=int(op.option("max_tokens", 256)),
+                          temperature=float(op.option("temperature", 0.0)), seed=op.option("seed"),
+                          json_schema=structured.json_schema(op.out), prefix_key=prefix)
+
+    def _run_tool(self, call: _Call, op: OpNode, env: dict[str, Any]) -> None:
+        start = time.perf_counter()
+        try:
+            value, _ = self.tools.run(op, env)
+            error = None
+        except Exception as e:   # a tool failure is data for the inputs that need it
+            value, error = None, f"{type(e).__name__}: {e}"
+        self.events.put(("tool", (call, value, error, start, time.perf_counter())))
+
+    # -- the engine --------------------------------------------------------------------------------------
+
+    def _kick_engine(self) -> None:
+        if self.engine_busy or self.engine is None:
+            return
+        models = [m for m, q in self.llm_queue.items() if q]
+        if not models:
+            return
+        resident = set(self.engine.resident_models())
+        rank = {self.ops[n].model: i for i, n in reversed(list(enumerate(self.order))) if self.ops[n].kind == "llm"}
+        model = min(models, key=lambda m: (m not in resident, rank.get(m, 0), -len(self.llm_queue[m])))
+        batch = self._take_batch(model)
+        self.engine_busy = True
+        self.gpu.submit(self._run_engine, model, batch)
+
+    def _take_batch(self, model: str) -> list[_Call]:
+        """Prefix groups together, short prompts first; stop at the request or token budget."""
+        calls = self.llm_queue[model]
+        calls.sort(key=lambda c: (c.request.prefix_key or "", len(c.request.prompt)))
+        batch, budget = [], 0
+        for c in calls:
+            cost = self._expected_tokens(c)
+            if batch and (len(batch) >= self.opt.max_batch or budget + cost > self.opt.batch_tokens):
+                break
+            batch.append(c)
+            budget += cost
+        self.llm_queue[model] = calls[len(batch):]
+        return batch
+
+    def _expected_tokens(self, call: _Call) -> int:
+        """Prompt tokens (≈ chars/4) plus the p90 of output lengths seen for this node (max_tokens before)."""
+        seen = self.stats.nodes[call.node].output_tokens
+        if len(seen) >= 8:
+            tail = sorted(seen[-256:])
+            out = tail[int(0.9 * (len(tail) - 1))]
+        else:
+            out = call.request.max_tokens
+        return (len(call.request.prompt) + len(call.request.system or "")) // 4 + out
+
+    def _run_engine(self, model: str, batch: list[_Call]) -> None:
+        start = time.perf_counter()
+        load_s = 0.0
+        try:
+            load_s = self.engine.load(model)
+            results = self.engine.generate([c.request for c in batch])
+            for attempt in range(self.opt.llm_retries):
+                bad = [i for i, r in enumerate(results) if r.error]
+                if not bad:
+                    break
+                time.sleep(0.2 * 2 ** attempt)
+                again = self.engine.generate([batch[i].request for i in bad])
+                for i, r in zip(bad, again, strict=True):
+                    results[i] = r
+        except Exception as e:   # the engine itself failed: every request of the batch fails
+            results = [GenResult.failed(f"{type(e).__name__}: {e}") for _ in batch]
+        self.events.put(("llm", (batch, results, load_s, start, time.perf_counter())))
+
+    # -- completions -------------------------------------------------------------------------------------
+
+    def _handle(self, kind: str, payload, sink, on_progress) -> None:
+        if kind == "tool":
+            call, value, error, start, end = payload
+            st = self.stats.nodes[call.node]
+            st.calls += 1
+            st.seconds += end - start
+            st.span(start - self.t0, end - self.t0)
+            self._complete(call, value, error)
+        else:
+            batch, results, load_s, start, end = payload
+            self.engine_busy = False
+            if load_s > 0:
+                self.stats.model_loads += 1
+                self.stats.load_seconds += load_s
+            per = (end - start - load_s) / max(len(batch), 1)
+            for call, res in zip(batch, results, strict=True):
+                st = self.stats.nodes[call.node]
+                st.calls += 1
+                st.batches += 1 if call is batch[0] else 0
+                st.seconds += res.seconds or per
+                st.span(start - self.t0, end - self.t0)
+                st.prompt_tokens += res.prompt_tokens
+                st.completion_tokens += res.completion_tokens
+                st.cached_tokens += res.cached_tokens
+                if not res.error:
+                    st.output_tokens.append(res.completion_tokens)
+                self._llm_done(call, res)
+        self._flush(sink, on_progress)
+
+    def _llm_done(self, call: _Call, res: GenResult) -> None:
+        op = self.ops[call.node]
+        if res.error:
+            self._complete(call, None, f"LLM call failed: {res.error}")
+            return
+        if op.out.kind != "struct":
+            self._complete(call, res.text, None)
+            return
+        try:
+            self._complete(call, structured.parse(res.text, op.out), None)
+        except structured.OutputError as e:
+            if self.opt.repair and not call.repaired:
+                self.stats.nodes[call.node].repairs += 1
+                r = call.request
+                call.request = GenRequest(r.model, structured.repair_prompt(r.prompt, op.out, str(e)), r.system,
+                                          r.max_tokens, r.temperature, r.seed, r.json_schema, r.prefix_key)
+                call.repaired = True
+                self.llm_queue[op.model].append(call)
+            else:
+                self._complete(call, None, f"invalid structured output: {e}; reply was {res.text[:120]!r}")
+
+    def _complete(self, call: _Call, value: Any, error: str | None) -> None:
+        op = self.ops[call.node]
+        if call.key is not None:
+            self.inflight.pop(call.key, None)
+            self.memo[call.key] = (value, error)
+            if len(self.memo) > 100_000:
+                self.memo.popitem(last=False)
+            self.journal.put_call(call.key, value, error)
+        for row in call.waiters:
+            if call.key is None and (op.side_effect or op.kind == "llm"):
+                self.journal.put_effect(call.node, row, value, error)
+            self._finish(row, call.node, value, error)
+
+    def _finish(self, row: int, node: str, value: Any, error: str | None) -> None:
+        inp = self.inputs[row]
+        inp.running.discard(node)
+        inp.todo.discard(node)
+        self.stats.nodes[node].instances += 1
+        self.done_count[node] += 1
+        if error is None:
+            inp.env[node] = value
+            self.candidates.extend((row, s) for s in self.plan.graph.successors(node))
+            return
+        self.stats.nodes[node].errors += 1
+        inp.errors.append({"node": node, "error": error})
+        for d in self.desc[node]:
+            if d in inp.todo:
+                inp.todo.discard(d)
+                self.done_count[d] += 1
+                inp.errors.append({"node": d, "error": f"skipped: depends on failed '{node}'"})
+
+    def _flush(self, sink, on_progress) -> None:
+        done = [inp for inp in self.inputs.values() if not inp.todo and not inp.running]
+        for inp in done:
+            record = {"row": inp.row, "inputs": inp.params, "outputs": self._outputs(inp),
+                      "error": inp.errors or None}
+            self.journal.put_output(inp.row, record)
+            sink(record)
+            self.stats.inputs += 1
+            self.stats.failed += 1 if inp.errors else 0
+            del self.inputs[inp.row]
+            if on_progress:
+                on_progress(1)
+
+    def _outputs(self, inp: _Input) -> dict[str, Any]:
+        out = {}
+        for key, expr in self.plan.returns:
+            try:
+                out[key] = evaluate(expr, inp.env)
+            except KeyError:
+                out[key] = None
+        return out
