@@ -114,11 +114,41 @@ def normalize(expr: exp.Expression, dialect: str = "postgres") -> str:
     return tree.sql(dialect="postgres", comments=False, normalize_functions="upper")
 
 
+_FTS_DOC = {"to_tsvector"}
+_FTS_QUERY = {"plainto_tsquery", "to_tsquery", "websearch_to_tsquery"}
+
+
+def _words(arg: exp.Expression) -> exp.Expression:
+    return exp.func("list_filter", exp.func("regexp_split_to_array", exp.func("lower", arg),
+                                            exp.Literal.string("[^[:alnum:]]+")),
+                    exp.Lambda(this=exp.NEQ(this=exp.column("w"), expression=exp.Literal.string("")),
+                               expressions=[exp.to_identifier("w")]))
+
+
+def _duckdb_compat(node: exp.Expression) -> exp.Expression:
+    """Rewrite PostgreSQL constructs DuckDB lacks (applied only when targeting DuckDB).
+
+    ``to_tsvector(cfg, doc) @@ plainto_tsquery(cfg, q)`` becomes "every word of q occurs as a word
+    of doc" (case-insensitive; no stemming or stop words: an approximation of PostgreSQL's
+    full-text match). ``json_agg(x ORDER BY ...)`` becomes ``to_json(list(x ORDER BY ...))``.
+    """
+    if isinstance(node, exp.MatchAgainst) and len(node.expressions) == 1:
+        funcs = {f.name.lower(): f for f in (node.this, node.expressions[0]) if isinstance(f, exp.Anonymous)}
+        doc = next((funcs[n] for n in _FTS_DOC if n in funcs), None)
+        query = next((funcs[n] for n in _FTS_QUERY if n in funcs), None)
+        if doc is not None and query is not None:
+            return exp.func("list_has_all", _words(doc.expressions[-1]), _words(query.expressions[-1]))
+    if isinstance(node, exp.JSONArrayAgg):
+        return exp.Anonymous(this="to_json", expressions=[exp.Anonymous(this="list", expressions=[node.this])])
+    return node
+
+
 def transpile(expr: exp.Expression, dialect: str) -> tuple[str, list[str]]:
     """SQL text for ``dialect`` ("duckdb" or "postgres"/psycopg) and its parameter names.
 
     DuckDB binds ``$name``; psycopg binds ``%(name)s`` (every other ``%`` is doubled).
-    Positional parameters (``$1``, ``?``, ``%s``) are rejected: bind by name.
+    Positional parameters (``$1``, ``?``, ``%s``) are rejected: bind by name. For DuckDB a few
+    PostgreSQL-only constructs are rewritten (see ``_duckdb_compat``).
     """
     if dialect not in _BIND:
         raise ValueError(f"unsupported SQL dialect {dialect!r}; expected one of {sorted(_BIND)}")
@@ -132,6 +162,9 @@ def transpile(expr: exp.Expression, dialect: str) -> tuple[str, list[str]]:
             raise SqlError(f"positional parameter {node.sql(dialect=dialect)} is not supported; use :name")
         order[name] = None
         return exp.Var(this=f"\x00{name}\x00")
+
+    if dialect == "duckdb":
+        expr = expr.transform(_duckdb_compat)
 
     text = expr.transform(mark).sql(dialect=dialect, comments=False)
     if text.count("\x00") != 2 * len(_MARK.findall(text)):
