@@ -130,7 +130,8 @@ def _duckdb_compat(node: exp.Expression) -> exp.Expression:
 
     ``to_tsvector(cfg, doc) @@ plainto_tsquery(cfg, q)`` becomes "every word of q occurs as a word
     of doc" (case-insensitive; no stemming or stop words: an approximation of PostgreSQL's
-    full-text match). ``json_agg(x ORDER BY ...)`` becomes ``to_json(list(x ORDER BY ...))``.
+    full-text match). ``json_agg(x ORDER BY ...)`` becomes ``to_json(list(x ORDER BY ...))``;
+    ``json_build_object`` becomes ``json_object``.
     """
     if isinstance(node, exp.MatchAgainst) and len(node.expressions) == 1:
         funcs = {f.name.lower(): f for f in (node.this, node.expressions[0]) if isinstance(f, exp.Anonymous)}
@@ -138,8 +139,11 @@ def _duckdb_compat(node: exp.Expression) -> exp.Expression:
         query = next((funcs[n] for n in _FTS_QUERY if n in funcs), None)
         if doc is not None and query is not None:
             return exp.func("list_has_all", _words(doc.expressions[-1]), _words(query.expressions[-1]))
+    if isinstance(node, exp.Anonymous) and node.name.lower() == "json_build_object":
+        return exp.Anonymous(this="json_object", expressions=node.expressions)
     if isinstance(node, exp.JSONArrayAgg):
-        return exp.Anonymous(this="to_json", expressions=[exp.Anonymous(this="list", expressions=[node.this])])
+        inner = node.this.transform(_duckdb_compat)
+        return exp.Anonymous(this="to_json", expressions=[exp.Anonymous(this="list", expressions=[inner])])
     return node
 
 
