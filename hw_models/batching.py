@@ -94,7 +94,8 @@ def group_time(model: ModelSpec, device: DeviceSpec, p: Params, *, weight_bytes:
     breakdown = {
         "batch": batch, "waves": full + (1 if rest else 0), "prefill_s": prefill_s,
         "decode_s": decode_s, "kv_budget_bytes": budget, "kv_bytes_per_request": per_request,
-        "batch_limited_by": "memory" if fit < min(max_batch, n_requests) else "max_batch",
-        "tp": tp, **parts,
+        "batch_limited_by": ("memory" if fit < min(max_batch, n_requests)
+                             else "max_batch" if max_batch < n_requests else "n_requests"),
+        "tp": tp, "device": device.name, "simulated": device.simulated, **parts,
     }
     return Estimate(prefill_s + decode_s, breakdown, peak_memory_bytes=peak)

@@ -118,7 +118,7 @@ def group_time(model: str | ModelSpec, device: str | DeviceSpec, n_requests: int
     m, d = as_model(model), as_device(device)
     p = resolve(d, calibration)
     npu = dict(calibration or {}) | {"eta": d.params["npu_efficiency"]}
-    est = batching.group_time(
+    return batching.group_time(
         m, d, p, weight_bytes=m.weight_bytes(), kv_per_token=m.kv_bytes_per_token(),
         n_requests=n_requests, prompt_tokens=prompt_tokens_per_req,
         cached_prefix_tokens=cached_prefix_tokens, output_tokens=output_tokens_per_req,
@@ -126,5 +126,3 @@ def group_time(model: str | ModelSpec, device: str | DeviceSpec, n_requests: int
         prefill=lambda b, s, c: roofline.prefill_time(m, d, s, c, batch=b, calibration=npu),
         step=lambda b, c: decode_step(m, d, [c] * b, mode, calibration=calibration),
     )
-    est.breakdown["simulated"] = True
-    return est
