@@ -71,9 +71,9 @@ class Params:
         """GEMM efficiency at intensity/ridge ratio ``x`` (log-linear interpolation, clamped)."""
         return float(np.interp(np.log(max(x, 1e-9)), self._log_x, self._etas))
 
-    def provenance(self, *keys: str) -> dict[str, Any]:
-        used = sorted(k for k in self.calibrated_keys if not keys or k in keys)
-        return {"calibrated": bool(used), "calibrated_keys": used}
+    def provenance(self) -> dict[str, Any]:
+        """Breakdown entries saying whether (and which) calibrated values were used."""
+        return {"calibrated": bool(self.calibrated_keys), "calibrated_keys": sorted(self.calibrated_keys)}
 
 
 def resolve(device: DeviceSpec | None, calibration: Mapping[str, Any] | None) -> Params:

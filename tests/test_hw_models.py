@@ -90,6 +90,14 @@ def test_model_from_hf_config(tmp_path):
         specs.model_from_hf_config(path)
 
 
+@pytest.mark.parametrize("name", specs.device_names())
+def test_every_device_loads_with_sane_numbers(name):
+    d = specs.device(name)
+    assert d.peak_flops("bf16") > 0 and d.mem_bw > 0 and d.mem_capacity > 0
+    assert d.simulated == (d.backend != "roofline")
+    assert d.backend in backends.BACKENDS
+
+
 def test_cpu_device_scales_with_cores():
     small, big = specs.device("cpu", 4), specs.device("cpu", 64)
     assert big.peak_flops("bf16") == 16 * small.peak_flops("bf16")
