@@ -75,7 +75,7 @@ def _copy_table(src: duckdb.DuckDBPyConnection, dst: psycopg.Connection, name: s
     dst.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
     dst.execute(sql.SQL("CREATE TABLE {} ({})").format(table, sql.SQL(", ").join(defs)))
     count = 0
-    reader = src.execute(f'SELECT * FROM "{name}"').fetch_record_batch(50_000)
+    reader = src.execute(f'SELECT * FROM "{name}"').to_arrow_reader(50_000)
     with dst.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(table)) as copy:
         for batch in reader:
             for row in zip(*(c.to_pylist() for c in batch.columns), strict=True):
