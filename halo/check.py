@@ -267,9 +267,18 @@ class _WorkflowChecker:
                 if kind == "int" and isinstance(expr, ast.Num) and expr.value < 0:
                     self.error(expr.pos, f"'{name}' must not be negative")
             case _:
-                t = self._expr_type(expr)
-                if t is not None and t.kind in ("model", "db"):
-                    self.error(expr.pos, f"a {t.kind} cannot be passed as a value")
+                self._expr_type(expr)
+                self._no_handles(expr, "a {} cannot be passed as a value")
+
+    def _no_handles(self, expr: ast.Expr, message: str) -> bool:
+        """Report models and databases used where a value is expected; True if there were none."""
+        ok = True
+        for r in ast.refs_in(expr):
+            kind = self.scope.get(r.name, ("",))[0]
+            if kind in ("model", "database"):
+                self.error(r.pos, message.format("model" if kind == "model" else "db"))
+                ok = False
+        return ok
 
     def _check_sql(self, bi: BindingInfo) -> None:
         q = bi.args.get("query")
@@ -310,7 +319,7 @@ class _WorkflowChecker:
                 self.error(a.pos, f"call workflow '{callee.name}' with named arguments")
             elif a.name not in params:
                 self.error(a.pos, f"workflow '{callee.name}' has no parameter '{a.name}'")
-            else:
+            elif self._no_handles(a.value, "a {} cannot be passed as a value"):
                 t = self._expr_type(a.value)
                 want = types.from_ref(params[a.name].type) or types.JSON
                 if t is not None and not types.assignable(t, want):
@@ -403,8 +412,8 @@ class _WorkflowChecker:
                 self.error(item.pos, f"'{item.key}' is returned twice")
             seen.add(item.key)
             t = self._expr_type(item.value)
-            if t is not None and t.kind in ("model", "db"):
-                self.error(item.pos, f"cannot return a {t.kind}")
+            if not self._no_handles(item.value, "cannot return a {}"):
+                t = None
             fields.append((item.key, t or types.JSON))
         self.info.return_type = types.struct(fields)
 

@@ -56,13 +56,18 @@ def _error_pos(exc: UnexpectedInput, source: str, file: str) -> Pos:
     if at_end or exc.line is None or exc.line < 1:
         text = source.rstrip()                  # just after the last character written
         return Pos(file, text.count("\n") + 1, len(text) - (text.rfind("\n") + 1) + 1)
-    return Pos(file, exc.line, max(exc.column or 1, 1))
+    col = max(exc.column or 1, 1)
+    if isinstance(exc, UnexpectedCharacters) and source[exc.pos_in_stream - 2:exc.pos_in_stream + 1] == '"""':
+        col = max(col - 2, 1)                   # an unterminated """string lexes as "" then "
+    return Pos(file, exc.line, col)
 
 
 def _describe(exc: UnexpectedInput, source: str) -> str:
     if isinstance(exc, UnexpectedCharacters):
         char = source[exc.pos_in_stream] if exc.pos_in_stream < len(source) else "?"
         if char == '"':
+            if source[exc.pos_in_stream - 2:exc.pos_in_stream + 1] == '"""':
+                return 'unterminated """string"""'
             return "unterminated string"
         return f"unexpected character {char!r}"
     if isinstance(exc, UnexpectedToken):
@@ -102,6 +107,8 @@ def _expected(names) -> str:
     if _VALUE_TERMINALS <= names:
         names -= _VALUE_TERMINALS
         words.add("a value")
+    if {"STRING", "LONG_STRING"} <= names:
+        names.discard("LONG_STRING")
     words |= {_terminal_name(n) for n in names}
     words = sorted(words)
     if len(words) > 6:
