@@ -1,0 +1,100 @@
+"""Calibration: measured timings that correct the cost model, kept in a JSON file.
+
+EXPLAIN ANALYZE and the benchmarks append measurements; `fit` turns them into the numbers the cost
+model reads. Measurement records (one dict each; `kind` says which):
+
+| kind     | fields                                             | fitted into                                    |
+|----------|----------------------------------------------------|------------------------------------------------|
+| `llm`    | model, device, phase (prefill/decode), tokens, seconds, predicted_s? | `llm_rate[model@device:phase]` tokens/s; with predicted_s also `llm_factor[...]` = measured/predicted (least squares through the origin) |
+| `tool`   | tool (sql/http/py), key? (node or db), seconds     | `tool_s[tool]` and `tool_s[key]`: mean seconds per call |
+| `chars`  | model? , chars, tokens                             | `chars_per_token[model or "text"]`             |
+| `output` | node ("workflow.node"), tokens                     | `output_tokens[node]`: mean output tokens      |
+
+The default file is `.halo/calibration.json` in the working directory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PATH = Path(".halo") / "calibration.json"
+
+
+@dataclass
+class Calibration:
+    """Fitted numbers (see the module table) plus the measurements they came from."""
+
+    llm_rate: dict[str, float] = field(default_factory=dict)
+    llm_factor: dict[str, float] = field(default_factory=dict)
+    tool_s: dict[str, float] = field(default_factory=dict)
+    chars_per_token: dict[str, float] = field(default_factory=dict)
+    output_tokens: dict[str, float] = field(default_factory=dict)
+    measurements: list[dict[str, Any]] = field(default_factory=list)
+    path: str | None = None
+
+    def add(self, *measurements: dict[str, Any]) -> Calibration:
+        """A new calibration refitted over the old measurements plus these."""
+        return fit([*self.measurements, *measurements], self.path)
+
+
+def llm_key(model: str, device: str, phase: str) -> str:
+    return f"{model}@{device}:{phase}"
+
+
+def fit(measurements: list[dict[str, Any]], path: str | None = None) -> Calibration:
+    """Fit rates, efficiency factors, latencies and chars/token from raw measurements."""
+    sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for m in measurements:
+        kind = m["kind"]
+        if kind == "llm":
+            key = llm_key(m["model"], m["device"], m["phase"])
+            _acc(sums, "rate", key, m["tokens"], m["seconds"])
+            if m.get("predicted_s"):
+                p = m["predicted_s"]
+                _acc(sums, "factor", key, p * m["seconds"], p * p)
+        elif kind == "tool":
+            for key in {m["tool"], m.get("key") or m["tool"]}:
+                _acc(sums, "tool", key, m["seconds"], 1.0)
+        elif kind == "chars":
+            _acc(sums, "chars", m.get("model") or "text", m["chars"], m["tokens"])
+        elif kind == "output":
+            _acc(sums, "output", m["node"], m["tokens"], 1.0)
+        else:
+            raise ValueError(f"unknown measurement kind {kind!r}")
+    out = Calibration(measurements=list(measurements), path=path)
+    table = {"rate": out.llm_rate, "factor": out.llm_factor, "tool": out.tool_s,
+             "chars": out.chars_per_token, "output": out.output_tokens}
+    for (what, key), (num, den) in sums.items():
+        if den > 0:
+            table[what][key] = num / den
+    return out
+
+
+def _acc(sums, what: str, key: str, num: float, den: float) -> None:
+    s = sums[(what, key)]
+    s[0] += num
+    s[1] += den
+
+
+def load(path: str | Path | None = None) -> Calibration:
+    """Read a calibration file (default `.halo/calibration.json`); a missing default file is empty."""
+    p = Path(path) if path is not None else DEFAULT_PATH
+    if not p.exists():
+        if path is not None:
+            raise FileNotFoundError(f"no calibration file at {p}")
+        return Calibration()
+    data = json.loads(p.read_text())
+    return fit(data.get("measurements", []), str(p))
+
+
+def save(cal: Calibration, path: str | Path | None = None) -> Path:
+    """Write the calibration (fitted numbers and measurements) as JSON; returns the path."""
+    p = Path(path or cal.path or DEFAULT_PATH)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    data = {k: v for k, v in asdict(cal).items() if k != "path"}
+    p.write_text(json.dumps({"halo_calibration": 1, **data}, indent=1, sort_keys=True))
+    return p
