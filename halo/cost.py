@@ -1,0 +1,238 @@
+"""Cost model: time, tokens and memory of every operator group, and the optimizer's Problem.
+
+The only module that imports `halo.hw_models`. LLM groups are priced by the device's hardware
+backend (`group_time`: batched prefill + decode under the KV budget, with the shared prefix cached);
+tool groups by a per-call latency (calibrated, else a default) over a bounded number of concurrent
+calls. Every estimate carries a breakdown and lists which of its inputs were calibrated and which
+are defaults. A measured tokens/s rate in the calibration replaces the roofline; a measured/predicted
+factor scales it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from halo.calibration import Calibration, llm_key
+from halo.consolidate import ConsolidatedPlan, OpGroup
+from halo.errors import HaloError
+from halo.hw_models import logic_pim, npu_pim, roofline, specs
+from halo.hw_models.batching import CapacityError
+from halo.hw_models.specs import DeviceSpec
+from halo.optimizer.problem import Device, Problem, Task
+from halo.tokens import counter, output_tokens
+
+DEFAULT_DEVICE = "H100-SXM"
+MAX_BATCH = 256
+TOOL_LATENCY_S = {"sql": 0.005, "http": 0.2, "py": 0.001}      # per call, when nothing is measured
+TOOL_CONCURRENCY = {"sql": 4, "http": 16, "py": 1}
+UPSTREAM_TOKENS = {"sql": 64, "http": 128, "py": 32}          # tool output pasted into a prompt
+CPU_POOL_SLOTS = 4
+_BACKENDS = {"roofline": roofline, "npu_pim": npu_pim, "logic_pim": logic_pim}
+_ITEM = re.compile(r"^(?:(\d+)\s*[x*]\s*)?([A-Za-z][\w.-]*?)(?:\s*[x*]\s*(\d+))?(?::(\d+))?$")
+
+
+@dataclass
+class GroupCost:
+    """The estimate of one operator group on one device."""
+
+    id: str
+    kind: str
+    device: str
+    seconds: float
+    prefill_tokens: float = 0.0
+    decode_tokens: float = 0.0
+    prompt_tokens: float = 0.0          # per call
+    output_tokens: float = 0.0          # per call
+    kv_bytes: float = 0.0               # peak KV cache resident
+    kv_reuse_bytes: float = 0.0         # KV of prefix tokens computed once and reused
+    mem_bytes: float = 0.0              # peak device memory beyond the weights
+    breakdown: dict[str, Any] = field(default_factory=dict)
+    calibrated: list[str] = field(default_factory=list)
+    defaults: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        if self.kind == "llm":
+            line = (f"estimate: {self.seconds:.2f} s on {self.device}: prefill {self.prefill_tokens:,.0f} tok "
+                    f"({self.breakdown.get('prefill_s', 0):.2f} s), decode {self.decode_tokens:,.0f} tok "
+                    f"({self.breakdown.get('decode_s', 0):.2f} s), KV {self.kv_bytes / 2**30:.2f} GiB")
+        else:
+            line = (f"estimate: {self.seconds:.3f} s: {self.breakdown['calls']:,} calls x "
+                    f"{self.breakdown['latency_s'] * 1e3:.1f} ms / {self.breakdown['concurrency']} concurrent")
+        return line + f" [{'calibrated' if self.calibrated else 'default constants'}]"
+
+
+@dataclass
+class CostedPlan:
+    """Estimates of every group on the reference device, plus what `to_problem` needs to re-price them."""
+
+    consolidated: ConsolidatedPlan
+    device: str
+    groups: dict[str, GroupCost]
+    calibration: Calibration
+
+    @property
+    def seconds(self) -> float:
+        return sum(g.seconds for g in self.groups.values())
+
+
+def estimate(cplan: ConsolidatedPlan, device: str = DEFAULT_DEVICE,
+             calibration: Calibration | None = None) -> CostedPlan:
+    """Price every group: LLM groups on `device` (the reference accelerator), tools on the CPU pool."""
+    cal = calibration or Calibration()
+    spec = specs.device(device)
+    groups = {gid: group_cost(cplan, g, spec, cal) for gid, g in cplan.groups.items()}
+    return CostedPlan(cplan, spec.name, groups, cal)
+
+
+def group_cost(cplan: ConsolidatedPlan, g: OpGroup, device: DeviceSpec, cal: Calibration) -> GroupCost:
+    """One group's estimate; LLM groups on `device`, tool groups independent of it."""
+    if g.kind == "llm":
+        return _llm_cost(cplan, g, device, cal)
+    return _tool_cost(cplan, g, cal)
+
+
+def _llm_cost(cplan: ConsolidatedPlan, g: OpGroup, device: DeviceSpec, cal: Calibration) -> GroupCost:
+    op = g.op
+    tc = counter(op.model, cal)
+    known = sum(tc.count_many(g.texts)) / len(g.texts) if g.texts else 0.0
+    upstream = sum(_upstream_tokens(cplan, cplan.groups[h], cal) for h in g.upstream_holes)
+    prompt = max(1, round(known + upstream))
+    out, out_source = output_tokens(op, f"{cplan.plan.name}.{g.id}", cal)
+    out = max(1, round(out))
+    saved = g.prefix.saved_tokens if g.prefix else 0
+    cached = min(prompt - 1, round(saved / g.calls)) if g.calls else 0
+    try:
+        model = specs.model(op.model)
+        est = _BACKENDS[device.backend].group_time(model, device, g.calls, prompt, cached, out, MAX_BATCH)
+    except (specs.UnknownSpecError, CapacityError) as e:
+        raise HaloError.at(op.pos, f"cannot estimate `{g.id}` on {device.name}: {e}") from None
+    b = est.breakdown
+    prefill_s, decode_s = b.get("prefill_s", 0.0), b.get("decode_s", 0.0)
+    calibrated, defaults = [], []
+    (calibrated if tc.source != "default" else defaults).append(f"tokens: {tc.source}")
+    (calibrated if out_source == "measured" else defaults).append(f"output length: {out_source}")
+    prefill_tok, decode_tok = g.calls * (prompt - cached), g.calls * out
+    for phase, tokens in (("prefill", prefill_tok), ("decode", decode_tok)):
+        key = llm_key(model.name, device.name, phase)
+        seconds = b.get(f"{phase}_s", 0.0)
+        if key in cal.llm_rate:
+            seconds = tokens / cal.llm_rate[key]
+            calibrated.append(f"{phase}: measured {cal.llm_rate[key]:,.0f} tok/s")
+        elif key in cal.llm_factor:
+            seconds *= cal.llm_factor[key]
+            calibrated.append(f"{phase}: roofline x {cal.llm_factor[key]:.2f} (measured/predicted)")
+        else:
+            defaults.append(f"{phase}: uncalibrated roofline")
+        if phase == "prefill":
+            prefill_s = seconds
+        else:
+            decode_s = seconds
+    kv_tok = model.kv_bytes_per_token()
+    batch = b.get("batch", 0)
+    breakdown = {"prefill_s": prefill_s, "decode_s": decode_s, "calls": g.calls, "batch": batch,
+                 "waves": b.get("waves", 0), "prompt_tokens_known": known, "prompt_tokens_upstream": upstream,
+                 "cached_prefix_tokens": cached, "output_source": out_source, "tokens_source": tc.source,
+                 "hw": b}
+    return GroupCost(g.id, "llm", device.name, prefill_s + decode_s, prefill_tok, decode_tok, prompt, out,
+                     kv_bytes=b.get("kv_bytes_per_request", 0.0) * batch + cached * kv_tok,
+                     kv_reuse_bytes=saved * kv_tok,
+                     mem_bytes=max(0.0, est.peak_memory_bytes - model.weight_bytes()),
+                     breakdown=breakdown, calibrated=calibrated, defaults=defaults)
+
+
+def _upstream_tokens(cplan: ConsolidatedPlan, up: OpGroup, cal: Calibration) -> float:
+    """Tokens an upstream output adds to a prompt it is pasted into."""
+    key = f"{cplan.plan.name}.{up.id}"
+    if up.kind == "llm":
+        return output_tokens(up.op, key, cal)[0]
+    return cal.output_tokens.get(key, UPSTREAM_TOKENS[up.kind])
+
+
+def _tool_cost(cplan: ConsolidatedPlan, g: OpGroup, cal: Calibration) -> GroupCost:
+    op = g.op
+    keys = [g.id, f"{op.kind}:{op.db.name}" if op.db else None, op.kind]
+    hit = next((k for k in keys if k and k in cal.tool_s), None)
+    latency = cal.tool_s[hit] if hit else TOOL_LATENCY_S[op.kind]
+    timeout = op.option("timeout")
+    if op.kind == "http" and timeout is not None and not hit:
+        latency = min(latency, float(timeout))
+    concurrency = 1 if op.side_effect else max(1, min(g.calls, TOOL_CONCURRENCY[op.kind]))
+    seconds = g.calls * latency / concurrency
+    source = f"latency: measured ({hit})" if hit else f"latency: default {latency * 1e3:.1f} ms"
+    return GroupCost(g.id, op.kind, "cpu", seconds,
+                     breakdown={"calls": g.calls, "latency_s": latency, "concurrency": concurrency},
+                     calibrated=[source] if hit else [], defaults=[] if hit else [source])
+
+
+# -- hardware and the optimizer's problem ----------------------------------------------------------------
+
+def parse_hardware(text: str) -> list[tuple[DeviceSpec, int]]:
+    """`"2xH100,cpu:16"`: comma- or plus-separated items `[Nx]NAME[xN][:CORES]`, NAME a known device."""
+    out = []
+    for item in re.split(r"[,+]", text):
+        m = _ITEM.match(item.strip())
+        if not m:
+            raise ValueError(f"bad hardware item {item!r}: expected [Nx]NAME[:cores], e.g. 2xH100 or cpu:16")
+        count = int(m.group(1) or m.group(3) or 1)
+        cores = int(m.group(4)) if m.group(4) else None
+        out.append((specs.device(m.group(2), cores) if cores else specs.device(m.group(2)), count))
+    return out
+
+
+def llm_capable(spec: DeviceSpec, inventory: list[tuple[DeviceSpec, int]]) -> bool:
+    """Accelerators (and simulated PIM devices) run LLMs; a CPU host does only when nothing else can."""
+    if spec.backend not in _BACKENDS:
+        return False
+    accelerators = any(s.kind != "cpu" and s.backend in _BACKENDS for s, _ in inventory)
+    return spec.kind != "cpu" or not accelerators
+
+
+def to_problem(costed: CostedPlan, hardware: str | list[tuple[DeviceSpec, int]]) -> Problem:
+    """Tasks = operator groups with per-device-kind seconds; LLMs on accelerators, tools on a CPU pool."""
+    inventory = parse_hardware(hardware) if isinstance(hardware, str) else hardware
+    cplan, cal = costed.consolidated, costed.calibration
+    devices: list[Device] = []
+    llm_specs = []
+    for spec, count in inventory:
+        if llm_capable(spec, inventory):
+            llm_specs.append(spec)
+        slots = CPU_POOL_SLOTS if spec.kind == "cpu" else 1
+        mem = 0 if spec.kind == "cpu" else int(spec.mem_capacity)
+        devices += [Device(f"{spec.name}:{i}", spec.name, mem, slots, spec.simulated) for i in range(count)]
+    if not any(spec.kind == "cpu" for spec, _ in inventory):
+        devices.append(Device("cpu:0", "cpu", 0, CPU_POOL_SLOTS))
+    cpu_kind = next((s.name for s, _ in inventory if s.kind == "cpu"), "cpu")
+    tasks, model_bytes, load_s, wake_s = [], {}, {}, {}
+    for gid, g in cplan.groups.items():
+        deps = list(cplan.graph.predecessors(gid))
+        if g.kind != "llm":
+            tasks.append(Task(gid, g.kind, deps, {cpu_kind: costed.groups[gid].seconds}))
+            continue
+        model = specs.model(g.op.model)
+        duration, mem = {}, None
+        for spec in llm_specs:
+            try:
+                gc = costed.groups[gid] if spec.name == costed.device else group_cost(cplan, g, spec, cal)
+            except HaloError:
+                continue                       # does not fit this device kind
+            duration[spec.name] = gc.seconds
+            mem = int(gc.mem_bytes) if mem is None else min(mem, int(gc.mem_bytes))  # fits the smallest
+            load_s[(g.op.model, spec.name)] = roofline.load_time(model, spec).seconds
+            wake_s[(g.op.model, spec.name)] = roofline.load_time(model, spec, source="sleep").seconds
+        model_bytes[g.op.model] = int(model.weight_bytes())
+        tasks.append(Task(gid, "llm", deps, duration, g.op.model, mem or 0, shardable=g.calls > 1,
+                          prefix_group=_prefix_id(g)))
+    prices = {s.name: s.price_per_hour for s, _ in inventory}
+    return Problem(tasks, devices, model_bytes, load_s, wake_s, price_per_hour=prices)
+
+
+def _prefix_id(g: OpGroup) -> str | None:
+    """Groups of any node whose calls all start with the same model and prompt prefix share this id."""
+    if not g.prefix or not g.prefix.root.prefix_tokens:
+        return None
+    text = g.leads[g.prefix.order[0]][:g.prefix.root.prefix_chars]
+    return f"{g.op.model}#{hashlib.blake2b(text.encode(), digest_size=6).hexdigest()}"

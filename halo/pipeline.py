@@ -1,0 +1,129 @@
+"""EXPLAIN with costs: logical report -> consolidation -> cost -> placement (optional) -> simulation (optional).
+
+Keys added to `halo.explain.logical_report`'s dict (every block with a "text" is one line the text
+renderer prints):
+
+| where       | key          | content                                                                      |
+|-------------|--------------|------------------------------------------------------------------------------|
+| node        | `calls`      | distinct calls after merging (an upper bound when `merge.estimated`)         |
+| node        | `merge`      | instances, calls, ratio (calls/instances), estimated, text                  |
+| node (LLM)  | `prefix`     | shared_tokens (all calls), groups, top [{prefix_tokens, members}], saved_tokens, text |
+| node        | `estimate`   | seconds, device, prefill_tokens, decode_tokens, prompt_tokens, output_tokens, kv_bytes, kv_reuse_bytes, breakdown, calibrated, defaults, text |
+| node        | `placement`  | devices, start, end, order, text (with a hardware)                          |
+| report      | `rewrites`   | one line per merge or prefix-sharing rewrite                                |
+| report      | `totals`     | instances, calls, prefill_tokens, decode_tokens, seconds (serial sum), device, text |
+| report      | `optimizer`  | method, status, objective, makespan, cost_usd, bound, gap, solve_s, notes, text |
+| report      | `simulation` | makespan, throughput, utilization, switches, label, text                    |
+| report      | `calibration`| path, calibrated (bool), text                                                |
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from halo.batch import Batch
+from halo.calibration import Calibration
+from halo.consolidate import ConsolidatedPlan, consolidate
+from halo.cost import DEFAULT_DEVICE, CostedPlan, estimate, llm_capable, parse_hardware, to_problem
+from halo.explain import logical_report
+from halo.optimizer import PhysicalPlan, optimize, simulate
+from halo.plan import LogicalPlan
+
+TOP_PREFIX_GROUPS = 5
+
+
+def explain_report(plan: LogicalPlan, batch: Batch, hardware: str | None = None, optimizer: str = "auto",
+                   simulate: bool = False, calibration: Calibration | None = None,
+                   time_limit_s: float = 10.0) -> dict[str, Any]:
+    """The EXPLAIN report with merges, prefix groups, estimates and (with `hardware`) placements."""
+    return _run(plan, batch, hardware, optimizer, simulate, calibration, time_limit_s)[0]
+
+
+def physical_plan(plan: LogicalPlan, batch: Batch, hardware: str, optimizer: str = "auto",
+                  calibration: Calibration | None = None,
+                  time_limit_s: float = 10.0) -> tuple[dict[str, Any], PhysicalPlan]:
+    """The report and the physical plan for the runtime."""
+    report, physical, _ = _run(plan, batch, hardware, optimizer, False, calibration, time_limit_s)
+    return report, physical
+
+
+def _run(plan, batch, hardware, method, sim, calibration, time_limit_s):
+    cal = calibration or Calibration()
+    report = logical_report(plan, batch)
+    cplan = consolidate(plan, batch, cal)
+    inventory = parse_hardware(hardware) if hardware else None
+    device = next((s.name for s, _ in inventory if llm_capable(s, inventory)), DEFAULT_DEVICE) \
+        if inventory else DEFAULT_DEVICE
+    costed = estimate(cplan, device, cal)
+    _annotate(report, cplan, costed)
+    report["calibration"] = {"path": cal.path, "calibrated": bool(cal.measurements),
+                             "text": f"Calibration: {cal.path} ({len(cal.measurements)} measurements)"
+                             if cal.measurements else "Calibration: none (default constants)"}
+    physical = None
+    if inventory:
+        problem = to_problem(costed, inventory)
+        physical = optimize(problem, method=method, time_limit_s=time_limit_s)
+        _placements(report, physical)
+        report["optimizer"] = _optimizer_block(physical)
+        if sim:
+            r = simulate(problem, physical, n_inputs=cplan.inputs)
+            report["simulation"] = {
+                "makespan": r.makespan, "throughput": r.throughput, "utilization": r.utilization,
+                "switches": r.switches, "label": r.label,
+                "text": f"Simulation ({r.label}): makespan {r.makespan:.2f} s, "
+                        f"{r.throughput or 0:.2f} inputs/s, {r.switches} model switch(es)"}
+    return report, physical, cplan
+
+
+def _annotate(report: dict[str, Any], cplan: ConsolidatedPlan, costed: CostedPlan) -> None:
+    for node in report["nodes"]:
+        g, c = cplan.groups[node["id"]], costed.groups[node["id"]]
+        node["calls"] = g.calls
+        node["merge"] = {"instances": g.instances, "calls": g.calls, "estimated": g.estimated,
+                         "ratio": g.calls / g.instances if g.instances else 1.0,
+                         "text": "" if g.op.side_effect else
+                         ("merge: " if g.calls < g.instances or g.estimated else "") + g.merge}
+        if g.prefix is not None:
+            p = g.prefix
+            node["prefix"] = {"shared_tokens": p.root.prefix_tokens, "groups": len(p.groups),
+                              "top": [{"prefix_tokens": x.prefix_tokens, "members": len(x.members),
+                                       "saved_tokens": x.saved_tokens} for x in p.groups[:TOP_PREFIX_GROUPS]],
+                              "saved_tokens": p.saved_tokens, "text": "prefix: " + p.text}
+        node["estimate"] = {
+            "seconds": c.seconds, "device": c.device, "prefill_tokens": c.prefill_tokens,
+            "decode_tokens": c.decode_tokens, "prompt_tokens": c.prompt_tokens, "output_tokens": c.output_tokens,
+            "kv_bytes": c.kv_bytes, "kv_reuse_bytes": c.kv_reuse_bytes, "breakdown": c.breakdown,
+            "calibrated": c.calibrated, "defaults": c.defaults, "text": c.text}
+    report["rewrites"] = report.get("rewrites", []) + cplan.rewrites
+    calls = sum(g.calls for g in cplan.groups.values())
+    inst = sum(g.instances for g in cplan.groups.values())
+    pre = sum(c.prefill_tokens for c in costed.groups.values())
+    dec = sum(c.decode_tokens for c in costed.groups.values())
+    report["totals"] = {
+        "instances": inst, "calls": calls, "prefill_tokens": pre, "decode_tokens": dec,
+        "seconds": costed.seconds, "device": costed.device,
+        "text": f"Totals: {inst:,} operator instances -> {calls:,} calls; prefill {pre:,.0f} tok, "
+                f"decode {dec:,.0f} tok; {costed.seconds:.2f} s if run one group at a time "
+                f"(LLMs on one {costed.device})"}
+
+
+def _placements(report: dict[str, Any], physical: PhysicalPlan) -> None:
+    where = {p.task: p for p in physical.placements}
+    for node in report["nodes"]:
+        p = where.get(node["id"])
+        if p is not None:
+            node["placement"] = {"devices": p.devices, "start": p.start, "end": p.end, "order": p.order,
+                                 "text": f"placement: {', '.join(p.devices)} [{p.start:.2f} s .. {p.end:.2f} s]"
+                                         f" order {p.order}"}
+
+
+def _optimizer_block(physical: PhysicalPlan) -> dict[str, Any]:
+    gap = f", gap {physical.gap:.1%}" if physical.gap is not None else ""
+    bound = f", bound {physical.bound:.2f} s" if physical.bound is not None else ""
+    return {"method": physical.method, "status": physical.status, "objective": physical.objective,
+            "makespan": physical.makespan, "cost_usd": physical.cost_usd, "bound": physical.bound,
+            "gap": physical.gap, "solve_s": physical.solve_s, "notes": physical.notes,
+            "loads": len(physical.loads),
+            "text": f"Optimizer: {physical.method} ({physical.status}) makespan {physical.makespan:.2f} s"
+                    f"{bound}{gap}, ${physical.cost_usd:.4f}, {len(physical.loads)} model load(s), "
+                    f"solved in {physical.solve_s:.2f} s"}
