@@ -83,7 +83,7 @@ def build(checked: CheckResult, workflow: str | None = None) -> LogicalPlan:
     scope = {p.name: ast.Ref((p.name,), p.pos) for p in wf.params}
     returns = builder.inline(checked.workflows[wf.name], prefix="", scope=scope)
     g = builder.graph
-    writers = [n for n in builder.declared if g.nodes[n]["op"].side_effect]
+    writers = sorted((n for n in builder.declared if g.nodes[n]["op"].side_effect), key=builder.source_key.get)
     for a, b in zip(writers, writers[1:], strict=False):
         g.add_edge(a, b, order=True)          # side effects keep their declared order
     g.graph["declared"] = builder.declared
@@ -97,10 +97,13 @@ class _Builder:
         self.checked = checked
         self.graph = nx.DiGraph()
         self.declared: list[str] = []
+        self.source_key: dict[str, tuple[int, ...]] = {}    # where a node's binding is written (nested calls)
 
-    def inline(self, info: WorkflowInfo, prefix: str, scope: dict[str, ast.Expr]) -> list[tuple[str, ast.Expr]]:
+    def inline(self, info: WorkflowInfo, prefix: str, scope: dict[str, ast.Expr],
+               key: tuple[int, ...] = ()) -> list[tuple[str, ast.Expr]]:
         """Add the workflow's bindings under `prefix`; `scope` maps its local names to plan expressions."""
         scope = dict(scope)
+        index = {b.name: i for i, b in reversed(list(enumerate(info.workflow.bindings)))}
         models = {m.name: m for m in info.workflow.models}
         dbs = {d.name: d for d in info.workflow.dbs}
         for name in info.order:
@@ -109,10 +112,11 @@ class _Builder:
                 callee = self.checked.workflows[bi.binding.call.func]
                 args = {p.name: (p.default if p.default is not None else ast.Null(p.pos)) for p in callee.workflow.params}
                 args.update({k: _rewrite(v, scope) for k, v in bi.args.items()})
-                rets = self.inline(callee, f"{prefix}{name}/", args)
+                rets = self.inline(callee, f"{prefix}{name}/", args, (*key, index[name]))
                 scope[name] = ast.DictExpr(tuple(rets), bi.binding.pos)
                 continue
             node = self._node(bi, f"{prefix}{name}", scope, models, dbs)
+            self.source_key[node.id] = (*key, index[name])
             scope[name] = ast.Ref((node.id,), bi.binding.pos)
         return [(item.key, _rewrite(item.value, scope)) for item in info.workflow.returns]
 
