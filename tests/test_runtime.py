@@ -1,0 +1,204 @@
+"""The runtime for real: DuckDB, loopback HTTP, Python tools and the embedded SmolLM2 engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from halo import plan as plans
+from halo.check import check
+from halo.program import load_source
+from halo.runtime.executor import RunOptions
+from halo.runtime.run import execute
+
+FIXTURES = Path(__file__).parent / "runtime_fixtures"
+sys.path.insert(0, str(FIXTURES))
+
+
+def build(src: str, tmp_path: Path):
+    return plans.build(check(load_source(src, str(tmp_path / "w.halo"))))
+
+
+def records(path: Path) -> dict[int, dict]:
+    out = {}
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        assert rec["row"] not in out, f"row {rec['row']} written twice"
+        out[rec["row"]] = rec
+    return out
+
+
+def run(plan, rows, tmp_path, name="out.jsonl", **opts):
+    out = tmp_path / name
+    result = execute(plan, rows, out, "fp", options=RunOptions(**opts))
+    return result, records(out)
+
+
+@pytest.fixture()
+def shop(tmp_path):
+    db = tmp_path / "shop.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE items (id INTEGER, name TEXT, price DOUBLE)")
+    con.execute("INSERT INTO items VALUES (1, 'apple', 0.5), (2, 'pear', 0.75), (3, 'fig', 2.0)")
+    con.execute("CREATE TABLE log (row_id INTEGER, note TEXT)")
+    con.close()
+    return db
+
+
+def test_tools_merge_identical_reads_and_never_merge_writes(tmp_path, shop):
+    plan = build(f'''
+    workflow w(item: int) {{
+      db shop = duckdb("{shop}")
+      price = sql(shop, "SELECT name, price FROM items WHERE id = :id", id = item)
+      doubled = py("rtfuncs:slow_double", x = item, delay = 0.01, pure = true)
+      note = sql(shop, "INSERT INTO log VALUES (:r, :n)", r = doubled, n = price.name)
+      return price.name, doubled
+    }}''', tmp_path)
+    rows = [(i + 1, {"item": item}) for i, item in enumerate([1, 2, 1, 1, 3, 2])]
+    result, out = run(plan, rows, tmp_path)
+    assert len(out) == 6 and all(r["error"] is None for r in out.values())
+    assert out[4]["outputs"] == {"name": "apple", "doubled": 2}
+    st = result.stats.nodes
+    assert st["price"].calls == 3 and st["price"].memo_hits + st["price"].coalesced == 3
+    assert st["doubled"].calls == 3
+    assert st["note"].calls == 6                       # a write runs once per input
+    con = duckdb.connect(str(shop))
+    assert con.execute("SELECT count(*) FROM log").fetchone()[0] == 6
+
+
+def test_failure_affects_only_dependent_inputs(tmp_path, shop):
+    plan = build(f'''
+    workflow w(item: int) {{
+      db shop = duckdb("{shop}")
+      checked = py("rtfuncs:fail_on", x = item, bad = 2, pure = true)
+      price = sql(shop, "SELECT price FROM items WHERE id = :id", id = checked)
+      also = sql(shop, "SELECT CAST(:v AS INTEGER) AS v", v = "not a number")
+      return price.price, checked
+    }}''', tmp_path)
+    result, out = run(plan, [(1, {"item": 1}), (2, {"item": 2}), (3, {"item": 0})], tmp_path)
+    assert out[1]["outputs"]["price"] == 0.75           # item 1 -> checked 2 -> pear
+    errs2 = {e["node"]: e["error"] for e in out[2]["error"]}
+    assert "refusing 2" in errs2["checked"] and errs2["price"].startswith("skipped")
+    assert all("also" in {e["node"] for e in r["error"]} for r in out.values())   # SQL error recorded per input
+    assert out[3]["outputs"]["checked"] == 1
+    assert result.stats.failed == 3
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    hits: dict[str, int] = {}
+
+    def do_GET(self):
+        n = self.hits[self.path] = self.hits.get(self.path, 0) + 1
+        if self.path.startswith("/broken"):
+            self.send_response(500)
+            self.end_headers()
+            return
+        if self.path.startswith("/flaky") and n == 1:
+            self.send_response(503)
+            self.end_headers()
+            return
+        body = json.dumps({"path": self.path, "hit": n}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def server():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+
+
+def test_http_get_coalesced_retried_and_failures_recorded(tmp_path, server):
+    _Flaky.hits.clear()
+    plan = build(f'''
+    workflow w(kind: text) {{
+      r = http("GET", "{server}/{{kind}}/x")
+      return r
+    }}''', tmp_path)
+    rows = [(1, {"kind": "flaky"}), (2, {"kind": "ok"}), (3, {"kind": "broken"}), (4, {"kind": "ok"})]
+    result, out = run(plan, rows, tmp_path)
+    assert out[1]["outputs"]["r"]["hit"] == 2            # 503, then retried
+    assert out[2]["outputs"] == out[4]["outputs"]          # one GET served both
+    assert _Flaky.hits["/ok/x"] == 1
+    assert "500" in out[3]["error"][0]["error"]
+
+
+CRASH_WF = '''
+workflow w(item: int) {{
+  db shop = duckdb("{db}")
+  doubled = py("rtfuncs:slow_double", x = item, delay = 0.15, pure = true)
+  note = sql(shop, "INSERT INTO log VALUES (:r, 'seen')", r = item)
+  return doubled
+}}
+'''
+
+
+def test_kill_9_then_resume_loses_nothing_and_repeats_no_write(tmp_path, shop):
+    wf = tmp_path / "crash.halo"
+    wf.write_text(CRASH_WF.format(db=shop))
+    batch = tmp_path / "in.jsonl"
+    batch.write_text("".join(json.dumps({"item": i}) + "\n" for i in range(1, 41)))
+    out = tmp_path / "out.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(FIXTURES)}
+    cmd = [sys.executable, "-m", "halo", "run", str(wf), "-i", str(batch), "-o", str(out), "-q",
+           "--window", "4"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if out.exists() and len(out.read_text().splitlines()) >= 8:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = len(out.read_text().splitlines())
+    assert 0 < partial < 40, "the run should have been killed midway"
+    done = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    got = records(out)
+    assert sorted(got) == list(range(1, 41))
+    assert all(r["outputs"]["doubled"] == 2 * r["inputs"]["item"] for r in got.values() if not r["error"])
+    in_doubt = {r["row"] for r in got.values() if r["error"]}
+    assert len(in_doubt) <= 1 and all("crash" in got[r]["error"][0]["error"] for r in in_doubt)
+    con = duckdb.connect(str(shop))
+    counts = dict(con.execute("SELECT row_id, count(*) FROM log GROUP BY row_id").fetchall())
+    assert max(counts.values()) == 1                      # no write repeated
+    assert set(counts) >= set(range(1, 41)) - in_doubt
+
+
+@pytest.mark.slow
+def test_optimized_plan_gives_the_same_results_as_naive_per_input(tmp_path, shop):
+    plan = build(f'''
+    workflow w(item: int, style: text) {{
+      model m = "HuggingFaceTB/SmolLM2-135M-Instruct"
+      db shop = duckdb("{shop}")
+      info = sql(shop, "SELECT name, price FROM items WHERE id = :id", id = item)
+      pitch = llm(m, system = "You write one short product slogan.",
+                  prompt = "Product: {{info.name}} at {{info.price}} dollars. Style: {{style}}.",
+                  max_tokens = 12, temperature = 0)
+      return pitch, info.name
+    }}''', tmp_path)
+    rows = [(i + 1, p) for i, p in enumerate([
+        {"item": 1, "style": "fun"}, {"item": 2, "style": "calm"}, {"item": 1, "style": "fun"},
+        {"item": 3, "style": "fun"}, {"item": 2, "style": "calm"}])]
+    halo, fast = run(plan, rows, tmp_path, "halo.jsonl")
+    naive, slow = run(plan, rows, tmp_path, "naive.jsonl", merge=False, prefix_keys=False, window=1, max_batch=1)
+    assert {r: v["outputs"] for r, v in fast.items()} == {r: v["outputs"] for r, v in slow.items()}
+    assert all(v["outputs"]["pitch"].strip() for v in fast.values())
+    assert halo.stats.nodes["pitch"].calls == 3 and naive.stats.nodes["pitch"].calls == 5
