@@ -1,9 +1,11 @@
 """List scheduling with setup times (HEFT-like) followed by a time-boxed local search.
 
 1. Upward rank: mean duration over allowed devices plus the largest child rank.
-2. Tasks are taken by rank among those whose parents are placed; each goes to the mode (device or
-   shard group) with the best objective increment (earliest finish for makespan), counting model
-   loads/wakes and LRU residency via :class:`Timeline`. A task prefers the device of an already placed
+2. Tasks are taken by priority among those whose parents are placed; each goes to the mode (device
+   or shard group) with the best objective increment (earliest finish for makespan), counting model
+   loads/wakes and LRU residency via :class:`Timeline`. Four greedy passes (priority = rank, or rank
+   bands with same-model tasks adjacent; with/without a charge for consumed device-seconds, which
+   stops needless wide shards and loads) plus a round-robin assignment; the best one is kept. A task prefers the device of an already placed
    member of its ``prefix_group`` when that costs at most 2% more.
 3. Local search until the budget runs out: move a critical-path task to another mode, swap the modes
    of two tasks, or pull a task next to a same-model task on its device (fewer switches); improving
@@ -22,6 +24,7 @@ from .problem import Problem, ProblemError, Task, check, children_of, topo_order
 from .timeline import Slot, Timeline
 
 PREFIX_SLACK = 0.02
+SPREADS = (0.0, 1.0)  # greedy passes: pure earliest finish, and finish + consumed device-seconds
 
 
 def upward_rank(problem: Problem, modes: dict[str, list[Mode]]) -> dict[str, float]:
@@ -41,30 +44,34 @@ def _mean_price_per_s(problem: Problem) -> float:
 class _Scorer:
     """Objective increment of placing a slot (lower is better)."""
 
-    def __init__(self, problem: Problem):
+    def __init__(self, problem: Problem, spread: float = 0.0):
+        self.spread = spread / len(problem.devices)
         self.kind = {d.id: d.kind for d in problem.devices}
         self.price = problem.price_per_hour
         self.objective = problem.objective
         self.mean = _mean_price_per_s(problem)
 
     def __call__(self, slot: Slot) -> tuple[float, float]:
+        used = slot.mode.duration * len(slot.mode.devices) + sum(ld.end - ld.start for ld in slot.loads)
+        end = slot.end + self.spread * used
         usd = sum(self.price.get(self.kind[d], 0.0) for d in slot.mode.devices) * slot.mode.duration
         usd += sum(self.price.get(self.kind[ld.device], 0.0) * (ld.end - ld.start) for ld in slot.loads)
         usd /= 3600.0
         if self.objective == "cost":
-            return (usd, slot.end)
+            return (usd, end)
         if self.objective == "mix" and self.mean > 0:
-            return (0.5 * slot.end + 0.5 * usd / self.mean, slot.end)
-        return (slot.end, usd)
+            return (0.5 * end + 0.5 * usd / self.mean, end)
+        return (end, usd)
 
 
 def build(problem: Problem, modes: dict[str, list[Mode]], keys: dict[str, float],
-          fixed: dict[str, int] | None = None) -> tuple[Timeline, dict[str, int]]:
+          fixed: dict[str, int] | None = None, spread: float = 0.0) -> tuple[Timeline, dict[str, int]]:
     """Schedule tasks in key order among those whose parents are placed.
 
-    With ``fixed`` (task -> mode index) modes are given; otherwise each task picks its best mode.
+    With ``fixed`` (task -> mode index) modes are given; otherwise each task picks its best mode,
+    charging ``spread`` x (device-seconds it consumes, loads included) / devices on top of its finish.
     """
-    tl, scorer = Timeline(problem), _Scorer(problem)
+    tl, scorer = Timeline(problem), _Scorer(problem, spread)
     kids = children_of(problem)
     tasks = {t.id: t for t in problem.tasks}
     waiting = {t.id: len(t.deps) for t in problem.tasks}
@@ -143,11 +150,21 @@ def heuristic(problem: Problem, time_budget_s: float = 1.0, seed: int = 0) -> Ph
     check(problem)
     modes = {t.id: task_modes(problem, t) for t in problem.tasks}
     rank = upward_rank(problem, modes)
-    order = {t.id: i for i, t in enumerate(topo_order(problem))}
-    keys = {tid: -rank[tid] + 1e-9 * order[tid] for tid in rank}
-    tl, chosen = build(problem, modes, keys)
-    best = (score(problem, *_ms_cost(tl)), tl, chosen, keys)
-    greedy_score, crit = best[0], _critical(tl)
+    best = None
+    for keys in _key_variants(problem, rank):
+        for spread in SPREADS:
+            tl, chosen = build(problem, modes, keys, spread=spread)
+            val = score(problem, *_ms_cost(tl))
+            if best is None or val < best[0] - 1e-9:
+                best = (val, tl, chosen, keys)
+    keys = _key_variants(problem, rank)[0]
+    try:
+        tl, chosen = build(problem, modes, keys, _round_robin_modes(problem, modes))
+    except ProblemError:  # a pinned device could not make a model resident
+        tl = None
+    if tl is not None and score(problem, *_ms_cost(tl)) < best[0] - 1e-9:
+        best = (score(problem, *_ms_cost(tl)), tl, chosen, keys)
+    greedy_score, crit = best[0], _critical(best[1])
     tries = improved = 0
     rng = random.Random(seed)
     deadline = t0 + time_budget_s
@@ -168,6 +185,33 @@ def heuristic(problem: Problem, time_budget_s: float = 1.0, seed: int = 0) -> Ph
             improved += 1
     notes = [f"list scheduling objective {greedy_score:.6g}; local search {tries} tries, {improved} improvements"]
     return best[1].plan("heuristic", "heuristic", solve_s=time.perf_counter() - t0, notes=notes)
+
+
+def _round_robin_modes(problem: Problem, modes: dict[str, list[Mode]]) -> dict[str, int]:
+    """Single-device modes dealt round-robin in topological order (a spread-out starting point)."""
+    out, turn = {}, 0
+    ids = [d.id for d in problem.devices]
+    for t in topo_order(problem):
+        for k in range(len(ids)):
+            dev = ids[(turn + k) % len(ids)]
+            hit = [i for i, m in enumerate(modes[t.id]) if m.devices == (dev,)]
+            if hit:
+                out[t.id], turn = hit[0], (turn + k + 1) % len(ids)
+                break
+        else:
+            out[t.id] = 0
+    return out
+
+
+def _key_variants(problem: Problem, rank: dict[str, float]) -> list[dict[str, float]]:
+    """Priority keys: upward rank; and rank rounded to 10% bands with same-model tasks adjacent."""
+    order = {t.id: i for i, t in enumerate(topo_order(problem))}
+    models = {m: i for i, m in enumerate(sorted({t.model or "" for t in problem.tasks}))}
+    top = max(rank.values(), default=1.0) or 1.0
+    plain = {tid: -rank[tid] + 1e-9 * order[tid] for tid in rank}
+    banded = {t.id: -round(10 * rank[t.id] / top) + 0.01 * models[t.model or ""] / len(models)
+              - 1e-6 * rank[t.id] / top + 1e-12 * order[t.id] for t in problem.tasks}
+    return [plain, banded]
 
 
 def _ms_cost(tl: Timeline) -> tuple[float, float]:

@@ -5,7 +5,8 @@ residency under the memory cap, reload vs wake costs, and the precedence/overlap
 starts as soon as the device is idle (it overlaps waiting for parents), so the task starts at
 ``max(ready, free + load)``. A device keeps a set S of models while
 ``weights(S) + max task memory of S's models`` fits, so any later task of a resident model fits too;
-loading evicts least-recently-used models until it holds. Devices with several slots never evict.
+loading evicts least-recently-used models until it holds. Devices with several slots never evict and
+start their tasks in placement order (what the simulator replays).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class Timeline:
         self.seen = {d: set(r) for d, r in self.resident.items()}
         self.usable_at: dict[tuple[str, str], float] = {}  # (device, model) -> end of its last load
         self.done: dict[str, Slot] = {}
+        self.last_start = dict.fromkeys(self.devs, 0.0)  # multi-slot devices dispatch in placement order
         self.loads: list[ModelLoad] = []
         self.running: dict[str, list[tuple[float, float, int]]] = {d.id: [] for d in problem.devices}
         self.kv: dict[tuple[str, str | None], int] = {}  # (device, model) -> largest task memory there
@@ -76,7 +78,7 @@ class Timeline:
             free = self.free[did]
             lane = min(range(len(free)), key=free.__getitem__)
             lanes.append(lane)
-            t0 = free[lane]
+            t0 = max(free[lane], self.last_start[did])
             if not task.model:
                 dev = self.devs[did]
                 if dev.slots == 1 and dev.mem_bytes > 0 and (
@@ -135,6 +137,7 @@ class Timeline:
             self.free[did][lane] = slot.end
             if self.devs[did].slots > 1:
                 self.running[did].append((slot.start, slot.end, slot.task.mem_bytes))
+                self.last_start[did] = slot.start
             if slot.task.model:
                 self.resident[did][slot.task.model] = None
                 self.resident[did].move_to_end(slot.task.model)
@@ -150,7 +153,8 @@ class Timeline:
 
     def plan(self, method: str, status: str, **kw) -> PhysicalPlan:
         """The committed schedule as a :class:`PhysicalPlan` (order = rank by start time)."""
-        slots = sorted(self.done.values(), key=lambda s: (s.start, s.end, s.task.id))
+        seq = {tid: i for i, tid in enumerate(self.done)}  # commit order breaks start-time ties
+        slots = sorted(self.done.values(), key=lambda s: (s.start, seq[s.task.id]))
         placements = [Placement(s.task.id, list(s.mode.devices), s.start, s.end, i) for i, s in enumerate(slots)]
         makespan = max((p.end for p in placements), default=0.0)
         loads = sorted(self.loads, key=lambda m: (m.start, m.device))
