@@ -4,8 +4,8 @@ The only module that imports `halo.hw_models`. LLM groups are priced by the devi
 backend (`group_time`: batched prefill + decode under the KV budget, with the shared prefix cached);
 tool groups by a per-call latency (calibrated, else a default) over a bounded number of concurrent
 calls. Every estimate carries a breakdown and lists which of its inputs were calibrated and which
-are defaults. A measured tokens/s rate in the calibration replaces the roofline; a measured/predicted
-factor scales it.
+are defaults. A measured/predicted factor in the calibration scales the roofline; failing that, a
+measured tokens/s rate replaces it.
 """
 
 from __future__ import annotations
@@ -119,12 +119,12 @@ def _llm_cost(cplan: ConsolidatedPlan, g: OpGroup, device: DeviceSpec, cal: Cali
     for phase, tokens in (("prefill", prefill_tok), ("decode", decode_tok)):
         key = llm_key(model.name, device.name, phase)
         seconds = b.get(f"{phase}_s", 0.0)
-        if key in cal.llm_rate:
-            seconds = tokens / cal.llm_rate[key]
-            calibrated.append(f"{phase}: measured {cal.llm_rate[key]:,.0f} tok/s")
-        elif key in cal.llm_factor:
+        if key in cal.llm_factor:
             seconds *= cal.llm_factor[key]
             calibrated.append(f"{phase}: roofline x {cal.llm_factor[key]:.2f} (measured/predicted)")
+        elif key in cal.llm_rate:
+            seconds = tokens / cal.llm_rate[key]
+            calibrated.append(f"{phase}: measured {cal.llm_rate[key]:,.0f} tok/s")
         else:
             defaults.append(f"{phase}: uncalibrated roofline")
         if phase == "prefill":
