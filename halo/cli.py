@@ -81,19 +81,75 @@ def explain(
     workflow: str | None = typer.Option(None, "--workflow", "-w", help="Workflow name (default: the file's)"),
     fmt: str = typer.Option("text", "--format", "-f", help="text | json | dot"),
     limit: int | None = typer.Option(None, "--limit", help="Use only the first N valid inputs"),
+    hardware: str | None = typer.Option(None, "--hardware", "-H",
+                                        help='What the plan runs on, e.g. "2 x H100-SXM + cpu:16", or a TOML file'),
+    optimizer: str = typer.Option("auto", "--optimizer", help="auto | ilp | heuristic"),
+    time_limit: float = typer.Option(10.0, "--time-limit", help="Planning-time budget (s)"),
+    simulate: bool = typer.Option(False, "--simulate", help="Run the physical plan in virtual time"),
+    calibration: Path | None = typer.Option(None, "--calibration", help="Calibration file (.halo/calibration.json)"),
+    analyze: bool = typer.Option(False, "--analyze", help="Run it for real and show predicted vs actual"),
+    output: Path = typer.Option(Path(".halo/analyze.jsonl"), "--output", "-o", help="Results of --analyze"),
+    engine: str = typer.Option("hf", "--engine", "-e", help="Engine for --analyze"),
+    model_map: list[str] = typer.Option([], "--model-map", help="DECLARED=ACTUAL model substitution"),
 ) -> None:
-    """Show the plan Halo would run: operators, inputs, instances; JSON and Graphviz on request."""
+    """Show the plan Halo would run: rewrites, estimates, placement; with --analyze, run it and compare."""
+    from halo import calibration as calib
+
     plan = _load_plan(file, workflow)
     batch = batches.load(input, plan.params, limit=limit) if input else None
-    report = logical_report(plan, batch)
+    if fmt not in ("text", "json", "dot"):
+        raise typer.BadParameter("--format must be text, json or dot")
+    cal = calib.load(calibration)
+    if batch is None:
+        report = logical_report(plan)
+    else:
+        from halo.pipeline import explain_report
+
+        if analyze and hardware is None:
+            hardware = "cpu"
+        report = explain_report(plan, batch, hardware=hardware, optimizer=optimizer, simulate=simulate,
+                                calibration=cal, time_limit_s=time_limit)
+    if analyze:
+        if batch is None:
+            raise typer.BadParameter("--analyze needs --input")
+        from halo.analyze import annotate, measurements
+        from halo.runtime.executor import RunOptions
+        from halo.runtime.run import execute, fingerprint
+
+        program = load(file)
+        fp = fingerprint(plan, [m.source for m in program.modules.values()], input)
+        order = [n["id"] for n in sorted(report["nodes"], key=lambda n: (n.get("placement") or {}).get("start", 0))]
+        result = _with_progress(len(batch), fmt != "text", lambda progress: execute(
+            plan, batch.rows, output, fp, engine=engine, engine_options={"model_map": _parse_map(model_map)},
+            options=RunOptions(priority=order), progress=progress))
+        annotate(report, result.stats)
+        saved = calib.save(cal.add(*measurements(report, result.stats)), calibration)
+        report["analyze"]["calibration"] = str(saved)
+        report["analyze"]["text"] += f"\nCalibration updated: {saved}; results: {output}"
     if fmt == "json":
         typer.echo(json.dumps(report, indent=2, default=str))
     elif fmt == "dot":
         typer.echo(render_dot(report))
-    elif fmt == "text":
-        typer.echo(render_text(report))
     else:
-        raise typer.BadParameter("--format must be text, json or dot")
+        typer.echo(render_text(report))
+
+
+@app.command()
+@_guard
+def data(
+    kind: str = typer.Argument(..., help="tpch | imdb | wiki"),
+    out: Path = typer.Option(..., "--out", help="DuckDB file to create"),
+    scale: float | None = typer.Option(None, "--scale", help="TPC-H scale factor, or the generator's scale"),
+) -> None:
+    """Generate a benchmark database locally (TPC-H via DuckDB's dbgen; seeded IMDb-like and wiki-like)."""
+    from halo.datagen import imdb, tpch, wiki
+
+    gens = {"tpch": lambda: tpch.generate(out, sf=scale or 0.01),
+            "imdb": lambda: imdb.generate(out, scale=scale or 1.0),
+            "wiki": lambda: wiki.generate(out, scale=scale or 1.0)}
+    if kind not in gens:
+        raise typer.BadParameter("kind must be tpch, imdb or wiki")
+    typer.echo(f"{gens[kind]()}")
 
 
 BASELINES = {

@@ -1,0 +1,65 @@
+"""EXPLAIN ANALYZE: put what a run measured beside what the cost model predicted, and learn from it.
+
+Adds to the report: per node `actual` (seconds, calls, instances, merged, tokens, cache hits, errors,
+ratio to the estimate, text) and a report-level `analyze` block (predicted vs measured makespan).
+`measurements` turns the run into calibration records for `halo.calibration`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from halo.runtime.stats import RunStats
+
+
+def annotate(report: dict[str, Any], stats: RunStats) -> dict[str, Any]:
+    """Add measured figures to every node and a predicted-vs-measured summary."""
+    for node in report["nodes"]:
+        st = stats.nodes.get(node["id"])
+        if st is None:
+            continue
+        est = (node.get("estimate") or {}).get("seconds")
+        merged = st.memo_hits + st.coalesced
+        actual = {**st.as_dict(), "merged": merged, "estimate_s": est,
+                  "ratio": round(st.seconds / est, 3) if est else None}
+        parts = [f"actual: {st.seconds:.2f} s busy over {actual['wall_seconds']:.2f} s",
+                 f"{st.calls:,} calls for {st.instances:,} instances ({merged:,} merged)"]
+        if st.prompt_tokens:
+            parts.append(f"tokens {st.prompt_tokens:,} in ({st.cached_tokens:,} cached) / {st.completion_tokens:,} out")
+        if st.errors:
+            parts.append(f"{st.errors:,} errors")
+        if est:
+            parts.append(f"estimate {est:.2f} s (x{st.seconds / est:.2f})")
+        actual["text"] = "; ".join(parts)
+        node["actual"] = actual
+    predicted = (report.get("optimizer") or {}).get("makespan") or (report.get("totals") or {}).get("seconds")
+    t = stats.totals()
+    block = {"measured_s": t["seconds"], "predicted_s": predicted, **t}
+    text = f"Execution: {t['seconds']:.2f} s for {t['inputs']:,} inputs ({t['failed']:,} failed)"
+    if predicted:
+        err = (predicted - t["seconds"]) / t["seconds"] if t["seconds"] else 0.0
+        block["error"] = round(err, 4)
+        text += f"; predicted {predicted:.2f} s ({err:+.0%})"
+    block["text"] = text
+    report["analyze"] = block
+    return report
+
+
+def measurements(report: dict[str, Any], stats: RunStats) -> list[dict[str, Any]]:
+    """Calibration records from a run: LLM rates and factors, tool latencies, output lengths."""
+    out: list[dict[str, Any]] = []
+    for node in report["nodes"]:
+        st = stats.nodes.get(node["id"])
+        if st is None or st.calls == 0 or st.seconds <= 0:
+            continue
+        est = node.get("estimate") or {}
+        if node["kind"] == "llm":
+            out.append({"kind": "llm", "model": node["model"], "device": est.get("device", "cpu"),
+                        "phase": "decode", "tokens": st.completion_tokens, "seconds": st.seconds,
+                        "predicted_s": est.get("seconds")})
+            if st.calls:
+                out.append({"kind": "output", "node": f"{report['workflow']}.{node['id']}",
+                            "tokens": st.completion_tokens / st.calls})
+        else:
+            out.append({"kind": "tool", "tool": node["kind"], "key": node["id"], "seconds": st.seconds / st.calls})
+    return out
