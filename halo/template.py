@@ -29,12 +29,20 @@ class Template:
 
     @classmethod
     def parse(cls, text: str) -> Template:
-        """Split text into pieces; raises TemplateError for a malformed hole."""
+        """Split text into pieces; raises TemplateError for a malformed hole or a lone brace."""
         pieces: list[str | Hole] = []
-        literal = []
+        literal: list[str] = []
         last = 0
+
+        def plain(start: int, end: int) -> None:
+            chunk = text[start:end]
+            for i, c in enumerate(chunk):
+                if c in "{}":
+                    raise TemplateError("unbalanced brace (write {{ or }} for a literal brace)", start + i)
+            literal.append(chunk)
+
         for m in _HOLE.finditer(text):
-            literal.append(text[last:m.start()])
+            plain(last, m.start())
             last = m.end()
             token = m.group(0)
             if token in ("{{", "}}"):
@@ -48,11 +56,8 @@ class Template:
                 pieces.append("".join(literal))
             literal = []
             pieces.append(Hole(tuple(ref.group(1).split(".")), m.start()))
-        literal.append(text[last:])
+        plain(last, len(text))
         tail = "".join(literal)
-        if "{" in tail or "}" in tail:
-            at = text.rfind("{") if "{" in tail else text.rfind("}")
-            raise TemplateError("unbalanced brace (write {{ or }} for a literal brace)", max(at, 0))
         if tail:
             pieces.append(tail)
         return cls(tuple(pieces))

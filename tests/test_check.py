@@ -294,3 +294,19 @@ def test_program_workflow_selection():
         program.workflow("c")
     with pytest.raises(HaloError, match="file defines no workflow"):
         load_source("# empty", "t.halo").workflow(None)
+
+
+# -- templates -----------------------------------------------------------------------------------------
+
+def test_template_escaped_braces_next_to_holes():
+    from halo.template import Template, TemplateError
+
+    t = Template.parse("http://x/{q}?a={{b}} {{{c.d}}}")
+    assert t.render({"q": "Q", "c": {"d": 1}}) == "http://x/Q?a={b} {1}"
+    assert [h.parts for h in t.holes()] == [("q",), ("c", "d")]
+    assert t.static_prefix() == "http://x/"
+    for bad, offset in (("a}b", 1), ("x { y", 2), ("{ {a} }", 0), ("{a b}", 0)):
+        with pytest.raises(TemplateError) as info:
+            Template.parse(bad)
+        assert info.value.offset == offset
+    assert errors(wf('  a = http("GET", "http://x/{q}?a={{b}}")\n  z = py("m:f", x = a)')) == []
