@@ -90,7 +90,8 @@ def cpu_model() -> str:
 
 def report(n: int, r: dict) -> str:
     lines = [f"# Consolidation + cost benchmark ({date.today().isoformat()})", "",
-             f"Machine: {cpu_model()}, {os.cpu_count()} cores (one used); Python {platform.python_version()}.",
+             f"Machine: {cpu_model()}, {os.cpu_count()} cores (one used); Python {platform.python_version()}; "
+             f"1-min load average {os.getloadavg()[0]:.1f} during the run (shared machine).",
              f"Workload: {n:,} inputs x {r['nodes']} operators (`bench/bench_consolidate.py`), best of repeats.", "",
              "| stage | seconds |", "|---|---|",
              f"| consolidate (keys, merges, prefix groups) | {r['consolidate_s']:.3f} |",

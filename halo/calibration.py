@@ -10,7 +10,9 @@ model reads. Measurement records (one dict each; `kind` says which):
 | `chars`  | model? , chars, tokens                             | `chars_per_token[model or "text"]`             |
 | `output` | node ("workflow.node"), tokens                     | `output_tokens[node]`: mean output tokens      |
 
-The default file is `.halo/calibration.json` in the working directory.
+The file may also hold `hw`: hardware-model parameters passed as is to `halo.hw_models` (flat keys, or
+per-device sub-tables such as `{"H100-SXM": {"eta": 0.6}}`). The default file is
+`.halo/calibration.json` in the working directory.
 """
 
 from __future__ import annotations
@@ -33,19 +35,20 @@ class Calibration:
     tool_s: dict[str, float] = field(default_factory=dict)
     chars_per_token: dict[str, float] = field(default_factory=dict)
     output_tokens: dict[str, float] = field(default_factory=dict)
+    hw: dict[str, Any] = field(default_factory=dict)
     measurements: list[dict[str, Any]] = field(default_factory=list)
     path: str | None = None
 
     def add(self, *measurements: dict[str, Any]) -> Calibration:
         """A new calibration refitted over the old measurements plus these."""
-        return fit([*self.measurements, *measurements], self.path)
+        return fit([*self.measurements, *measurements], self.path, self.hw)
 
 
 def llm_key(model: str, device: str, phase: str) -> str:
     return f"{model}@{device}:{phase}"
 
 
-def fit(measurements: list[dict[str, Any]], path: str | None = None) -> Calibration:
+def fit(measurements: list[dict[str, Any]], path: str | None = None, hw: dict[str, Any] | None = None) -> Calibration:
     """Fit rates, efficiency factors, latencies and chars/token from raw measurements."""
     sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
     for m in measurements:
@@ -65,7 +68,7 @@ def fit(measurements: list[dict[str, Any]], path: str | None = None) -> Calibrat
             _acc(sums, "output", m["node"], m["tokens"], 1.0)
         else:
             raise ValueError(f"unknown measurement kind {kind!r}")
-    out = Calibration(measurements=list(measurements), path=path)
+    out = Calibration(hw=dict(hw or {}), measurements=list(measurements), path=path)
     table = {"rate": out.llm_rate, "factor": out.llm_factor, "tool": out.tool_s,
              "chars": out.chars_per_token, "output": out.output_tokens}
     for (what, key), (num, den) in sums.items():
@@ -88,7 +91,7 @@ def load(path: str | Path | None = None) -> Calibration:
             raise FileNotFoundError(f"no calibration file at {p}")
         return Calibration()
     data = json.loads(p.read_text())
-    return fit(data.get("measurements", []), str(p))
+    return fit(data.get("measurements", []), str(p), data.get("hw"))
 
 
 def save(cal: Calibration, path: str | Path | None = None) -> Path:

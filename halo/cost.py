@@ -11,15 +11,15 @@ measured tokens/s rate replaces it.
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from halo.calibration import Calibration, llm_key
 from halo.consolidate import ConsolidatedPlan, OpGroup
 from halo.errors import HaloError
-from halo.hw_models import logic_pim, npu_pim, roofline, specs
+from halo.hw_models import backends, hardware, roofline, specs
 from halo.hw_models.batching import CapacityError
+from halo.hw_models.hardware import Hardware
 from halo.hw_models.specs import DeviceSpec
 from halo.optimizer.problem import Device, Problem, Task
 from halo.tokens import counter, output_tokens
@@ -29,9 +29,6 @@ MAX_BATCH = 256
 TOOL_LATENCY_S = {"sql": 0.005, "http": 0.2, "py": 0.001}      # per call, when nothing is measured
 TOOL_CONCURRENCY = {"sql": 4, "http": 16, "py": 1}
 UPSTREAM_TOKENS = {"sql": 64, "http": 128, "py": 32}          # tool output pasted into a prompt
-CPU_POOL_SLOTS = 4
-_BACKENDS = {"roofline": roofline, "npu_pim": npu_pim, "logic_pim": logic_pim}
-_ITEM = re.compile(r"^(?:(\d+)\s*[x*]\s*)?([A-Za-z][\w.-]*?)(?:\s*[x*]\s*(\d+))?(?::(\d+))?$")
 
 
 @dataclass
@@ -73,19 +70,21 @@ class CostedPlan:
     device: str
     groups: dict[str, GroupCost]
     calibration: Calibration
+    hardware: Hardware | None = None
 
     @property
     def seconds(self) -> float:
         return sum(g.seconds for g in self.groups.values())
 
 
-def estimate(cplan: ConsolidatedPlan, device: str = DEFAULT_DEVICE,
+def estimate(cplan: ConsolidatedPlan, hw: str | Hardware | None = None,
              calibration: Calibration | None = None) -> CostedPlan:
-    """Price every group: LLM groups on `device` (the reference accelerator), tools on the CPU pool."""
+    """Price every group: LLM groups on the hardware's reference device (else H100-SXM), tools on a CPU pool."""
     cal = calibration or Calibration()
-    spec = specs.device(device)
+    hw = hardware.parse(hw) if isinstance(hw, str) else hw
+    spec = reference_device(hw) if hw else specs.device(DEFAULT_DEVICE)
     groups = {gid: group_cost(cplan, g, spec, cal) for gid, g in cplan.groups.items()}
-    return CostedPlan(cplan, spec.name, groups, cal)
+    return CostedPlan(cplan, spec.name, groups, cal, hw)
 
 
 def group_cost(cplan: ConsolidatedPlan, g: OpGroup, device: DeviceSpec, cal: Calibration) -> GroupCost:
@@ -107,7 +106,8 @@ def _llm_cost(cplan: ConsolidatedPlan, g: OpGroup, device: DeviceSpec, cal: Cali
     cached = min(prompt - 1, round(saved / g.calls)) if g.calls else 0
     try:
         model = specs.model(op.model)
-        est = _BACKENDS[device.backend].group_time(model, device, g.calls, prompt, cached, out, MAX_BATCH)
+        est = backends.group_time(model, device, g.calls, prompt, cached, out, MAX_BATCH,
+                                  calibration=cal.hw or None)
     except (specs.UnknownSpecError, CapacityError) as e:
         raise HaloError.at(op.pos, f"cannot estimate `{g.id}` on {device.name}: {e}") from None
     b = est.breakdown
@@ -115,6 +115,9 @@ def _llm_cost(cplan: ConsolidatedPlan, g: OpGroup, device: DeviceSpec, cal: Cali
     calibrated, defaults = [], []
     (calibrated if tc.source != "default" else defaults).append(f"tokens: {tc.source}")
     (calibrated if out_source == "measured" else defaults).append(f"output length: {out_source}")
+    hw_keys = b.get("prefill", {}).get("calibrated_keys") or b.get("decode", {}).get("calibrated_keys")
+    if hw_keys:
+        calibrated.append("hardware: " + ", ".join(hw_keys))
     prefill_tok, decode_tok = g.calls * (prompt - cached), g.calls * out
     for phase, tokens in (("prefill", prefill_tok), ("decode", decode_tok)):
         key = llm_key(model.name, device.name, phase)
@@ -170,42 +173,24 @@ def _tool_cost(cplan: ConsolidatedPlan, g: OpGroup, cal: Calibration) -> GroupCo
 
 # -- hardware and the optimizer's problem ----------------------------------------------------------------
 
-def parse_hardware(text: str) -> list[tuple[DeviceSpec, int]]:
-    """`"2xH100,cpu:16"`: comma- or plus-separated items `[Nx]NAME[xN][:CORES]`, NAME a known device."""
-    out = []
-    for item in re.split(r"[,+]", text):
-        m = _ITEM.match(item.strip())
-        if not m:
-            raise ValueError(f"bad hardware item {item!r}: expected [Nx]NAME[:cores], e.g. 2xH100 or cpu:16")
-        count = int(m.group(1) or m.group(3) or 1)
-        cores = int(m.group(4)) if m.group(4) else None
-        out.append((specs.device(m.group(2), cores) if cores else specs.device(m.group(2)), count))
-    return out
+def reference_device(hw: Hardware) -> DeviceSpec:
+    """The device LLM estimates are reported on: the first accelerator, else the first CPU host."""
+    return (hw.accelerators or hw.devices)[0].spec
 
 
-def llm_capable(spec: DeviceSpec, inventory: list[tuple[DeviceSpec, int]]) -> bool:
-    """Accelerators (and simulated PIM devices) run LLMs; a CPU host does only when nothing else can."""
-    if spec.backend not in _BACKENDS:
-        return False
-    accelerators = any(s.kind != "cpu" and s.backend in _BACKENDS for s, _ in inventory)
-    return spec.kind != "cpu" or not accelerators
-
-
-def to_problem(costed: CostedPlan, hardware: str | list[tuple[DeviceSpec, int]]) -> Problem:
-    """Tasks = operator groups with per-device-kind seconds; LLMs on accelerators, tools on a CPU pool."""
-    inventory = parse_hardware(hardware) if isinstance(hardware, str) else hardware
+def to_problem(costed: CostedPlan, hw: str | Hardware | None = None) -> Problem:
+    """Tasks = operator groups with per-device-kind seconds; LLMs on accelerators (on the CPU host when there
+    are none), tools on the CPU hosts (one slot per core). Device kinds are spec names (H100-SXM, cpu, ...).
+    `hw` defaults to the hardware the plan was costed for."""
+    hw = hardware.parse(hw) if isinstance(hw, str) else hw or costed.hardware
+    if hw is None:
+        raise ValueError("to_problem needs a hardware description")
     cplan, cal = costed.consolidated, costed.calibration
-    devices: list[Device] = []
-    llm_specs = []
-    for spec, count in inventory:
-        if llm_capable(spec, inventory):
-            llm_specs.append(spec)
-        slots = CPU_POOL_SLOTS if spec.kind == "cpu" else 1
-        mem = 0 if spec.kind == "cpu" else int(spec.mem_capacity)
-        devices += [Device(f"{spec.name}:{i}", spec.name, mem, slots, spec.simulated) for i in range(count)]
-    if not any(spec.kind == "cpu" for spec, _ in inventory):
-        devices.append(Device("cpu:0", "cpu", 0, CPU_POOL_SLOTS))
-    cpu_kind = next((s.name for s, _ in inventory if s.kind == "cpu"), "cpu")
+    llm_devices = hw.accelerators or tuple(d for d in hw.devices if d.kind == "cpu")[:1]
+    llm_specs = list({d.spec.name: d.spec for d in llm_devices}.values())
+    devices = [Device(d.id, d.spec.name, 0 if d.kind == "cpu" else int(d.spec.mem_capacity),
+                      max(1, d.cores) if d.kind == "cpu" else 1, d.simulated) for d in hw.devices]
+    cpu_kind = next(d.spec.name for d in hw.devices if d.kind == "cpu")
     tasks, model_bytes, load_s, wake_s = [], {}, {}, {}
     for gid, g in cplan.groups.items():
         deps = list(cplan.graph.predecessors(gid))
@@ -221,12 +206,13 @@ def to_problem(costed: CostedPlan, hardware: str | list[tuple[DeviceSpec, int]])
                 continue                       # does not fit this device kind
             duration[spec.name] = gc.seconds
             mem = int(gc.mem_bytes) if mem is None else min(mem, int(gc.mem_bytes))  # fits the smallest
-            load_s[(g.op.model, spec.name)] = roofline.load_time(model, spec).seconds
-            wake_s[(g.op.model, spec.name)] = roofline.load_time(model, spec, source="sleep").seconds
+            load_s[(g.op.model, spec.name)] = roofline.load_time(model, spec, calibration=cal.hw or None).seconds
+            wake_s[(g.op.model, spec.name)] = roofline.load_time(model, spec, source="sleep",
+                                                                 calibration=cal.hw or None).seconds
         model_bytes[g.op.model] = int(model.weight_bytes())
         tasks.append(Task(gid, "llm", deps, duration, g.op.model, mem or 0, shardable=g.calls > 1,
                           prefix_group=_prefix_id(g)))
-    prices = {s.name: s.price_per_hour for s, _ in inventory}
+    prices = {d.spec.name: d.spec.price_per_hour for d in hw.devices}
     return Problem(tasks, devices, model_bytes, load_s, wake_s, price_per_hour=prices)
 
 

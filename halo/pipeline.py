@@ -24,7 +24,7 @@ from typing import Any
 from halo.batch import Batch
 from halo.calibration import Calibration
 from halo.consolidate import ConsolidatedPlan, consolidate
-from halo.cost import DEFAULT_DEVICE, CostedPlan, estimate, llm_capable, parse_hardware, to_problem
+from halo.cost import CostedPlan, estimate, to_problem
 from halo.explain import logical_report
 from halo.optimizer import PhysicalPlan, optimize, simulate
 from halo.plan import LogicalPlan
@@ -43,25 +43,21 @@ def physical_plan(plan: LogicalPlan, batch: Batch, hardware: str, optimizer: str
                   calibration: Calibration | None = None,
                   time_limit_s: float = 10.0) -> tuple[dict[str, Any], PhysicalPlan]:
     """The report and the physical plan for the runtime."""
-    report, physical, _ = _run(plan, batch, hardware, optimizer, False, calibration, time_limit_s)
-    return report, physical
+    return _run(plan, batch, hardware, optimizer, False, calibration, time_limit_s)
 
 
 def _run(plan, batch, hardware, method, sim, calibration, time_limit_s):
     cal = calibration or Calibration()
     report = logical_report(plan, batch)
     cplan = consolidate(plan, batch, cal)
-    inventory = parse_hardware(hardware) if hardware else None
-    device = next((s.name for s, _ in inventory if llm_capable(s, inventory)), DEFAULT_DEVICE) \
-        if inventory else DEFAULT_DEVICE
-    costed = estimate(cplan, device, cal)
+    costed = estimate(cplan, hardware, cal)
     _annotate(report, cplan, costed)
     report["calibration"] = {"path": cal.path, "calibrated": bool(cal.measurements),
                              "text": f"Calibration: {cal.path} ({len(cal.measurements)} measurements)"
                              if cal.measurements else "Calibration: none (default constants)"}
     physical = None
-    if inventory:
-        problem = to_problem(costed, inventory)
+    if costed.hardware:
+        problem = to_problem(costed)
         physical = optimize(problem, method=method, time_limit_s=time_limit_s)
         _placements(report, physical)
         report["optimizer"] = _optimizer_block(physical)
@@ -72,7 +68,7 @@ def _run(plan, batch, hardware, method, sim, calibration, time_limit_s):
                 "switches": r.switches, "label": r.label,
                 "text": f"Simulation ({r.label}): makespan {r.makespan:.2f} s, "
                         f"{r.throughput or 0:.2f} inputs/s, {r.switches} model switch(es)"}
-    return report, physical, cplan
+    return report, physical
 
 
 def _annotate(report: dict[str, Any], cplan: ConsolidatedPlan, costed: CostedPlan) -> None:
