@@ -1,0 +1,37 @@
+"""LLM engines behind one interface: ``hf`` (embedded transformers), ``vllm`` (offline vLLM) and
+``openai`` (any OpenAI-compatible HTTP server). Heavy imports happen only when an engine is made."""
+
+from __future__ import annotations
+
+from .base import RANDOM_WEIGHTS_NOTE, SMOLLM2_ID, Engine, EngineUnavailable, GenRequest, GenResult
+
+ENGINE_NAMES = ("hf", "vllm", "openai")
+
+
+def make_engine(name: str, **options) -> Engine:
+    """Build engine ``name`` with its keyword options (all accept ``model_map``)."""
+    if name == "hf":
+        from .hf import HFEngine
+
+        return HFEngine(**options)
+    if name == "openai":
+        from .openai import OpenAIEngine
+
+        return OpenAIEngine(**options)
+    if name == "vllm":
+        from .vllm import VLLMEngine
+
+        return VLLMEngine(**options)
+    raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINE_NAMES)}")
+
+
+__all__ = [
+    "ENGINE_NAMES",
+    "RANDOM_WEIGHTS_NOTE",
+    "SMOLLM2_ID",
+    "Engine",
+    "EngineUnavailable",
+    "GenRequest",
+    "GenResult",
+    "make_engine",
+]

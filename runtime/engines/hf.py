@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+# OpenMP threads that spin while waiting make a shared 2-core machine several times slower; this only
+# takes effect if torch was not imported yet, and an explicit setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache  # noqa: E402
 
 from .base import (
     RANDOM_WEIGHTS_NOTE,
+    SMOLLM2_ALIASES,
     SMOLLM2_ID,
     Engine,
     GenRequest,
@@ -30,7 +36,6 @@ from .base import (
 )
 from .model_cache import random_model, smollm2_dir
 
-SMOLLM2_ALIASES = {SMOLLM2_ID, SMOLLM2_ID.lower(), "smollm2-135m-instruct", "smollm2"}
 MIN_PREFIX_TOKENS = 8
 
 
