@@ -109,9 +109,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     text = report(args.inputs, run(args.inputs, args.repeat))
-    print(text)
     if args.out:
         args.out.write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
