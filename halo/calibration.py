@@ -5,11 +5,15 @@ model reads. Measurement records (one dict each; `kind` says which):
 
 | kind     | fields                                             | fitted into                                    |
 |----------|----------------------------------------------------|------------------------------------------------|
-| `llm`    | model, device, phase (prefill/decode), tokens, seconds, predicted_s? | `llm_rate[model@device:phase]` tokens/s; with predicted_s also `llm_factor[...]` = measured/predicted (least squares through the origin) |
+| `llm`    | model, device, phase (prefill/decode/group), tokens, seconds, predicted_s? | `llm_rate[model@device:phase]` tokens/s; with predicted_s also `llm_factor[...]` = measured/predicted (least squares through the origin) |
 | `tool`   | tool (sql/http/py), key? (node or db), seconds     | `tool_s[tool]` and `tool_s[key]`: mean seconds per call |
 | `chars`  | model? , chars, tokens                             | `chars_per_token[model or "text"]`             |
 | `output` | node ("workflow.node"), tokens                     | `output_tokens[node]`: mean output tokens      |
 
+`model` is the model id as the workflow declares it; `device` the hardware spec name (estimate.device).
+`predicted_s` must be the uncalibrated estimate (`estimate.breakdown.roofline_s` for a whole group,
+`prefill_s`/`decode_s` of a fresh uncalibrated estimate per phase), so refits do not compound.
+Phase `group` scales the whole group (prefill and decode); it wins over per-phase numbers.
 The file may also hold `hw`: hardware-model parameters passed as is to `halo.hw_models` (flat keys, or
 per-device sub-tables such as `{"H100-SXM": {"eta": 0.6}}`). The default file is
 `.halo/calibration.json` in the working directory.

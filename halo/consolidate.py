@@ -51,7 +51,8 @@ class _Spec:
     exprs: tuple[tuple[str, ast.Expr], ...]
 
 
-_SPECS: dict[int, tuple[OpNode, _Spec]] = {}
+_SPECS: dict[int, tuple[OpNode, _Spec]] = {}     # by id(op); the op is kept so its id is not reused
+_SPECS_MAX = 4096
 
 
 def _spec(op: OpNode) -> _Spec:
@@ -59,6 +60,8 @@ def _spec(op: OpNode) -> _Spec:
     if hit is not None and hit[0] is op:
         return hit[1]
     spec = _make_spec(op)
+    if len(_SPECS) >= _SPECS_MAX:
+        _SPECS.clear()
     _SPECS[id(op)] = (op, spec)
     return spec
 

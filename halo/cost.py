@@ -119,24 +119,12 @@ def _llm_cost(cplan: ConsolidatedPlan, g: OpGroup, device: DeviceSpec, cal: Cali
     if hw_keys:
         calibrated.append("hardware: " + ", ".join(hw_keys))
     prefill_tok, decode_tok = g.calls * (prompt - cached), g.calls * out
-    for phase, tokens in (("prefill", prefill_tok), ("decode", decode_tok)):
-        key = llm_key(model.name, device.name, phase)
-        seconds = b.get(f"{phase}_s", 0.0)
-        if key in cal.llm_factor:
-            seconds *= cal.llm_factor[key]
-            calibrated.append(f"{phase}: roofline x {cal.llm_factor[key]:.2f} (measured/predicted)")
-        elif key in cal.llm_rate:
-            seconds = tokens / cal.llm_rate[key]
-            calibrated.append(f"{phase}: measured {cal.llm_rate[key]:,.0f} tok/s")
-        else:
-            defaults.append(f"{phase}: uncalibrated roofline")
-        if phase == "prefill":
-            prefill_s = seconds
-        else:
-            decode_s = seconds
+    prefill_s, decode_s = _calibrate(cal, op.model, device.name, prefill_s, decode_s, prefill_tok, decode_tok,
+                                     calibrated, defaults)
     kv_tok = model.kv_bytes_per_token()
     batch = b.get("batch", 0)
-    breakdown = {"prefill_s": prefill_s, "decode_s": decode_s, "calls": g.calls, "batch": batch,
+    breakdown = {"prefill_s": prefill_s, "decode_s": decode_s, "roofline_s": est.seconds, "calls": g.calls,
+                 "batch": batch,
                  "waves": b.get("waves", 0), "prompt_tokens_known": known, "prompt_tokens_upstream": upstream,
                  "cached_prefix_tokens": cached, "output_source": out_source, "tokens_source": tc.source,
                  "hw": b}
@@ -145,6 +133,28 @@ def _llm_cost(cplan: ConsolidatedPlan, g: OpGroup, device: DeviceSpec, cal: Cali
                      kv_reuse_bytes=saved * kv_tok,
                      mem_bytes=max(0.0, est.peak_memory_bytes - model.weight_bytes()),
                      breakdown=breakdown, calibrated=calibrated, defaults=defaults)
+
+
+def _calibrate(cal: Calibration, model: str, device: str, prefill_s: float, decode_s: float,
+               prefill_tok: float, decode_tok: float, calibrated: list[str], defaults: list[str]) -> tuple[float, float]:
+    """Apply measurements: a whole-group factor, else per phase a factor or a measured tokens/s rate."""
+    group = cal.llm_factor.get(llm_key(model, device, "group"))
+    if group is not None:
+        calibrated.append(f"roofline x {group:.2f} (measured/predicted)")
+        return prefill_s * group, decode_s * group
+    out = []
+    for phase, seconds, tokens in (("prefill", prefill_s, prefill_tok), ("decode", decode_s, decode_tok)):
+        key = llm_key(model, device, phase)
+        if key in cal.llm_factor:
+            seconds *= cal.llm_factor[key]
+            calibrated.append(f"{phase}: roofline x {cal.llm_factor[key]:.2f} (measured/predicted)")
+        elif key in cal.llm_rate:
+            seconds = tokens / cal.llm_rate[key]
+            calibrated.append(f"{phase}: measured {cal.llm_rate[key]:,.0f} tok/s")
+        else:
+            defaults.append(f"{phase}: uncalibrated roofline")
+        out.append(seconds)
+    return out[0], out[1]
 
 
 def _upstream_tokens(cplan: ConsolidatedPlan, up: OpGroup, cal: Calibration) -> float:

@@ -99,6 +99,9 @@ def test_calibration_changes_estimates_and_is_reported(tmp_path):
     assert x1.calibrated and "calibrated" in x1.text
     assert tuned.groups["r"].seconds == 0.5 and tuned.groups["r"].calibrated
     assert counter("Qwen/Qwen3-8B", cal).source == "default"
+    whole = cal.add({"kind": "llm", **key, "phase": "group", "tokens": 1, "seconds": 3.0,
+                     "predicted_s": x0.breakdown["roofline_s"]})
+    assert cost(cal=whole).groups["x"].seconds == pytest.approx(3.0)
     chars = cal.add({"kind": "chars", "chars": 500, "tokens": 100})
     assert counter("Qwen/Qwen3-8B", chars).chars_per_token == 5.0
     assert cost(cal=chars).groups["x"].prefill_tokens < x1.prefill_tokens
