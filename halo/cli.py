@@ -18,6 +18,21 @@ from halo.errors import HaloError
 from halo.explain import logical_report, render_dot, render_text
 from halo.program import load
 
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Exceptions that report a user's mistake (bad option, missing engine), not a bug."""
+    from halo.hw_models.hardware import HardwareConfigError
+    from halo.hw_models.specs import UnknownSpecError
+    from halo.importer import TemplateImportError
+    from halo.runtime.engines.base import EngineUnavailable
+    from halo.runtime.journal import JournalMismatch
+
+    return (HardwareConfigError, UnknownSpecError, EngineUnavailable, JournalMismatch, TemplateImportError,
+            FileNotFoundError, typer.BadParameter)
+
+
+USER_ERRORS = _user_errors()
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Halo: a declarative query optimizer for batched agentic LLM workflows.")
 
@@ -32,6 +47,9 @@ def _guard(fn: Callable) -> Callable:
         except HaloError as e:
             for d in e.diagnostics:
                 typer.echo(d.render(), err=True)
+            raise typer.Exit(2) from None
+        except USER_ERRORS as e:
+            typer.echo(f"halo: error: {e}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
@@ -257,6 +275,71 @@ def _summary(stats, output: Path, rejected: int) -> None:
                      ", ".join(f"{k} -> {v}" for k, v in t["substitutions"].items()))
     lines.append(f"results: {output}")
     typer.echo("\n".join(lines), err=True)
+
+
+@app.command()
+@_guard
+def bench(
+    file: Path = typer.Argument(..., help="Workflow file (.halo)"),
+    input: Path = typer.Option(..., "--input", "-i"),
+    limit: int | None = typer.Option(None, "--limit", help="Use only the first N valid inputs"),
+    modes: str = typer.Option("naive,opwise,halo", "--modes", help="Comma-separated: naive, opwise, halo"),
+    engine: str = typer.Option("hf", "--engine", "-e"),
+    model_map: list[str] = typer.Option([], "--model-map", help="DECLARED=ACTUAL model substitution"),
+    hardware: str = typer.Option("cpu", "--hardware", "-H", help="Hardware the prediction is made for"),
+    results: Path = typer.Option(Path("bench/results"), "--results", help="Folder for the markdown result"),
+    note: str = typer.Option("", "--note", help="A line added to the result (e.g. what the engine is)"),
+) -> None:
+    """Run a workload under the baselines and the Halo plan; print and save a markdown table."""
+    import datetime as dt
+
+    from halo import calibration as calib
+    from halo.bench import MODES, run_modes, table
+    from halo.pipeline import explain_report
+    from halo.runtime.run import fingerprint
+
+    chosen = [m.strip() for m in modes.split(",") if m.strip()]
+    bad = [m for m in chosen if m not in MODES]
+    if bad:
+        raise typer.BadParameter(f"unknown mode(s) {', '.join(bad)}")
+    program = load(file)
+    checked = check_program(program)
+    checked.raise_on_error()
+    plan = plans.build(checked)
+    batch = batches.load(input, plan.params, limit=limit)
+    report = explain_report(plan, batch, hardware=hardware, calibration=calib.load())
+    order = [n["id"] for n in sorted(report["nodes"], key=lambda n: (n.get("placement") or {}).get("start", 0))]
+    predicted = (report.get("optimizer") or {}).get("makespan")
+    fp = fingerprint(plan, [m.source for m in program.modules.values()], input)
+    workdir = Path(".halo") / "bench" / plan.name
+    stats = run_modes(plan, batch.rows, workdir, fp, engine, {"model_map": _parse_map(model_map)}, chosen, order)
+    md = table(f"{file.stem} ({plan.name})", len(batch), stats, predicted, engine, note)
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"{file.stem}_{engine}_{dt.date.today().isoformat()}.md"
+    path.write_text(md)
+    typer.echo(md)
+    typer.echo(f"saved {path}", err=True)
+
+
+@app.command("import-yaml")
+@_guard
+def import_yaml(
+    template: Path = typer.Argument(..., help="A Halo reference-prototype YAML template"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the .halo file here (default: stdout)"),
+    target: str = typer.Option("duckdb", "--target", help="duckdb | postgres"),
+    dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN when --target postgres"),
+) -> None:
+    """Convert a reference-prototype YAML template into a .halo workflow; what cannot convert is reported."""
+    from halo.importer import convert
+
+    result = convert(template, target=target, dsn=dsn)
+    for note in result.notes:
+        typer.echo(f"{template}: note: {note}", err=True)
+    if out is None:
+        typer.echo(result.text)
+    else:
+        out.write_text(result.text)
+        typer.echo(f"wrote {out}", err=True)
 
 
 def main() -> None:
