@@ -321,6 +321,47 @@ def bench(
     typer.echo(f"saved {path}", err=True)
 
 
+@app.command()
+@_guard
+def simulate(
+    file: Path = typer.Argument(..., help="Workflow file (.halo)"),
+    input: Path = typer.Option(..., "--input", "-i", help="Batch of inputs"),
+    hardware: str = typer.Option(..., "--hardware", "-H", help='e.g. "8 x H100-SXM + cpu:32" or "1 x NeuPIMs"'),
+    workflow: str | None = typer.Option(None, "--workflow", "-w"),
+    limit: int | None = typer.Option(None, "--limit"),
+    optimizer: str = typer.Option("auto", "--optimizer", help="auto | ilp | heuristic"),
+    time_limit: float = typer.Option(10.0, "--time-limit"),
+    gantt: Path | None = typer.Option(None, "--gantt", help="Also draw the Gantt chart to this .png or .svg"),
+) -> None:
+    """Run the optimized plan and the baseline plans in virtual time on the hardware (labelled simulated)."""
+    from halo import calibration as calib
+    from halo.consolidate import consolidate
+    from halo.cost import estimate, to_problem
+    from halo.optimizer import gantt_text, optimize, opwise, round_robin, save_gantt
+    from halo.optimizer import simulate as replay
+
+    plan = _load_plan(file, workflow)
+    batch = batches.load(input, plan.params, limit=limit)
+    cal = calib.load()
+    problem = to_problem(estimate(consolidate(plan, batch, cal), hardware, cal), hardware)
+    best = optimize(problem, method=optimizer, time_limit_s=time_limit)
+    rows = [("halo", best), ("operator-at-a-time", opwise(problem)), ("round-robin", round_robin(problem))]
+    typer.echo(f"Simulated on {hardware}: {plan.name}, {len(batch):,} inputs (cost model estimates, not measured)")
+    typer.echo("| plan | makespan (s) | inputs/s | model switches | speedup of halo |")
+    typer.echo("|---|---|---|---|---|")
+    halo_s = replay(problem, best, n_inputs=len(batch)).makespan
+    for name, phys in rows:
+        r = replay(problem, phys, n_inputs=len(batch))
+        typer.echo(f"| {name} | {r.makespan:.2f} | {r.throughput or 0:.2f} | {r.switches} | "
+                   f"{r.makespan / halo_s:.2f}x |")
+    typer.echo(f"\nOptimizer: {best.method} ({best.status}), gap "
+               f"{'n/a' if best.gap is None else f'{best.gap:.1%}'}, solved in {best.solve_s:.2f} s")
+    typer.echo(gantt_text(problem, best))
+    if gantt is not None:
+        save_gantt(problem, best, str(gantt))
+        typer.echo(f"wrote {gantt}", err=True)
+
+
 @app.command("import-yaml")
 @_guard
 def import_yaml(
@@ -328,11 +369,13 @@ def import_yaml(
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the .halo file here (default: stdout)"),
     target: str = typer.Option("duckdb", "--target", help="duckdb | postgres"),
     dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN when --target postgres"),
+    tool_server: str = typer.Option("http://127.0.0.1:8765", "--tool-server",
+                                    help="Base URL whose /sleep?s=N stands in for the prototype's simulated tools"),
 ) -> None:
     """Convert a reference-prototype YAML template into a .halo workflow; what cannot convert is reported."""
     from halo.importer import convert
 
-    result = convert(template, target=target, dsn=dsn)
+    result = convert(template, target=target, dsn=dsn, tool_server=tool_server)
     for note in result.notes:
         typer.echo(f"{template}: note: {note}", err=True)
     if out is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -45,6 +46,9 @@ class Toolbox:
             method = str(op.option("method", "GET")).upper()
             url = op.templates["url"].render(env)
             query = evaluate(op.args["query"], env) if "query" in op.args else None
+            if isinstance(query, dict):   # records and lists travel as JSON text, not Python reprs
+                query = {k: v if isinstance(v, str | int | float | bool) or v is None else json.dumps(v, default=str)
+                         for k, v in query.items()}
             body = evaluate(op.args["body"], env) if "body" in op.args else None
             headers = evaluate(op.args["headers"], env) if "headers" in op.args else None
             value = self.http.request(method, url, query=query, body=body, headers=headers,
