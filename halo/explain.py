@@ -29,7 +29,8 @@ def logical_report(plan: LogicalPlan, batch: Batch | None = None) -> dict[str, A
             "inputs": n, "rejected": len(batch.errors),
             "errors": [{"row": e.row, "reason": e.reason} for e in batch.errors[:20]]},
         "nodes": [_node(op, plan, n) for op in plan.nodes()],
-        "returns": [{"key": k, "expr": _expr(e)} for k, e in plan.returns],
+        "returns": [{"key": k, "expr": _expr(e), "refs": sorted({r.parts[0] for r in ast.refs_in(e)})}
+                    for k, e in plan.returns],
         "rewrites": [],
     }
     return report
@@ -81,9 +82,10 @@ def render_text(report: dict[str, Any]) -> str:
     lines.append(f"Return ({', '.join(r['key'] + ' = ' + r['expr'] for r in report['returns'])})")
     for root in roots:
         _tree(nodes, root, 1, lines, shown)
-    rest = [n for n in report["nodes"] if n["id"] not in shown]
-    if rest:
-        lines.append("Side effects (not returned)")
+    for title, wanted in (("Side effects (not returned)", True), ("Not returned (never used)", False)):
+        rest = [n for n in report["nodes"] if n["id"] not in shown and bool(n.get("side_effect")) == wanted]
+        if rest:
+            lines.append(title)
         for n in rest:
             _tree(nodes, n["id"], 1, lines, shown)
     lines += _footer(report)
@@ -104,9 +106,9 @@ def _roots(report: dict[str, Any]) -> list[str]:
     ids = {n["id"] for n in report["nodes"]}
     roots = []
     for r in report["returns"]:
-        head = r["expr"].split(".")[0]
-        if head in ids and head not in roots:
-            roots.append(head)
+        for head in r.get("refs") or [r["expr"].split(".")[0]]:
+            if head in ids and head not in roots:
+                roots.append(head)
     return roots
 
 

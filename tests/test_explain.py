@@ -50,8 +50,9 @@ def test_report_keys_and_values(report):
     assert nodes["log"]["side_effect"] and not nodes["orders"]["side_effect"]
     assert sorted(nodes["answer"]["deps"]) == ["orders", "s/out"]
     assert nodes["s/out"]["max_tokens"] == 256 and nodes["s/out"]["output"] == "text"
-    assert report["returns"] == [{"key": "answer", "expr": "answer"}, {"key": "label", "expr": "cls.label"},
-                                 {"key": "urgent", "expr": "cls.urgent"}]
+    assert report["returns"] == [{"key": "answer", "expr": "answer", "refs": ["answer"]},
+                                 {"key": "label", "expr": "cls.label", "refs": ["cls"]},
+                                 {"key": "urgent", "expr": "cls.urgent", "refs": ["cls"]}]
 
 
 def test_json_round_trip_is_stable(plan, report):
@@ -124,7 +125,8 @@ def test_all_operator_kinds_render():
 
 def test_literal_and_dict_returns_render():
     report = report_of('workflow w(q: text) { return k = {a: [1, "x"], b: q}, n = null }')
-    assert report["returns"] == [{"key": "k", "expr": '{a: [1, "x"], b: q}'}, {"key": "n", "expr": "null"}]
+    assert report["returns"] == [{"key": "k", "expr": '{a: [1, "x"], b: q}', "refs": ["q"]},
+                                 {"key": "n", "expr": "null", "refs": []}]
     assert report["nodes"] == []
     assert render_text(report).splitlines()[1] == 'Return (k = {a: [1, "x"], b: q}, n = null)'
 
@@ -133,8 +135,6 @@ REC = ('workflow v(n: int) {\n model m = "q"\n o = llm(m, "{n}")\n return o\n}\n
        'workflow w(q: int) {\n model m = "q"\n a = v(n = q)\n b = llm(m, "x {q}")\n return a, k = {x: b}\n}')
 
 
-@pytest.mark.xfail(strict=True, reason="explain.py: nodes returned inside a record are not treated as "
-                                       "returned (listed as side effects, no edge to 'return' in dot)")
 def test_nodes_returned_inside_records_are_roots():
     report = report_of(REC, "w")
     text = render_text(report)
@@ -142,7 +142,6 @@ def test_nodes_returned_inside_records_are_roots():
     assert '"b" -> "return"' in render_dot(report)
 
 
-@pytest.mark.xfail(strict=True, reason="explain.py: an unused pure node is listed under 'Side effects'")
 def test_unused_pure_node_is_not_called_a_side_effect():
     report = report_of('workflow w(q: text) {\n model m = "x"\n a = llm(m, "{q}")\n b = llm(m, "{q}")\n return a\n}')
     assert "Side effects" not in render_text(report)
