@@ -337,7 +337,15 @@ def simulate(
     from halo import calibration as calib
     from halo.consolidate import consolidate
     from halo.cost import estimate, to_problem
-    from halo.optimizer import gantt_text, optimize, opwise, round_robin, save_gantt
+    from halo.optimizer import (
+        gantt_text,
+        optimize,
+        opwise,
+        per_query,
+        per_query_problem,
+        round_robin,
+        save_gantt,
+    )
     from halo.optimizer import simulate as replay
 
     plan = _load_plan(file, workflow)
@@ -345,13 +353,17 @@ def simulate(
     cal = calib.load()
     problem = to_problem(estimate(consolidate(plan, batch, cal), hardware, cal), hardware)
     best = optimize(problem, method=optimizer, time_limit_s=time_limit)
-    rows = [("halo", best), ("operator-at-a-time", opwise(problem)), ("round-robin", round_robin(problem))]
+    one = batches.Batch(rows=batch.rows[:1])
+    per_input = to_problem(estimate(consolidate(plan, one, cal), hardware, cal), hardware)
+    rows = [("halo", problem, best), ("operator-at-a-time", problem, opwise(problem)),
+            ("round-robin", problem, round_robin(problem)),
+            ("naive per-input", per_query_problem(per_input, len(batch)), per_query(per_input, len(batch)))]
     typer.echo(f"Simulated on {hardware}: {plan.name}, {len(batch):,} inputs (cost model estimates, not measured)")
     typer.echo("| plan | makespan (s) | inputs/s | model switches | speedup of halo |")
     typer.echo("|---|---|---|---|---|")
     halo_s = replay(problem, best, n_inputs=len(batch)).makespan
-    for name, phys in rows:
-        r = replay(problem, phys, n_inputs=len(batch))
+    for name, prob, phys in rows:
+        r = replay(prob, phys, n_inputs=len(batch))
         typer.echo(f"| {name} | {r.makespan:.2f} | {r.throughput or 0:.2f} | {r.switches} | "
                    f"{r.makespan / halo_s:.2f}x |")
     typer.echo(f"\nOptimizer: {best.method} ({best.status}), gap "
