@@ -19,7 +19,8 @@ class Toolbox:
     def __init__(self, plan: LogicalPlan, http_timeout_s: float = 30.0):
         self._dbs: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
-        self.http = HttpTool(timeout_s=http_timeout_s)
+        self.http_timeout_s = http_timeout_s
+        self._http: dict[int, HttpTool] = {}
         self.plan = plan
 
     def _db(self, op: OpNode):
@@ -51,8 +52,8 @@ class Toolbox:
                          for k, v in query.items()}
             body = evaluate(op.args["body"], env) if "body" in op.args else None
             headers = evaluate(op.args["headers"], env) if "headers" in op.args else None
-            value = self.http.request(method, url, query=query, body=body, headers=headers,
-                                      timeout_s=op.option("timeout")).body
+            value = self._client(op.option("retries", 2)).request(
+                method, url, query=query, body=body, headers=headers, timeout_s=op.option("timeout")).body
         elif op.kind == "py":
             kwargs = {k: evaluate(v, env) for k, v in op.bound_args().items()}
             value = py_tool.call(op.option("function"), kwargs)
@@ -60,7 +61,15 @@ class Toolbox:
             raise ValueError(f"not a tool operator: {op.kind}")
         return value, time.perf_counter() - start
 
+    def _client(self, retries: int) -> HttpTool:
+        """One HTTP client per retry policy (the `retries` argument of http())."""
+        with self._lock:
+            if retries not in self._http:
+                self._http[retries] = HttpTool(timeout_s=self.http_timeout_s, retries=retries)
+            return self._http[retries]
+
     def close(self) -> None:
-        self.http.close()
+        for client in self._http.values():
+            client.close()
         for tool in self._dbs.values():
             tool.close()

@@ -202,3 +202,24 @@ def test_optimized_plan_gives_the_same_results_as_naive_per_input(tmp_path, shop
     assert {r: v["outputs"] for r, v in fast.items()} == {r: v["outputs"] for r, v in slow.items()}
     assert all(v["outputs"]["pitch"].strip() for v in fast.values())
     assert halo.stats.nodes["pitch"].calls == 3 and naive.stats.nodes["pitch"].calls == 5
+
+
+def test_tool_server_sleep_and_declared_retries(tmp_path):
+    from halo.runtime.tools.server import serve
+
+    srv = serve(port=0)
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        plan = build(f'''
+        workflow w(k: text) {{
+          a = http("GET", "{base}/sleep", query = {{s: 0.05, k: k}}, retries = 0)
+          b = http("GET", "{base}/nope", retries = 0)
+          return a, b
+        }}''', tmp_path)
+        start = time.perf_counter()
+        _, out = run(plan, [(1, {"k": "x"}), (2, {"k": "y"})], tmp_path)
+        assert out[1]["outputs"]["a"] == {"status": "ok", "slept_s": 0.05, "query": {"k": "x"}}
+        assert "404" in out[2]["error"][0]["error"]
+        assert time.perf_counter() - start < 10
+    finally:
+        srv.shutdown()
