@@ -374,6 +374,25 @@ def simulate(
         typer.echo(f"wrote {gantt}", err=True)
 
 
+@app.command("serve-tools")
+def serve_tools(
+    port: int = typer.Option(8765, "--port"),
+    gamma: bool = typer.Option(False, "--gamma", help="Gamma-distributed sleeps of mean s, like the prototype"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Serve the loopback tool endpoints (GET /sleep?s=N) that imported `_http` templates call."""
+    import threading
+
+    from halo.runtime.tools.server import serve
+
+    server = serve(port, gamma=gamma, seed=seed)
+    typer.echo(f"serving on http://127.0.0.1:{server.server_address[1]} (Ctrl-C to stop)", err=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.shutdown()
+
+
 @app.command("import-yaml")
 @_guard
 def import_yaml(
