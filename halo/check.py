@@ -23,7 +23,7 @@ class BindingInfo:
     args: dict[str, ast.Expr]
     out: Type
     deps: list[str] = field(default_factory=list)
-    sql: list | None = None                    # parsed statements
+    sql: list | None = None                    # [the parsed statement]
     sql_write: bool = False
     templates: dict[str, Template] = field(default_factory=dict)
 
@@ -285,15 +285,13 @@ class _WorkflowChecker:
         if not isinstance(q, ast.Str):
             return
         try:
-            stmts = sql.parse(q.value)
+            stmt = sql.parse(q.value)           # exactly one statement, as the SQL tools run it
         except sql.SqlParseError as e:
-            self.error(q.pos_at(_sql_index(q.value, e.line, e.col)), f"SQL does not parse: {e.message}")
+            pos = q.pos if e.line is None else q.pos_at(_sql_index(q.value, e.line, e.col))
+            self.error(pos, e.message if e.message == sql.ONE_STATEMENT else f"SQL does not parse: {e.message}")
             return
-        except Exception as e:                  # sqlglot's tokenizer raises its own errors
-            self.error(*_sql_failure(q, e))
-            return
-        bi.sql, bi.sql_write = stmts, sql.is_write(stmts)
-        names = sql.placeholders(stmts)
+        bi.sql, bi.sql_write = [stmt], sql.is_write(stmt)
+        names = sql.placeholders(stmt)
         bound = {k: v for k, v in bi.args.items() if k not in ("db", "query")}
         for n in names:
             if n not in bound:
@@ -307,7 +305,7 @@ class _WorkflowChecker:
             if t is not None and t.kind in ("table", "struct"):
                 self.error(v.pos, f"cannot bind a {t.kind} to SQL parameter ':{k}' (pick a field)")
         if bi.out.fields is None:
-            cols = sql.output_columns(stmts)
+            cols = sql.output_columns(stmt)
             if cols:
                 bi.out = Type("table", tuple((c, types.JSON) for c in cols))
 
@@ -463,7 +461,7 @@ def _show(expr: ast.Expr) -> str:
 
 
 def _sql_index(text: str, line: int, col: int) -> int:
-    """Index in `text` of the token sqlglot blames (it reports the token's last column)."""
+    """Index in `text` of the start of the token at `line`/`col` (1-based, from SqlParseError)."""
     lines = text.split("\n")
     line = min(max(line, 1), len(lines))
     index = sum(len(x) + 1 for x in lines[:line - 1]) + min(max(col, 1), len(lines[line - 1]) + 1) - 1
@@ -476,10 +474,3 @@ def _sql_index(text: str, line: int, col: int) -> int:
 def _is_word(text: str, i: int) -> bool:
     return 0 <= i < len(text) and (text[i].isalnum() or text[i] == "_")
 
-
-def _sql_failure(q: ast.Str, e: Exception) -> tuple[Pos, str]:
-    cause = e.__cause__ or e
-    message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
-    m = re.search(r"from (\d+):(\d+)", message)
-    pos = q.pos_at(_sql_index(q.value, int(m.group(1)), int(m.group(2)) + 1)) if m else q.pos
-    return pos, f"SQL does not parse: {message}"

@@ -15,12 +15,11 @@ from typing import Any
 
 import networkx as nx
 
-from halo import ast
+from halo import ast, sql
 from halo.batch import Batch
 from halo.calibration import Calibration
 from halo.plan import LogicalPlan, OpNode, evaluate
 from halo.prefix import PrefixPlan, prefix_groups
-from halo.runtime.tools import sql as sqltools
 from halo.template import Hole, Template, format_value, lookup
 from halo.tokens import counter
 
@@ -93,7 +92,7 @@ def never_merges(op: OpNode) -> str | None:
         return "side effect: runs once per input, in declared order"
     if op.kind == "sql":
         stmts = op.sql or []
-        if len(stmts) != 1 or sqltools.is_write(stmts[0]):
+        if len(stmts) != 1 or sql.is_write(stmts[0]):
             return "not a single read-only query"
     if op.kind == "http" and str(op.option("method", "GET")).upper() not in ("GET", "HEAD"):
         return f"HTTP {str(op.option('method')).upper()} is not a safe method"
@@ -107,7 +106,7 @@ def never_merges(op: OpNode) -> str | None:
 
 def normalized_sql(op: OpNode) -> str:
     """The node's SQL in canonical form (computed once per node, never per row)."""
-    return sqltools.normalize(op.sql[0])
+    return sql.normalize(op.sql[0])
 
 
 def call_parts(op: OpNode, env: dict[str, Any]) -> list[str] | None:

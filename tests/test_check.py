@@ -79,6 +79,9 @@ def test_wrapper_itself_is_clean():
     ('  a = sql(d, """\n      SELECT a\n      FROM t WHERE (\n  """)', 6, 20, "SQL does not parse"),
     ('  a = sql(d, "SELECT \'abc")', 4, 22, "SQL does not parse"),
     ('  a = sql(d, "")', 4, 15, "empty SQL statement"),
+    # one statement per call, as the SQL tools run it: the caret on the second statement
+    ('  a = sql(d, "SELECT 1; SELECT 2")', 4, 25, "one SQL statement per sql() call"),
+    ('  a = sql(d, """\n    SELECT 1;\n    DELETE FROM t\n  """)', 6, 5, "one SQL statement per sql() call"),
     ('  a = sql(d, q)', 4, 14, "'query' must be a string literal"),
     # placeholders
     ('  a = sql(d, "SELECT * FROM t WHERE x = :x")', 4, 41, "SQL parameter ':x' is not bound"),

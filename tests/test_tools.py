@@ -15,10 +15,10 @@ from pg import postgres_dsn  # noqa: F401  (session fixture)
 from halo.runtime.tools import py_tool
 from halo.runtime.tools.builtins import regex_params, search_keyword
 from halo.runtime.tools.duckdb_tool import DuckDBTool
-from halo.runtime.tools.errors import SqlError, SqlParseError, ToolError
+from halo.runtime.tools.errors import ToolError
 from halo.runtime.tools.http_tool import HttpTool
 from halo.runtime.tools.postgres_tool import PostgresTool
-from halo.runtime.tools.sql import is_write, normalize, parse, placeholders, transpile
+from halo.sql import SqlError, SqlParseError, is_write, normalize, parse, placeholders, transpile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # workloads/ is not an installed package
 from workloads.data import _build, imdb, postgres_load, tpch, wiki  # noqa: E402

@@ -11,8 +11,7 @@ from typing import Any
 import duckdb
 from sqlglot import exp
 
-from .errors import SqlError
-from .sql import SqlResult, bind, prepare
+from halo.sql import SqlError, SqlResult, bind, prepare
 
 __all__ = ["DuckDBTool", "load_tpch", "tpch_extension_path"]
 

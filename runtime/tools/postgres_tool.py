@@ -13,8 +13,9 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 from sqlglot import exp
 
-from .errors import SqlError, ToolError
-from .sql import SqlResult, bind, prepare
+from halo.sql import SqlError, SqlResult, bind, prepare
+
+from .errors import ToolError
 
 __all__ = ["PostgresTool"]
 
