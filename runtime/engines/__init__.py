@@ -3,6 +3,12 @@
 
 from __future__ import annotations
 
+import os
+
+# OpenMP threads that spin while waiting make a shared 2-core machine several times slower. This takes
+# effect only if torch is not imported yet (engines import it lazily); an explicit setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .base import RANDOM_WEIGHTS_NOTE, SMOLLM2_ID, Engine, EngineUnavailable, GenRequest, GenResult
 
 ENGINE_NAMES = ("hf", "vllm", "openai")

@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import copy
 import inspect
-import os
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-# OpenMP threads that spin while waiting make a shared 2-core machine several times slower; this only
-# takes effect if torch was not imported yet, and an explicit setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache  # noqa: E402
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from .base import (
     RANDOM_WEIGHTS_NOTE,
@@ -34,7 +29,7 @@ from .base import (
     chat_messages,
     validate,
 )
-from .model_cache import random_model, smollm2_dir
+from .model_cache import random_model, smollm2_dir, tokenizer_dir
 
 MIN_PREFIX_TOKENS = 8
 
@@ -133,8 +128,8 @@ class HFEngine(Engine):
             return time.perf_counter() - start
 
     def _load_actual(self, actual: str) -> _Loaded:
-        tokenizer_dir = smollm2_dir(self.cache_dir) if actual.startswith("random:") else actual
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        source = tokenizer_dir(self.cache_dir) if actual.startswith("random:") else actual
+        tokenizer = AutoTokenizer.from_pretrained(source)
         tokenizer.padding_side = "left"
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token

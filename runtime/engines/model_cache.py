@@ -88,16 +88,38 @@ def is_model_dir(path: Path) -> bool:
 
 def smollm2_dir(root: Path | None = None) -> Path:
     """Directory of the converted SmolLM2 model, converting it on first use."""
+    target = (Path(root) if root is not None else cache_root()) / "models" / SMOLLM2_DIRNAME
+    return _publish(target, lambda out: _convert_gguf(gguf_path(), out))
+
+
+def tokenizer_dir(root: Path | None = None) -> Path:
+    """Directory holding only the SmolLM2 tokenizer (3.5 MB): all a random-weight model needs, and small
+    enough to ship to a GPU host as ``<root>/tokenizers/smollm2``."""
     root = Path(root) if root is not None else cache_root()
-    target = root / "models" / SMOLLM2_DIRNAME
-    if is_model_dir(target):
+    model = root / "models" / SMOLLM2_DIRNAME
+
+    def build(out: Path) -> None:
+        from transformers import AutoTokenizer
+
+        if is_model_dir(model):
+            tokenizer = AutoTokenizer.from_pretrained(model)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(gguf_path().parent, gguf_file=GGUF_FILE)
+        tokenizer.save_pretrained(out)
+
+    return _publish(root / "tokenizers" / "smollm2", build, ready=lambda p: (p / "tokenizer.json").is_file())
+
+
+def _publish(target: Path, build, ready=is_model_dir) -> Path:
+    """Build ``target`` once under a file lock, in a temporary sibling renamed into place when complete."""
+    if ready(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
-        if not is_model_dir(target):  # another process may have finished while we waited
-            tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_DIRNAME}.", dir=target.parent))
+        if not ready(target):  # another process may have finished while we waited
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
             try:
-                _convert_gguf(gguf_path(), tmp)
+                build(tmp)
                 tmp.chmod(0o755)
                 os.replace(tmp, target)
             finally:

@@ -54,10 +54,11 @@ class VLLMEngine(Engine):
             gpu_memory_utilization=gpu_memory_utilization,
             seed=seed,
             enable_prefix_caching=True,
+            disable_log_stats=False,  # keeps prefix-cache counters readable through get_metrics()
             **({"max_model_len": max_model_len} if max_model_len else {}),
             **llm_options,
         )
-        self.sleep_mode = sleep_mode
+        self.sleep_mode = sleep_mode and _sleep_available()
         self._llms: dict[str, object] = {}  # actual model -> LLM (awake or asleep)
         self._active: str | None = None
         self._declared: dict[str, str] = {}
@@ -213,6 +214,16 @@ class VLLMEngine(Engine):
                     key = name.removeprefix("vllm:prefix_cache_")
                     stats[key] = stats.get(key, 0.0) + float(getattr(metric, "value", 0) or 0)
             return stats
+
+
+def _sleep_available() -> bool:
+    """Whether this vLLM platform supports sleep mode (CUDA/ROCm); unknown counts as yes."""
+    try:
+        from vllm.platforms import current_platform
+
+        return bool(current_platform.is_sleep_mode_available())
+    except Exception:
+        return True
 
 
 def _shutdown(llm) -> None:
