@@ -1,9 +1,10 @@
 """Embedded engine: transformers ``generate`` on PyTorch (CPU or CUDA).
 
-Requests are grouped by model, sorted by prompt length and run in left-padded micro-batches bounded
-by a token budget. Requests sharing a ``prefix_key`` reuse the KV cache of their common token prefix
-(computed once, copied per request). Models it cannot load locally run as SmolLM2-135M-Instruct, and
-the substitution is recorded in ``substitutions``.
+Requests are grouped by the model that actually runs, sorted by prompt length and run in left-padded
+micro-batches bounded by a token budget. Requests sharing a ``prefix_key`` reuse the KV cache of their
+common token prefix: computed once, kept in a small LRU across calls, copied for each micro-batch.
+Models it cannot load locally run as SmolLM2-135M-Instruct; ``substitutions`` records that.
+On CPU the default fp32 makes greedy output identical with or without batching and prefix reuse.
 """
 
 from __future__ import annotations
@@ -121,7 +122,15 @@ class HFEngine(Engine):
             start = time.perf_counter()
             actual, note = self._resolve(model)
             if actual not in self._loaded:
-                self._loaded[actual] = self._load_actual(actual)
+                try:
+                    self._loaded[actual] = self._load_actual(actual)
+                except Exception:
+                    fallback = str(smollm2_dir(self.cache_dir))
+                    if actual in (fallback, *SMOLLM2_ALIASES) or actual.startswith("random:"):
+                        raise
+                    actual, note = fallback, SMOLLM2_ID  # e.g. a partial hub snapshot: substitute too
+                    if actual not in self._loaded:
+                        self._loaded[actual] = self._load_actual(actual)
             self._declared[model] = actual
             if note:
                 self.substitutions[model] = note
@@ -164,26 +173,28 @@ class HFEngine(Engine):
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         with self._lock:
             results: list[GenResult | None] = [None] * len(requests)
-            by_model: dict[str, list[int]] = {}
+            by_actual: dict[str, list[int]] = {}  # declared ids that run as the same model batch together
             for i, req in enumerate(requests):
-                by_model.setdefault(req.model, []).append(i)
-            for model, indices in by_model.items():
                 try:
-                    self.load(model)
+                    self.load(req.model)
                 except Exception as exc:  # a model that fails to load fails only its requests
-                    for i in indices:
-                        results[i] = GenResult.failed(f"load {model}: {exc}")
+                    results[i] = GenResult.failed(f"load {req.model}: {exc}")
                     continue
-                loaded = self._loaded[self._declared[model]]
+                by_actual.setdefault(self._declared[req.model], []).append(i)
+            for actual, indices in by_actual.items():
+                loaded = self._loaded[actual]
                 items = []
                 for i in indices:
-                    item, error = self._prepare(loaded, i, requests[i])
+                    try:
+                        item, error = self._prepare(loaded, i, requests[i])
+                    except Exception as exc:
+                        item, error = None, f"prompt: {exc}"
                     if error:
                         results[i] = GenResult.failed(error)
                     else:
                         items.append(item)
                 try:
-                    self._run_model(loaded, self._declared[model], items, results)
+                    self._run_model(loaded, actual, items, results)
                 except Exception as exc:  # engine bug or OOM: fail what is left, keep finished results
                     for item in items:
                         results[item.index] = results[item.index] or GenResult.failed(f"engine: {exc}")
