@@ -91,6 +91,7 @@ class Executor:
         self.llm_queue: dict[str, list[_Call]] = defaultdict(list)
         self.done_count: dict[str, int] = defaultdict(int)
         self.total_inputs = 0
+        self.outstanding = 0                 # tool calls and engine batches whose event is still due
         self.t0 = 0.0
 
     # -- driver ------------------------------------------------------------------------------------------
@@ -117,9 +118,15 @@ class Executor:
                         break
                     self._admit(*nxt)
                 self._dispatch()
+                self._flush(sink, on_progress)     # inputs served entirely from memory finish here
                 if exhausted and not self.inputs:
                     break
+                if self.outstanding == 0:
+                    if exhausted:
+                        raise RuntimeError(f"executor stalled with {len(self.inputs)} unfinished inputs")
+                    continue
                 kind, payload = self.events.get()
+                self.outstanding -= 1
                 self._handle(kind, payload, sink, on_progress)
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
@@ -199,6 +206,7 @@ class Executor:
             self.llm_queue[op.model].append(call)
         else:
             env = inp.env
+            self.outstanding += 1
             self.pool.submit(self._run_tool, call, op, env)
 
     def _request(self, op: OpNode, env: dict[str, Any]) -> GenRequest:
@@ -234,6 +242,7 @@ class Executor:
         model = min(models, key=lambda m: (m not in resident, rank.get(m, 0), -len(self.llm_queue[m])))
         batch = self._take_batch(model)
         self.engine_busy = True
+        self.outstanding += 1
         self.gpu.submit(self._run_engine, model, batch)
 
     def _take_batch(self, model: str) -> list[_Call]:

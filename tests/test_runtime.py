@@ -223,3 +223,16 @@ def test_tool_server_sleep_and_declared_retries(tmp_path):
         assert time.perf_counter() - start < 10
     finally:
         srv.shutdown()
+
+
+def test_inputs_served_from_memory_alone_still_finish(tmp_path, shop):
+    plan = build(f'''
+    workflow w(item: int) {{
+      db shop = duckdb("{shop}")
+      price = sql(shop, "SELECT price FROM items WHERE id = :id", id = item)
+      return price.price
+    }}''', tmp_path)
+    rows = [(i + 1, {"item": 1 + i % 2}) for i in range(600)]
+    result, out = run(plan, rows, tmp_path, window=16)
+    assert len(out) == 600 and result.stats.nodes["price"].calls == 2
+    assert {r["outputs"]["price"] for r in out.values()} == {0.5, 0.75}
