@@ -109,6 +109,7 @@ def explain(
     output: Path = typer.Option(Path(".halo/analyze.jsonl"), "--output", "-o", help="Results of --analyze"),
     engine: str = typer.Option("hf", "--engine", "-e", help="Engine for --analyze"),
     model_map: list[str] = typer.Option([], "--model-map", help="DECLARED=ACTUAL model substitution"),
+    engine_opt: list[str] = typer.Option([], "--engine-opt", help="Engine option KEY=VALUE (e.g. random_weights=true)"),
 ) -> None:
     """Show the plan Halo would run: rewrites, estimates, placement; with --analyze, run it and compare."""
     from halo import calibration as calib
@@ -138,7 +139,7 @@ def explain(
         fp = fingerprint(plan, [m.source for m in program.modules.values()], input)
         order = [n["id"] for n in sorted(report["nodes"], key=lambda n: (n.get("placement") or {}).get("start", 0))]
         result = _with_progress(len(batch), fmt != "text", lambda progress: execute(
-            plan, batch.rows, output, fp, engine=engine, engine_options={"model_map": _parse_map(model_map)},
+            plan, batch.rows, output, fp, engine=engine, engine_options=_engine_options(model_map, engine_opt),
             options=RunOptions(priority=order), progress=progress))
         annotate(report, result.stats)
         saved = calib.save(cal.add(*measurements(report, result.stats)), calibration)
@@ -177,6 +178,20 @@ BASELINES = {
 }
 
 
+def _engine_options(model_map: list[str], engine_opt: list[str]) -> dict:
+    """--model-map and --engine-opt KEY=VALUE (VALUE read as JSON when it parses: true, 64, "x")."""
+    opts: dict = {"model_map": _parse_map(model_map)}
+    for item in engine_opt:
+        if "=" not in item:
+            raise typer.BadParameter(f"--engine-opt takes KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            opts[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            opts[k.strip()] = v
+    return opts
+
+
 def _parse_map(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -196,6 +211,7 @@ def run(
     workflow: str | None = typer.Option(None, "--workflow", "-w"),
     engine: str = typer.Option("hf", "--engine", "-e", help="hf (embedded) | vllm | openai"),
     model_map: list[str] = typer.Option([], "--model-map", help="DECLARED=ACTUAL model substitution"),
+    engine_opt: list[str] = typer.Option([], "--engine-opt", help="Engine option KEY=VALUE (e.g. random_weights=true)"),
     base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible server (engine openai)"),
     resume: bool = typer.Option(False, "--resume", help="Finish an interrupted run from its journal"),
     limit: int | None = typer.Option(None, "--limit", help="Use only the first N valid inputs"),
@@ -222,7 +238,7 @@ def run(
         opts.max_batch = max_batch
     if window:
         opts.window = window
-    engine_options = {"model_map": _parse_map(model_map)}
+    engine_options = _engine_options(model_map, engine_opt)
     if base_url:
         engine_options["base_url"] = base_url
     fp = fingerprint(plan, [m.source for m in program.modules.values()], input)
@@ -286,6 +302,7 @@ def bench(
     modes: str = typer.Option("naive,opwise,halo", "--modes", help="Comma-separated: naive, opwise, halo"),
     engine: str = typer.Option("hf", "--engine", "-e"),
     model_map: list[str] = typer.Option([], "--model-map", help="DECLARED=ACTUAL model substitution"),
+    engine_opt: list[str] = typer.Option([], "--engine-opt", help="Engine option KEY=VALUE (e.g. random_weights=true)"),
     hardware: str = typer.Option("cpu", "--hardware", "-H", help="Hardware the prediction is made for"),
     results: Path = typer.Option(Path("bench/results"), "--results", help="Folder for the markdown result"),
     note: str = typer.Option("", "--note", help="A line added to the result (e.g. what the engine is)"),
@@ -312,7 +329,7 @@ def bench(
     predicted = (report.get("optimizer") or {}).get("makespan")
     fp = fingerprint(plan, [m.source for m in program.modules.values()], input)
     workdir = Path(".halo") / "bench" / plan.name
-    stats = run_modes(plan, batch.rows, workdir, fp, engine, {"model_map": _parse_map(model_map)}, chosen, order)
+    stats = run_modes(plan, batch.rows, workdir, fp, engine, _engine_options(model_map, engine_opt), chosen, order)
     md = table(f"{file.stem} ({plan.name})", len(batch), stats, predicted, engine, note)
     results.mkdir(parents=True, exist_ok=True)
     path = results / f"{file.stem}_{engine}_{dt.date.today().isoformat()}.md"
