@@ -17,7 +17,13 @@ class EngineUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class GenRequest:
-    """One chat completion: a user message plus an optional system message."""
+    """One chat completion: a user message plus an optional system message.
+
+    ``prefix_key`` names requests that share a prompt prefix. ``retain_s`` asks the engine to keep this
+    request's final KV (prompt + generated tokens) for that many seconds, keyed by its token sequence, so
+    a later request that starts with those tokens prefills only the rest (engines without such a store
+    ignore it). ``top_p`` is nucleus sampling's threshold (used only when ``temperature > 0``).
+    """
 
     model: str
     prompt: str
@@ -27,6 +33,8 @@ class GenRequest:
     seed: int | None = None
     json_schema: dict | None = None
     prefix_key: str | None = None
+    retain_s: float | None = None
+    top_p: float | None = None
 
 
 @dataclass
@@ -111,4 +119,8 @@ def validate(req: GenRequest, max_tokens_limit: int) -> str | None:
         return f"max_tokens={req.max_tokens} exceeds the limit of {max_tokens_limit}"
     if req.temperature < 0:
         return f"temperature must be >= 0, got {req.temperature}"
+    if req.top_p is not None and not 0 < req.top_p <= 1:
+        return f"top_p must be in (0, 1], got {req.top_p}"
+    if req.retain_s is not None and req.retain_s < 0:
+        return f"retain_s must be >= 0, got {req.retain_s}"
     return None

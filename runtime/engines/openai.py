@@ -106,6 +106,8 @@ class OpenAIEngine(Engine):
         }
         if req.seed is not None:
             body["seed"] = req.seed
+        if req.top_p is not None:
+            body["top_p"] = req.top_p
         if req.json_schema is not None:
             body["response_format"] = {
                 "type": "json_schema",

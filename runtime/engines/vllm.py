@@ -185,6 +185,8 @@ class VLLMEngine(Engine):
 
     def _sampling(self, req: GenRequest):
         params = {"temperature": req.temperature, "max_tokens": req.max_tokens, "seed": req.seed}
+        if req.top_p is not None:
+            params["top_p"] = req.top_p
         if req.json_schema is not None and self._structured is not None:
             params.update(self._structured(req.json_schema))
         return self._vllm.SamplingParams(**params)
