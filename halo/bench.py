@@ -32,11 +32,15 @@ def machine() -> str:
 
 
 def run_modes(plan: LogicalPlan, rows, workdir: Path, fp: str, engine: str, engine_options: dict,
-              modes: list[str], priority: list[str]) -> dict[str, Any]:
-    """Run each mode on a fresh journal; returns their RunStats by mode."""
+              modes: list[str], priority: list[str], batching: dict[str, int] | None = None) -> dict[str, Any]:
+    """Run each mode on a fresh journal; returns their RunStats by mode.
+
+    `batching` (max_batch, batch_tokens) applies to the batched modes; naive keeps its own concurrency.
+    """
     out = {}
     for mode in modes:
-        opts = RunOptions(**MODES[mode], priority=priority if mode == "halo" else [])
+        extra = (batching or {}) if mode != "naive" else {}
+        opts = RunOptions(**{**MODES[mode], **extra}, priority=priority if mode == "halo" else [])
         res = execute(plan, rows, workdir / f"{mode}.jsonl", f"{fp}-{mode}", engine=engine,
                       engine_options=engine_options, options=opts)
         out[mode] = res.stats

@@ -306,6 +306,8 @@ def bench(
     hardware: str = typer.Option("cpu", "--hardware", "-H", help="Hardware the prediction is made for"),
     results: Path = typer.Option(Path("bench/results"), "--results", help="Folder for the markdown result"),
     note: str = typer.Option("", "--note", help="A line added to the result (e.g. what the engine is)"),
+    max_batch: int | None = typer.Option(None, "--max-batch", help="LLM requests per engine call (batched modes)"),
+    batch_tokens: int | None = typer.Option(None, "--batch-tokens", help="Token budget per LLM micro-batch"),
 ) -> None:
     """Run a workload under the baselines and the Halo plan; print and save a markdown table."""
     import datetime as dt
@@ -329,7 +331,8 @@ def bench(
     predicted = (report.get("optimizer") or {}).get("makespan")
     fp = fingerprint(plan, [m.source for m in program.modules.values()], input)
     workdir = Path(".halo") / "bench" / plan.name
-    stats = run_modes(plan, batch.rows, workdir, fp, engine, _engine_options(model_map, engine_opt), chosen, order)
+    stats = run_modes(plan, batch.rows, workdir, fp, engine, _engine_options(model_map, engine_opt), chosen, order,
+                      {k: v for k, v in (("max_batch", max_batch), ("batch_tokens", batch_tokens)) if v})
     md = table(f"{file.stem} ({plan.name})", len(batch), stats, predicted, engine, note)
     results.mkdir(parents=True, exist_ok=True)
     path = results / f"{file.stem}_{engine}_{dt.date.today().isoformat()}.md"
