@@ -3,6 +3,11 @@
 Requests are grouped by the model that actually runs, sorted by prompt length and run in left-padded
 micro-batches bounded by a token budget. Requests sharing a ``prefix_key`` reuse the KV cache of their
 common token prefix: computed once, kept in a small LRU across calls, copied for each micro-batch.
+A request with ``retain_s`` leaves its final KV (prompt + generated tokens) in a retained store bounded
+by entries and bytes, dropped after ``retain_s`` seconds (Continuum's time-to-live); a later request whose
+token ids share a prefix of at least ``MIN_PREFIX_TOKENS`` with a retained sequence prefills only the rest.
+Each request uses the longest reuse on offer (its prefix group's or a retained one); rows with different
+cached heads still batch together (each head is left-padded to the longest and masked).
 Models it cannot load locally run as SmolLM2-135M-Instruct; ``substitutions`` records that.
 On CPU the default fp32 makes greedy output identical with or without batching and prefix reuse.
 """
@@ -47,12 +52,23 @@ class _Loaded:
 
 
 @dataclass
+class _Retained:
+    """A retained KV: the token ids it covers (batch 1 cache), when it expires and its size."""
+
+    ids: tuple[int, ...]
+    cache: DynamicCache
+    expires: float
+    nbytes: int
+
+
+@dataclass
 class _Item:
     """One valid request after tokenization; ``index`` is its position in the caller's list."""
 
     index: int
     req: GenRequest
     ids: list[int]
+    head: tuple[list[int], DynamicCache] | None = None  # reused (prefix ids, KV covering at least them)
 
 
 class HFEngine(Engine):
@@ -71,6 +87,8 @@ class HFEngine(Engine):
         prefix_reuse: bool = True,
         prefix_cache_size: int = 8,
         random_weights: bool = False,
+        retain_entries: int = 1024,
+        retain_bytes: int = 1 << 30,
         shape: str | dict = "qwen2.5-1.5b",
         cache_dir: str | Path | None = None,
     ):
@@ -86,12 +104,16 @@ class HFEngine(Engine):
         self.prefix_reuse = prefix_reuse
         self.prefix_cache_size = prefix_cache_size
         self.random_weights = random_weights
+        self.retain_entries = retain_entries
+        self.retain_bytes = retain_bytes
         self.shape = shape
         self.cache_dir = cache_dir
         self._lock = threading.RLock()
         self._loaded: dict[str, _Loaded] = {}  # actual model -> resident model
         self._declared: dict[str, str] = {}  # declared id -> actual model
         self._prefixes: OrderedDict[tuple[str, str], tuple[list[int], DynamicCache]] = OrderedDict()
+        self._retained: OrderedDict[tuple[str, tuple[int, ...]], _Retained] = OrderedDict()  # LRU order
+        self._retained_bytes = 0
 
     # ---- models -------------------------------------------------------------------------------
 
@@ -165,6 +187,8 @@ class HFEngine(Engine):
             self._loaded.clear()
             self._declared.clear()
             self._prefixes.clear()
+            self._retained.clear()
+            self._retained_bytes = 0
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 
@@ -218,23 +242,36 @@ class HFEngine(Engine):
         return _Item(index, req, ids), None
 
     def _run_model(self, loaded: _Loaded, actual: str, items: list[_Item], results: list) -> None:
-        """Run one model's requests: prefix groups from their shared KV, the rest plainly; all batched."""
+        """Run one model's requests: prefix groups from their shared KV, requests that extend a retained
+        KV from it, the rest plainly; each request takes the longest reuse on offer; all batched."""
+        self._expire()
         plain: list[_Item] = []
+        own: list[_Item] = []  # rows that each reuse their own retained KV
         groups: dict[str, list[_Item]] = {}
         for item in items:
+            item.head = self._retained_head(actual, item.ids)
             if self.prefix_reuse and item.req.prefix_key is not None:
                 groups.setdefault(item.req.prefix_key, []).append(item)
             else:
-                plain.append(item)
+                (own if item.head else plain).append(item)
         for key, members in groups.items():
             start = time.perf_counter()
             prefix = self._prefix_for(loaded, actual, key, members)
+            n = len(prefix[0]) if prefix else 0
+            own.extend(it for it in members if it.head and len(it.head[0]) > n)
+            members = [it for it in members if not (it.head and len(it.head[0]) > n)]
             if prefix is None:
                 plain.extend(members)
                 continue
-            share = (time.perf_counter() - start) / len(members)
+            share = (time.perf_counter() - start) / max(len(members), 1)
+            for it in members:
+                it.head = prefix
             for batch in self._micro_batches(members):
-                self._run_batch(loaded, batch, results, prefix, share)
+                self._run_batch(loaded, batch, results, share)
+        for batch in self._micro_batches(own):
+            self._run_batch(loaded, batch, results)
+        for item in plain:
+            item.head = None
         for batch in self._micro_batches(plain):
             self._run_batch(loaded, batch, results)
 
@@ -256,45 +293,55 @@ class HFEngine(Engine):
             batches.append([item])
         return batches
 
-    def _run_batch(self, loaded: _Loaded, batch: list[_Item], results: list, prefix=None, share=0.0) -> None:
+    def _run_batch(self, loaded: _Loaded, batch: list[_Item], results: list, share=0.0) -> None:
         """Generate one micro-batch; on failure retry its requests one by one to isolate the bad one."""
         start = time.perf_counter() - share * len(batch)
         try:
-            rows = self._generate_ids(loaded, batch, prefix)
+            rows = self._generate_ids(loaded, batch)
         except Exception as exc:
             if len(batch) > 1:
                 for item in batch:
-                    self._run_batch(loaded, [item], results, prefix, share)
+                    self._run_batch(loaded, [item], results, share)
             else:
                 results[batch[0].index] = GenResult.failed(f"generate: {exc}", time.perf_counter() - start)
             return
         seconds = (time.perf_counter() - start) / len(batch)
-        cached = len(prefix[0]) if prefix else 0
         for item, new_ids in zip(batch, rows, strict=True):
-            results[item.index] = self._result(loaded, item, new_ids, cached, seconds)
+            kept = _cut(loaded, item, new_ids)
+            text = loaded.tokenizer.decode(kept, skip_special_tokens=True)
+            cached = len(item.head[0]) if item.head else 0
+            results[item.index] = GenResult(text, len(item.ids), len(kept), cached, seconds)
 
-    def _generate_ids(self, loaded: _Loaded, batch: list[_Item], prefix=None) -> list[list[int]]:
-        """New token ids per row. Without a prefix, prompts are left-padded; with one, the padding sits
-        between the cached prefix and each suffix (positions come from the attention mask)."""
+    def _generate_ids(self, loaded: _Loaded, batch: list[_Item]) -> list[list[int]]:
+        """New token ids per row. Row i is [pad]*(C - h_i) + cached head_i + [pad]*(W - t_i) + tail_i,
+        C the longest cached head, W the longest uncached tail; positions come from the attention mask,
+        so padding anywhere is invisible. Without heads this is plain left padding. Rows that asked for
+        ``retain_s`` leave their final KV in the retained store."""
         req = batch[0].req
         pad = loaded.tokenizer.pad_token_id
-        head = prefix[0] if prefix else []
-        tails = [it.ids[len(head) :] for it in batch]
+        heads = [len(it.head[0]) if it.head else 0 for it in batch]
+        width_c = max(heads)
+        tails = [it.ids[h:] for it, h in zip(batch, heads, strict=True)]
         width = max(len(t) for t in tails)
-        ids = [head + [pad] * (width - len(t)) + t for t in tails]
-        mask = [[1] * len(head) + [0] * (width - len(t)) + [1] * len(t) for t in tails]
+        ids, mask = [], []
+        for it, h, t in zip(batch, heads, tails, strict=True):
+            ids.append([pad] * (width_c - h) + it.ids[:h] + [pad] * (width - len(t)) + t)
+            mask.append([0] * (width_c - h) + [1] * h + [0] * (width - len(t)) + [1] * len(t))
         max_new = max(it.req.max_tokens for it in batch)
         kwargs = {"max_new_tokens": max_new, "pad_token_id": pad, "do_sample": req.temperature > 0}
         if req.temperature > 0:
-            kwargs.update(temperature=req.temperature, top_k=0, top_p=1.0)
+            kwargs.update(temperature=req.temperature, top_k=0, top_p=req.top_p or 1.0)
             if req.seed is not None:
                 torch.manual_seed(req.seed)
         if loaded.random:  # timing runs decode the full length
             kwargs["min_new_tokens"] = max_new
-        if prefix:
-            cache = copy.deepcopy(prefix[1])
-            if len(batch) > 1:
-                cache.batch_repeat_interleave(len(batch))
+        retain = [i for i, it in enumerate(batch) if it.req.retain_s]
+        cache = None
+        if width_c:
+            cache = self._batch_cache(loaded, batch, width_c)
+        elif retain:  # an empty cache of our own, to read the rows to retain from afterwards
+            cache = DynamicCache(config=loaded.model.config)
+        if cache is not None:
             kwargs[loaded.cache_kw] = cache
         with torch.inference_mode():
             out = loaded.model.generate(
@@ -302,20 +349,88 @@ class HFEngine(Engine):
                 attention_mask=torch.tensor(mask, device=self.device),
                 **kwargs,
             )
-        return [row[len(head) + width :].tolist() for row in out]
+        rows = [row[width_c + width :].tolist() for row in out]
+        if retain:
+            fed = cache.get_seq_length() - width_c - width  # generated tokens whose KV is in the cache
+            for i in retain:
+                it, h, t = batch[i], heads[i], len(tails[i])
+                kept = _cut(loaded, it, rows[i])[: max(fed, 0)]
+                cols = [*range(width_c - h, width_c), *range(width_c + width - t, width_c + width)]
+                cols += range(width_c + width, width_c + width + len(kept))
+                index = torch.tensor(cols, device=self.device)
+                layers = [(k[i : i + 1].index_select(2, index), v[i : i + 1].index_select(2, index))
+                          for k, v in _kv(cache)]
+                self._retain(loaded, it.req, tuple(it.ids + kept), layers)
+        return rows
 
-    def _result(
-        self, loaded: _Loaded, item: _Item, new_ids: list[int], cached: int, seconds: float
-    ) -> GenResult:
-        """Cut a row at EOS (inclusive) and at the request's own max_tokens, then decode."""
-        eos = _eos_ids(loaded)
-        kept: list[int] = []
-        for tok in new_ids[: item.req.max_tokens]:
-            kept.append(tok)
-            if tok in eos and not loaded.random:
-                break
-        text = loaded.tokenizer.decode(kept, skip_special_tokens=True)
-        return GenResult(text, len(item.ids), len(kept), cached, seconds)
+    def _batch_cache(self, loaded: _Loaded, batch: list[_Item], width_c: int) -> DynamicCache:
+        """The input KV for a batch with cached heads: a copy of one shared prefix repeated, or each row's
+        own head cropped to its length and left-padded with zeros (masked) to ``width_c``."""
+        first = batch[0].head
+        if first and all(it.head is first for it in batch) and len(first[0]) == first[1].get_seq_length():
+            cache = copy.deepcopy(first[1])
+            if len(batch) > 1:
+                cache.batch_repeat_interleave(len(batch))
+            return cache
+        per_row = [[(k[:, :, : len(it.head[0])], v[:, :, : len(it.head[0])]) for k, v in _kv(it.head[1])]
+                   if it.head else None for it in batch]
+        template = next(r for r in per_row if r)
+        layers = []
+        for layer, (k0, v0) in enumerate(template):
+            ks, vs = [], []
+            for row in per_row:
+                k, v = row[layer] if row else (k0[:, :, :0], v0[:, :, :0])
+                gap = width_c - k.shape[2]
+                ks.append(torch.cat([k.new_zeros(*k.shape[:2], gap, k.shape[3]), k], dim=2))
+                vs.append(torch.cat([v.new_zeros(*v.shape[:2], gap, v.shape[3]), v], dim=2))
+            layers.append((torch.cat(ks), torch.cat(vs)))
+        return _make_cache(loaded, layers)
+
+    # ---- retained KV (time-to-live) -----------------------------------------------------------
+
+    def _retain(self, loaded: _Loaded, req: GenRequest, ids: tuple[int, ...], layers) -> None:
+        """Keep ``layers`` (the KV of ``ids``) for ``req.retain_s`` seconds, within the store's bounds."""
+        nbytes = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
+        if len(ids) >= MIN_PREFIX_TOKENS and nbytes <= self.retain_bytes:
+            actual = self._declared[req.model]
+            old = self._retained.pop((actual, ids), None)
+            if old:
+                self._retained_bytes -= old.nbytes
+            entry = _Retained(ids, _make_cache(loaded, layers), time.monotonic() + float(req.retain_s), nbytes)
+            self._retained[(actual, ids)] = entry
+            self._retained_bytes += nbytes
+        self._expire()
+        while self._retained and (
+            len(self._retained) > self.retain_entries or self._retained_bytes > self.retain_bytes
+        ):  # least recently stored or used first
+            _, dropped = self._retained.popitem(last=False)
+            self._retained_bytes -= dropped.nbytes
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, e in self._retained.items() if e.expires <= now]:
+            self._retained_bytes -= self._retained.pop(key).nbytes
+
+    def _retained_head(self, actual: str, ids: list[int]) -> tuple[list[int], DynamicCache] | None:
+        """(prefix ids, retained KV) of the retained sequence sharing the longest prefix with ``ids`` (at
+        least MIN_PREFIX_TOKENS; one token is always left to feed), or None."""
+        best, best_n = None, MIN_PREFIX_TOKENS - 1
+        limit = len(ids) - 1
+        for key, entry in self._retained.items():
+            if key[0] == actual:
+                n = _common_prefix(entry.ids, ids, limit)
+                if n > best_n:
+                    best, best_n = key, n
+        if best is None:
+            return None
+        self._retained.move_to_end(best)
+        return ids[:best_n], self._retained[best].cache
+
+    def retained_stats(self) -> dict[str, int]:
+        """Entries and bytes held by the retained-KV store (after dropping expired entries)."""
+        with self._lock:
+            self._expire()
+            return {"entries": len(self._retained), "bytes": self._retained_bytes}
 
     def _prefix_for(self, loaded: _Loaded, actual: str, key: str, members: list[_Item]):
         """(prefix ids, KV cache) shared by ``members``: from the LRU if it still fits, else computed."""
@@ -343,8 +458,44 @@ class HFEngine(Engine):
 
 
 def _sampling_key(req: GenRequest) -> tuple:
-    """Requests batch together only when they sample identically (greedy, or same temperature and seed)."""
-    return (0.0, None) if req.temperature == 0 else (req.temperature, req.seed)
+    """Requests batch together only when they sample identically (greedy, or same temperature, top_p, seed)."""
+    return (0.0, None, None) if req.temperature == 0 else (req.temperature, req.top_p, req.seed)
+
+
+def _cut(loaded: _Loaded, item: _Item, new_ids: list[int]) -> list[int]:
+    """A row's new tokens cut at EOS (inclusive) and at the request's own max_tokens."""
+    eos = _eos_ids(loaded)
+    kept: list[int] = []
+    for tok in new_ids[: item.req.max_tokens]:
+        kept.append(tok)
+        if tok in eos and not loaded.random:
+            break
+    return kept
+
+
+def _common_prefix(a, b, limit: int) -> int:
+    """Length of the common prefix of token sequences ``a`` and ``b``, at most ``limit``."""
+    n = min(len(a), len(b), limit)
+    if tuple(a[:n]) == tuple(b[:n]):
+        return n
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _kv(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(keys, values) per layer, shape (batch, heads, seq, dim), across DynamicCache layouts."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache, strict=True))
+
+
+def _make_cache(loaded: _Loaded, layers) -> DynamicCache:
+    cache = DynamicCache(config=loaded.model.config)
+    for i, (k, v) in enumerate(layers):
+        cache.update(k, v, i)
+    return cache
 
 
 def _eos_ids(loaded: _Loaded) -> set[int]:
