@@ -5,9 +5,10 @@
 # realistic shape: timing is real, text is not (transformers is a real but slow engine on a GPU).
 set -euo pipefail
 LIMIT=${LIMIT:-128}
-python3 -m venv --system-site-packages /tmp/halo-venv
-/tmp/halo-venv/bin/pip install -q --no-index --no-deps .gpu/wheels/*.whl
-export HALO_CACHE_DIR=$PWD/.gpu/cache PATH=/tmp/halo-venv/bin:$PATH
+# The image's python3 (a venv with torch) gets halo and its pure dependencies on PYTHONPATH.
+python3 -m pip install -q --no-index --no-deps --target /tmp/halo-lib .gpu/wheels/*.whl
+export HALO_CACHE_DIR=$PWD/.gpu/cache PYTHONPATH=/tmp/halo-lib
+halo() { python3 -m halo "$@"; }
 mkdir -p data && cp .gpu/tpch.duckdb data/tpch.duckdb
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
