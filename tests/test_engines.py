@@ -313,3 +313,16 @@ def test_vllm_engine_smollm2():
         assert eng.generate([req("Hi", max_tokens=0)])[0].error
     finally:
         eng.close()
+
+
+def test_top_p_is_sent_and_checked(engine):
+    from halo.runtime.engines.openai import OpenAIEngine
+
+    eng = OpenAIEngine()
+    try:
+        assert eng._body(req("x", top_p=0.5))["top_p"] == 0.5 and "top_p" not in eng._body(req("x"))
+    finally:
+        eng.close()
+    sampled = engine.generate([req("Tell me a story.", temperature=0.9, top_p=0.3, seed=7, max_tokens=6)] * 2)
+    assert sampled[0].error is None and sampled[0].text == sampled[1].text
+    assert engine.generate([req("x", top_p=0.0)])[0].error.startswith("top_p")

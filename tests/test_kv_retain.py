@@ -136,6 +136,7 @@ def test_executor_retains_across_the_sql_call(tmp_path):
     rows = [(1, {"q": "Which table holds order totals?"}), (2, {"q": "Name a customer column."})]
     on = execute(plan, rows, tmp_path / "on.jsonl", "fp", options=RunOptions())
     off = execute(plan, rows, tmp_path / "off.jsonl", "fp", options=RunOptions(kv_ttl_s=None))
-    assert on.stats.nodes["b"].cached_tokens > off.stats.nodes["b"].cached_tokens
-    assert on.stats.nodes["b"].cached_tokens > 2 * 60  # system + first prompt, per input
+    cached_on, cached_off = on.stats.nodes["b"].cached_tokens, off.stats.nodes["b"].cached_tokens
+    assert cached_off > 0  # the prefix-key group already shares the system prompt
+    assert cached_on >= cached_off + 2 * 8  # retention adds each input's own first prompt (>= 8 tokens)
     assert (tmp_path / "on.jsonl").read_text() == (tmp_path / "off.jsonl").read_text()
