@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -154,7 +154,8 @@ class Executor:
         self.inputs: dict[int, _Input] = {}
         self.memo: OrderedDict[str, tuple[Any, str | None]] = OrderedDict()
         self.inflight: dict[str, _Call] = {}
-        self.llm_queue: dict[str, list[_Call]] = defaultdict(list)
+        self.llm_queue: dict[str, list[_Call]] = defaultdict(list)     # by node: one node per micro-batch
+        self.unstarted: dict[str, int] = defaultdict(int)                # admitted instances not yet started
         self.done_count: dict[str, int] = defaultdict(int)
         self.total_inputs = 0
         self.outstanding = 0                 # tool calls and engine batches whose event is still due
@@ -204,6 +205,8 @@ class Executor:
 
     def _admit(self, row: int, params: dict[str, Any]) -> None:
         self.inputs[row] = _Input(row, params, dict(params), set(self.ops))
+        for n in self.ops:
+            self.unstarted[n] += 1
         self.candidates.extend((row, n) for n in self.ops if not self.preds[n])
 
     # -- dispatch ----------------------------------------------------------------------------------------
@@ -235,6 +238,7 @@ class Executor:
     def _start(self, inp: _Input, node: str) -> None:
         op = self.ops[node]
         inp.running.add(node)
+        self.unstarted[node] -= 1
         try:
             key = call_key(op, inp.env) if self.opt.merge else None
         except Exception as e:   # rendering failed: a missing upstream value
@@ -269,7 +273,7 @@ class Executor:
             self.inflight[key] = call
         if op.kind == "llm":
             call.request = self._request(op, inp.env)
-            self.llm_queue[op.model].append(call)
+            self.llm_queue[node].append(call)
         else:
             env = inp.env
             self.outstanding += 1
@@ -304,22 +308,33 @@ class Executor:
     # -- the engine --------------------------------------------------------------------------------------
 
     def _kick_engine(self) -> None:
+        """Give the idle engine one node's micro-batch.
+
+        A node is ready to go when its queue fills a batch or when none of its instances is still waiting
+        upstream: one full batch costs about as much as a small one on a GPU, so a node whose requests are
+        still on their way waits while other work runs. When nothing else is in flight, the largest queue
+        goes anyway. Among ready nodes: resident model first, then plan priority.
+        """
         if self.engine_busy or self.engine is None:
             return
-        models = [m for m, q in self.llm_queue.items() if q]
-        if not models:
+        nodes = [n for n, q in self.llm_queue.items() if q]
+        if not nodes:
             return
+        ready = [n for n in nodes if len(self.llm_queue[n]) >= self.opt.max_batch or self.unstarted[n] <= 0]
+        if not ready:
+            if self.outstanding > 0:
+                return
+            ready = [max(nodes, key=lambda n: len(self.llm_queue[n]))]
         resident = set(self.engine.resident_models())
-        rank = {self.ops[n].model: i for i, n in reversed(list(enumerate(self.order))) if self.ops[n].kind == "llm"}
-        model = min(models, key=lambda m: (m not in resident, rank.get(m, 0), -len(self.llm_queue[m])))
-        batch = self._take_batch(model)
+        node = min(ready, key=lambda n: (self.ops[n].model not in resident, self.rank[n]))
+        batch = self._take_batch(node)
         self.engine_busy = True
         self.outstanding += 1
-        self.gpu.submit(self._run_engine, model, batch)
+        self.gpu.submit(self._run_engine, self.ops[node].model, batch)
 
-    def _take_batch(self, model: str) -> list[_Call]:
+    def _take_batch(self, node: str) -> list[_Call]:
         """Prefix groups together, short prompts first; stop at the request or token budget."""
-        calls = self.llm_queue[model]
+        calls = self.llm_queue[node]
         calls.sort(key=lambda c: (c.request.prefix_key or "", len(c.request.prompt)))
         batch, budget = [], 0
         for c in calls:
@@ -328,7 +343,7 @@ class Executor:
                 break
             batch.append(c)
             budget += cost
-        self.llm_queue[model] = calls[len(batch):]
+        self.llm_queue[node] = calls[len(batch):]
         return batch
 
     def _expected_tokens(self, call: _Call) -> int:
@@ -404,10 +419,9 @@ class Executor:
             if self.opt.repair and not call.repaired:
                 self.stats.nodes[call.node].repairs += 1
                 r = call.request
-                call.request = GenRequest(r.model, structured.repair_prompt(r.prompt, op.out, str(e)), r.system,
-                                          r.max_tokens, r.temperature, r.seed, r.json_schema, r.prefix_key)
+                call.request = replace(r, prompt=structured.repair_prompt(r.prompt, op.out, str(e)))
                 call.repaired = True
-                self.llm_queue[op.model].append(call)
+                self.llm_queue[call.node].append(call)
             else:
                 self._complete(call, None, f"invalid structured output: {e}; reply was {res.text[:120]!r}")
 
@@ -439,6 +453,7 @@ class Executor:
         for d in self.desc[node]:
             if d in inp.todo:
                 inp.todo.discard(d)
+                self.unstarted[d] -= d not in inp.running
                 self.done_count[d] += 1
                 inp.errors.append({"node": d, "error": f"skipped: depends on failed '{node}'"})
 

@@ -236,3 +236,17 @@ def test_inputs_served_from_memory_alone_still_finish(tmp_path, shop):
     result, out = run(plan, rows, tmp_path, window=16)
     assert len(out) == 600 and result.stats.nodes["price"].calls == 2
     assert {r["outputs"]["price"] for r in out.values()} == {0.5, 0.75}
+
+
+@pytest.mark.slow
+def test_llm_node_waits_for_its_stragglers_and_runs_one_full_batch(tmp_path):
+    plan = build('''
+    workflow w(x: int) {
+      model m = "HuggingFaceTB/SmolLM2-135M-Instruct"
+      d = py("rtfuncs:slow_double", x = x, delay = 0.2, pure = true)
+      say = llm(m, prompt = "Say the number {d}.", max_tokens = 4, temperature = 0)
+      return say
+    }''', tmp_path)
+    result, out = run(plan, [(i + 1, {"x": i}) for i in range(12)], tmp_path, tool_workers=3)
+    assert all(r["error"] is None for r in out.values())
+    assert result.stats.nodes["say"].calls == 12 and result.stats.nodes["say"].batches == 1
