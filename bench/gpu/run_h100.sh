@@ -6,8 +6,8 @@
 set -euo pipefail
 LIMIT=${LIMIT:-128}
 # The image's python3 (a venv with torch) gets halo and its pure dependencies on PYTHONPATH.
-python3 -m pip install -q --no-index --no-deps --target /tmp/halo-lib .gpu/wheels/*.whl
-export HALO_CACHE_DIR=$PWD/.gpu/cache PYTHONPATH=/tmp/halo-lib
+rm -rf /tmp/halo-lib && python3 -m pip install -q --no-index --no-deps --target /tmp/halo-lib .gpu/wheels/*.whl
+export HALO_CACHE_DIR=$PWD/.gpu/cache PYTHONPATH=/tmp/halo-lib HALO_DEBUG=1
 halo() { python3 -P -m halo "$@"; }   # -P: the checkout must not shadow the installed package
 mkdir -p data && cp .gpu/tpch.duckdb data/tpch.duckdb
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
