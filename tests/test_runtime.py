@@ -250,3 +250,20 @@ def test_llm_node_waits_for_its_stragglers_and_runs_one_full_batch(tmp_path):
     result, out = run(plan, [(i + 1, {"x": i}) for i in range(12)], tmp_path, tool_workers=3)
     assert all(r["error"] is None for r in out.values())
     assert result.stats.nodes["say"].calls == 12 and result.stats.nodes["say"].batches == 1
+
+
+@pytest.mark.slow
+def test_independent_nodes_that_decode_alike_share_one_batch(tmp_path):
+    plan = build('''
+    workflow w(x: int) {
+      model m = "HuggingFaceTB/SmolLM2-135M-Instruct"
+      a = llm(m, prompt = "Count to {x}.", max_tokens = 4, temperature = 0)
+      b = llm(m, prompt = "Name {x} colours.", max_tokens = 4, temperature = 0)
+      c = llm(m, prompt = "Say {x}.", max_tokens = 6, temperature = 0)
+      return a, b, c
+    }''', tmp_path)
+    result, out = run(plan, [(i + 1, {"x": i}) for i in range(4)], tmp_path)
+    st = result.stats.nodes
+    assert all(r["error"] is None for r in out.values())
+    assert st["a"].batches == st["b"].batches == 1 and st["a"].first_start == st["b"].first_start
+    assert st["c"].first_start != st["a"].first_start      # another output length: its own batch
