@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from halo.cost import iterations
 from halo.runtime.stats import RunStats
 
 
@@ -20,16 +21,17 @@ def annotate(report: dict[str, Any], stats: RunStats) -> dict[str, Any]:
             continue
         est = (node.get("estimate") or {}).get("seconds")
         merged = st.memo_hits + st.coalesced
-        actual = {**st.as_dict(), "merged": merged, "estimate_s": est,
-                  "ratio": round(st.seconds / est, 3) if est else None}
-        parts = [f"actual: {st.seconds:.2f} s busy over {actual['wall_seconds']:.2f} s",
+        busy = st.engine_s if node["kind"] == "llm" and st.engine_s else st.seconds
+        actual = {**st.as_dict(), "merged": merged, "estimate_s": est, "busy_s": busy,
+                  "ratio": round(busy / est, 3) if est else None}
+        parts = [f"actual: {busy:.2f} s busy over {actual['wall_seconds']:.2f} s",
                  f"{st.calls:,} calls for {st.instances:,} instances ({merged:,} merged)"]
         if st.prompt_tokens:
             parts.append(f"tokens {st.prompt_tokens:,} in ({st.cached_tokens:,} cached) / {st.completion_tokens:,} out")
         if st.errors:
             parts.append(f"{st.errors:,} errors")
         if est:
-            parts.append(f"estimate {est:.2f} s (x{st.seconds / est:.2f})")
+            parts.append(f"estimate {est:.2f} s (x{busy / est:.2f})")
         actual["text"] = "; ".join(parts)
         node["actual"] = actual
     predicted = (report.get("optimizer") or {}).get("makespan") or (report.get("totals") or {}).get("seconds")
@@ -51,12 +53,26 @@ def annotate(report: dict[str, Any], stats: RunStats) -> dict[str, Any]:
 def measurements(report: dict[str, Any], stats: RunStats) -> list[dict[str, Any]]:
     """Calibration records from a run: LLM rates and factors, tool latencies, output lengths."""
     out: list[dict[str, Any]] = []
+    llm = [n for n in report["nodes"] if n["kind"] == "llm"]
+    models = {n["model"] for n in llm}
+    if stats.model_loads and len(models) == 1:      # one model: every load was that model's
+        device = (llm[0].get("estimate") or {}).get("device", "cpu")
+        out.append({"kind": "load", "model": next(iter(models)), "device": device,
+                    "seconds": stats.load_seconds / stats.model_loads})
     for node in report["nodes"]:
         st = stats.nodes.get(node["id"])
         if st is None or st.calls == 0 or st.seconds <= 0:
             continue
         est = node.get("estimate") or {}
         if node["kind"] == "llm":
+            hw = (est.get("breakdown") or {}).get("hw") or {}
+            if hw and st.batches and st.output_tokens:
+                pre_it, _, pre_ovh, dec_ovh = iterations(hw)
+                base = max(0.0, hw.get("prefill_s", 0.0) + hw.get("decode_s", 0.0) - pre_ovh - dec_ovh)
+                # An engine batch runs until its longest reply: one prefill plus max-output decode steps.
+                steps = st.batches * (1 + max(st.output_tokens))
+                out.append({"kind": "llm_steps", "model": node["model"], "device": est.get("device", "cpu"),
+                            "base_s": base, "iterations": steps, "seconds": st.engine_s})
             predicted = (est.get("breakdown") or {}).get("roofline_s")
             out.append({"kind": "llm", "model": node["model"], "device": est.get("device", "cpu"),
                         "phase": "group", "tokens": st.completion_tokens, "seconds": st.seconds,

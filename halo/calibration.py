@@ -9,6 +9,8 @@ model reads. Measurement records (one dict each; `kind` says which):
 | `tool`   | tool (sql/http/py), key? (node or db), seconds     | `tool_s[tool]` and `tool_s[key]`: mean seconds per call |
 | `chars`  | model? , chars, tokens                             | `chars_per_token[model or "text"]`             |
 | `output` | node ("workflow.node"), tokens                     | `output_tokens[node]`: mean output tokens      |
+| `load`   | model, device, seconds                             | `load_s[model@device:load]`: mean seconds to make the model resident |
+| `llm_steps` | model, device, base_s, iterations, seconds      | `llm_steps[model@device]` = {factor, step_s}: seconds ≈ factor·base_s + iterations·step_s (least squares over every group measured; an engine's fixed cost per iteration, as in transformers, shows up as step_s) |
 
 `model` is the model id as the workflow declares it; `device` the hardware spec name (estimate.device).
 `predicted_s` must be the uncalibrated estimate (`estimate.breakdown.roofline_s` for a whole group,
@@ -27,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 DEFAULT_PATH = Path(".halo") / "calibration.json"
 
 
@@ -36,6 +40,8 @@ class Calibration:
 
     llm_rate: dict[str, float] = field(default_factory=dict)
     llm_factor: dict[str, float] = field(default_factory=dict)
+    llm_steps: dict[str, dict[str, float]] = field(default_factory=dict)
+    load_s: dict[str, float] = field(default_factory=dict)
     tool_s: dict[str, float] = field(default_factory=dict)
     chars_per_token: dict[str, float] = field(default_factory=dict)
     output_tokens: dict[str, float] = field(default_factory=dict)
@@ -55,6 +61,7 @@ def llm_key(model: str, device: str, phase: str) -> str:
 def fit(measurements: list[dict[str, Any]], path: str | None = None, hw: dict[str, Any] | None = None) -> Calibration:
     """Fit rates, efficiency factors, latencies and chars/token from raw measurements."""
     sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    steps: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     for m in measurements:
         kind = m["kind"]
         if kind == "llm":
@@ -70,15 +77,35 @@ def fit(measurements: list[dict[str, Any]], path: str | None = None, hw: dict[st
             _acc(sums, "chars", m.get("model") or "text", m["chars"], m["tokens"])
         elif kind == "output":
             _acc(sums, "output", m["node"], m["tokens"], 1.0)
+        elif kind == "load":
+            _acc(sums, "load", llm_key(m["model"], m["device"], "load"), m["seconds"], 1.0)
+        elif kind == "llm_steps":
+            steps[llm_key(m["model"], m["device"], "")[:-1]].append((m["base_s"], m["iterations"], m["seconds"]))
         else:
             raise ValueError(f"unknown measurement kind {kind!r}")
     out = Calibration(hw=dict(hw or {}), measurements=list(measurements), path=path)
     table = {"rate": out.llm_rate, "factor": out.llm_factor, "tool": out.tool_s,
-             "chars": out.chars_per_token, "output": out.output_tokens}
+             "chars": out.chars_per_token, "output": out.output_tokens, "load": out.load_s}
     for (what, key), (num, den) in sums.items():
         if den > 0:
             table[what][key] = num / den
+    out.llm_steps = {key: _fit_steps(rows) for key, rows in steps.items()}
     return out
+
+
+def _fit_steps(rows: list[tuple[float, float, float]]) -> dict[str, float]:
+    """Non-negative least squares for seconds ≈ factor·base + iterations·step_s (two unknowns)."""
+    a = np.array([[b, i] for b, i, _ in rows], dtype=float)
+    y = np.array([s for _, _, s in rows], dtype=float)
+    if len(rows) >= 2 and np.linalg.matrix_rank(a) == 2:
+        (factor, step), *_ = np.linalg.lstsq(a, y, rcond=None)
+        if factor >= 0 and step >= 0:
+            return {"factor": float(factor), "step_s": float(step)}
+    # One term explains it: the per-iteration cost alone (what a slow engine is dominated by), else the factor.
+    it = a[:, 1] @ a[:, 1]
+    if it > 0:
+        return {"factor": 0.0, "step_s": float(a[:, 1] @ y / it)}
+    return {"factor": float(a[:, 0] @ y / max(a[:, 0] @ a[:, 0], 1e-12)), "step_s": 0.0}
 
 
 def _acc(sums, what: str, key: str, num: float, den: float) -> None:
@@ -94,8 +121,15 @@ def load(path: str | Path | None = None) -> Calibration:
         if path is not None:
             raise FileNotFoundError(f"no calibration file at {p}")
         return Calibration()
-    data = json.loads(p.read_text())
-    return fit(data.get("measurements", []), str(p), data.get("hw"))
+    try:
+        data = json.loads(p.read_text())
+        return fit(data.get("measurements", []), str(p), data.get("hw"))
+    except (json.JSONDecodeError, AttributeError, KeyError, TypeError) as e:
+        raise CalibrationError(f"{p}: not a Halo calibration file ({e})") from None
+
+
+class CalibrationError(ValueError):
+    """A calibration file that cannot be read."""
 
 
 def save(cal: Calibration, path: str | Path | None = None) -> Path:

@@ -21,13 +21,14 @@ from halo.program import load
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """Exceptions that report a user's mistake (bad option, missing engine), not a bug."""
+    from halo.calibration import CalibrationError
     from halo.hw_models.hardware import HardwareConfigError
     from halo.hw_models.specs import UnknownSpecError
     from halo.importer import TemplateImportError
     from halo.runtime.engines.base import EngineUnavailable
     from halo.runtime.journal import JournalMismatch
 
-    return (HardwareConfigError, UnknownSpecError, EngineUnavailable, JournalMismatch, TemplateImportError,
+    return (CalibrationError, HardwareConfigError, UnknownSpecError, EngineUnavailable, JournalMismatch, TemplateImportError,
             FileNotFoundError, typer.BadParameter)
 
 
@@ -118,7 +119,8 @@ def explain(
     batch = batches.load(input, plan.params, limit=limit) if input else None
     if fmt not in ("text", "json", "dot"):
         raise typer.BadParameter("--format must be text, json or dot")
-    cal = calib.load(calibration)
+    fresh = analyze and calibration is not None and not calibration.exists()
+    cal = calib.Calibration(path=str(calibration)) if fresh else calib.load(calibration)
     if batch is None:
         report = logical_report(plan)
     else:

@@ -26,6 +26,7 @@ from halo.tokens import counter, output_tokens
 
 DEFAULT_DEVICE = "H100-SXM"
 MAX_BATCH = 256
+CPU_ENGINE = "cpu-engine"       # the device an LLM engine on the host is planned on
 TOOL_LATENCY_S = {"sql": 0.005, "http": 0.2, "py": 0.001}      # per call, when nothing is measured
 TOOL_CONCURRENCY = {"sql": 4, "http": 16, "py": 1}
 UPSTREAM_TOKENS = {"sql": 64, "http": 128, "py": 32}          # tool output pasted into a prompt
@@ -119,8 +120,13 @@ def _llm_cost(cplan: ConsolidatedPlan, g: OpGroup, device: DeviceSpec, cal: Cali
     if hw_keys:
         calibrated.append("hardware: " + ", ".join(hw_keys))
     prefill_tok, decode_tok = g.calls * (prompt - cached), g.calls * out
-    prefill_s, decode_s = _calibrate(cal, op.model, device.name, prefill_s, decode_s, prefill_tok, decode_tok,
-                                     calibrated, defaults)
+    fitted = cal.llm_steps.get(llm_key(op.model, device.name, "")[:-1])
+    if fitted is not None:
+        prefill_s, decode_s = _per_iteration(b, fitted)
+        calibrated.append(f"{fitted['factor']:.2f} x roofline + {fitted['step_s'] * 1e3:.1f} ms per iteration")
+    else:
+        prefill_s, decode_s = _calibrate(cal, op.model, device.name, prefill_s, decode_s, prefill_tok, decode_tok,
+                                         calibrated, defaults)
     kv_tok = model.kv_bytes_per_token()
     batch = b.get("batch", 0)
     breakdown = {"prefill_s": prefill_s, "decode_s": decode_s, "roofline_s": est.seconds, "calls": g.calls,
@@ -133,6 +139,22 @@ def _llm_cost(cplan: ConsolidatedPlan, g: OpGroup, device: DeviceSpec, cal: Cali
                      kv_reuse_bytes=saved * kv_tok,
                      mem_bytes=max(0.0, est.peak_memory_bytes - model.weight_bytes()),
                      breakdown=breakdown, calibrated=calibrated, defaults=defaults)
+
+
+def iterations(b: dict) -> tuple[float, float, float, float]:
+    """(prefill iterations, decode iterations, prefill overhead s, decode overhead s) of a group estimate."""
+    waves = b.get("waves", 1) or 1
+    pre, dec = b.get("prefill", {}), b.get("decode", {})
+    return (waves * pre.get("iterations", 1), waves * dec.get("steps", 0),
+            waves * pre.get("overhead_s", 0.0), waves * dec.get("overhead_s", 0.0))
+
+
+def _per_iteration(b: dict, fitted: dict[str, float]) -> tuple[float, float]:
+    """Fitted model: factor x (roofline without its fixed overhead) + iterations x measured cost per iteration."""
+    pre_it, dec_it, pre_ovh, dec_ovh = iterations(b)
+    f, step = fitted["factor"], fitted["step_s"]
+    return (f * max(0.0, b.get("prefill_s", 0.0) - pre_ovh) + pre_it * step,
+            f * max(0.0, b.get("decode_s", 0.0) - dec_ovh) + dec_it * step)
 
 
 def _calibrate(cal: Calibration, model: str, device: str, prefill_s: float, decode_s: float,
@@ -201,6 +223,10 @@ def to_problem(costed: CostedPlan, hw: str | Hardware | None = None) -> Problem:
     devices = [Device(d.id, d.spec.name, 0 if d.kind == "cpu" else int(d.spec.mem_capacity),
                       max(1, d.cores) if d.kind == "cpu" else 1, d.simulated) for d in hw.devices]
     cpu_kind = next(d.spec.name for d in hw.devices if d.kind == "cpu")
+    if not hw.accelerators:
+        # With no accelerator the LLM engine runs on the host: one engine, one batch at a time, beside the tools.
+        devices.append(Device(CPU_ENGINE, CPU_ENGINE, 0, 1, False))
+    kind_of = {spec.name: (spec.name if hw.accelerators else CPU_ENGINE) for spec in llm_specs}
     tasks, model_bytes, load_s, wake_s = [], {}, {}, {}
     for gid, g in cplan.groups.items():
         deps = list(cplan.graph.predecessors(gid))
@@ -214,11 +240,13 @@ def to_problem(costed: CostedPlan, hw: str | Hardware | None = None) -> Problem:
                 gc = costed.groups[gid] if spec.name == costed.device else group_cost(cplan, g, spec, cal)
             except HaloError:
                 continue                       # does not fit this device kind
-            duration[spec.name] = gc.seconds
+            duration[kind_of[spec.name]] = gc.seconds
             mem = int(gc.mem_bytes) if mem is None else min(mem, int(gc.mem_bytes))  # fits the smallest
-            load_s[(g.op.model, spec.name)] = roofline.load_time(model, spec, calibration=cal.hw or None).seconds
-            wake_s[(g.op.model, spec.name)] = roofline.load_time(model, spec, source="sleep",
-                                                                 calibration=cal.hw or None).seconds
+            measured = cal.load_s.get(llm_key(g.op.model, spec.name, "load"))
+            load_s[(g.op.model, kind_of[spec.name])] = measured if measured is not None else \
+                roofline.load_time(model, spec, calibration=cal.hw or None).seconds
+            wake_s[(g.op.model, kind_of[spec.name])] = roofline.load_time(model, spec, source="sleep",
+                                                                          calibration=cal.hw or None).seconds
         model_bytes[g.op.model] = int(model.weight_bytes())
         tasks.append(Task(gid, "llm", deps, duration, g.op.model, mem or 0, shardable=g.calls > 1,
                           prefix_group=_prefix_id(g)))

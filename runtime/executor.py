@@ -407,6 +407,7 @@ class Executor:
                 st = self.stats.nodes[call.node]
                 st.calls += 1
                 st.seconds += res.seconds or per
+                st.engine_s += per
                 st.span(start - self.t0, end - self.t0)
                 st.prompt_tokens += res.prompt_tokens
                 st.completion_tokens += res.completion_tokens

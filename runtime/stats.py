@@ -12,7 +12,8 @@ class NodeStats:
     memo_hits: int = 0          # served from an earlier identical call (or the journal)
     coalesced: int = 0          # joined an identical call still in flight
     errors: int = 0
-    seconds: float = 0.0        # busy time of executed calls (LLM batches split by request)
+    seconds: float = 0.0        # busy time of executed calls (as each call reports it)
+    engine_s: float = 0.0       # LLM: this node's share (by requests) of its engine batches' wall time
     first_start: float | None = None
     last_end: float | None = None
     prompt_tokens: int = 0

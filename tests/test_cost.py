@@ -140,7 +140,9 @@ def test_to_problem_is_valid_and_optimizable():
 def test_cpu_only_hardware_runs_llms_on_the_cpu():
     problem = to_problem(cost(model="HuggingFaceTB/SmolLM2-135M-Instruct", n=5), "cpu:2")
     check_problem(problem)
-    assert {t.id: set(t.duration) for t in problem.tasks}["x"] == {"cpu"}
+    assert {t.id: set(t.duration) for t in problem.tasks}["x"] == {"cpu-engine"}   # one engine on the host
+    engine = next(d for d in problem.devices if d.kind == "cpu-engine")
+    assert engine.slots == 1          # LLM groups run one after another, beside the tool pool
 
 
 def test_explain_report_has_the_new_keys():
