@@ -232,9 +232,8 @@ def run(
     checked = check_program(program)
     checked.raise_on_error()
     plan = plans.build(checked, workflow)
-    batch = batches.load(input, plan.params, limit=limit)
-    for e in batch.errors:
-        typer.echo(f"{input}: row {e.row}: {e.reason} (recorded, not run)", err=True)
+    rejected: list[batches.RowError] = []
+    rows = _stream_rows(input, plan.params, limit, rejected)
     opts = RunOptions(**BASELINES[mode])
     if max_batch:
         opts.max_batch = max_batch
@@ -244,11 +243,33 @@ def run(
     if base_url:
         engine_options["base_url"] = base_url
     fp = fingerprint(plan, [m.source for m in program.modules.values()], input)
-    result = _with_progress(len(batch), quiet, lambda progress: execute(
-        plan, batch.rows, output, fp, engine=engine, engine_options=engine_options, options=opts,
+    total = _count_lines(input) if input.suffix.lower() in (".jsonl", ".ndjson", ".json") else None
+    if limit is not None:
+        total = min(total, limit) if total is not None else limit
+    result = _with_progress(total, quiet, lambda progress: execute(
+        plan, rows, output, fp, engine=engine, engine_options=engine_options, options=opts,
         resume=resume, progress=progress))
-    _write_rejected(output, batch)
-    _summary(result.stats, output, len(batch.errors))
+    _write_rejected(output, rejected)
+    _summary(result.stats, output, len(rejected))
+
+
+def _stream_rows(path: Path, params, limit: int | None, rejected: list):
+    """Valid rows one at a time (memory stays bounded); rejected rows are reported and kept for the output."""
+    taken = 0
+    for item in batches.iter_rows(path, params):
+        if isinstance(item, batches.RowError):
+            typer.echo(f"{path}: row {item.row}: {item.reason} (recorded, not run)", err=True)
+            rejected.append(item)
+            continue
+        if limit is not None and taken >= limit:
+            return
+        taken += 1
+        yield item
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as f:
+        return sum(1 for line in f if line.strip())
 
 
 def _with_progress(total: int, quiet: bool, fn):
@@ -268,12 +289,12 @@ def _stderr():
     return Console(stderr=True)
 
 
-def _write_rejected(output: Path, batch) -> None:
+def _write_rejected(output: Path, rejected: list) -> None:
     """Rejected rows are part of the output too: one record each, with the reason."""
-    if not batch.errors:
+    if not rejected:
         return
     with output.open("a", encoding="utf-8") as f:
-        for e in batch.errors:
+        for e in rejected:
             f.write(json.dumps({"row": e.row, "inputs": None, "outputs": None,
                                 "error": [{"node": "input", "error": e.reason}]}) + "\n")
 
