@@ -175,7 +175,7 @@ def test_kill_9_then_resume_loses_nothing_and_repeats_no_write(tmp_path, shop):
     assert sorted(got) == list(range(1, 41))
     assert all(r["outputs"]["doubled"] == 2 * r["inputs"]["item"] for r in got.values() if not r["error"])
     in_doubt = {r["row"] for r in got.values() if r["error"]}
-    assert len(in_doubt) <= 1 and all("crash" in got[r]["error"][0]["error"] for r in in_doubt)
+    assert len(in_doubt) <= 4 and all("crash" in got[r]["error"][0]["error"] for r in in_doubt)   # window 4
     con = duckdb.connect(str(shop))
     counts = dict(con.execute("SELECT row_id, count(*) FROM log GROUP BY row_id").fetchall())
     assert max(counts.values()) == 1                      # no write repeated
