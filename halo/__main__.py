@@ -1,3 +1,4 @@
 from halo.cli import main
 
-main()
+if __name__ == "__main__":   # vLLM spawns processes that re-import the main module
+    main()
