@@ -267,3 +267,27 @@ def test_independent_nodes_that_decode_alike_share_one_batch(tmp_path):
     assert all(r["error"] is None for r in out.values())
     assert st["a"].batches == st["b"].batches == 1 and st["a"].first_start == st["b"].first_start
     assert st["c"].first_start != st["a"].first_start      # another output length: its own batch
+
+
+def test_memory_stays_bounded_by_the_window(tmp_path, shop):
+    from halo.runtime.executor import Executor
+    from halo.runtime.journal import Journal
+    from halo.runtime.toolbox import Toolbox
+
+    plan = build(f'''
+    workflow w(item: int) {{
+      db shop = duckdb("{shop}")
+      d = py("rtfuncs:slow_double", x = item, delay = 0.001, pure = true)
+      price = sql(shop, "SELECT price FROM items WHERE id = :id", id = d)
+      return price.price
+    }}''', tmp_path)
+    rows = ((i + 1, {"item": i % 50}) for i in range(3000))          # a generator: never materialised
+    ex = Executor(plan, None, Toolbox(plan), Journal(tmp_path / "j", "fp", resume=False), RunOptions(window=32))
+    peak, seen = [0], [0]
+
+    def sink(record):
+        peak[0] = max(peak[0], len(ex.inputs))
+        seen[0] += 1
+
+    ex.run(rows, sink)
+    assert seen[0] == 3000 and peak[0] <= 32
