@@ -173,13 +173,6 @@ def data(
     typer.echo(f"{gens[kind]()}")
 
 
-BASELINES = {
-    "halo": {},
-    "naive": {"merge": False, "prefix_keys": False, "window": 8, "max_batch": 8},
-    "opwise": {"merge": False, "operator_at_a_time": True},
-}
-
-
 def _engine_options(model_map: list[str], engine_opt: list[str]) -> dict:
     """--model-map and --engine-opt KEY=VALUE (VALUE read as JSON when it parses: true, 64, "x")."""
     opts: dict = {"model_map": _parse_map(model_map)}
@@ -223,10 +216,11 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar"),
 ) -> None:
     """Run a workflow over a batch on a real engine and real tools; results stream to --output."""
+    from halo.bench import MODES
     from halo.runtime.executor import RunOptions
     from halo.runtime.run import execute, fingerprint
 
-    if mode not in BASELINES:
+    if mode not in MODES:
         raise typer.BadParameter("--mode must be halo, naive or opwise")
     program = load(file)
     checked = check_program(program)
@@ -234,7 +228,7 @@ def run(
     plan = plans.build(checked, workflow)
     rejected: list[batches.RowError] = []
     rows = _stream_rows(input, plan.params, limit, rejected)
-    opts = RunOptions(**BASELINES[mode])
+    opts = RunOptions(**MODES[mode])
     if max_batch:
         opts.max_batch = max_batch
     if window:
