@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from halo.cost import iterations
 from halo.runtime.stats import RunStats
 
 
@@ -51,35 +50,39 @@ def annotate(report: dict[str, Any], stats: RunStats) -> dict[str, Any]:
 
 
 def measurements(report: dict[str, Any], stats: RunStats) -> list[dict[str, Any]]:
-    """Calibration records from a run: LLM rates and factors, tool latencies, output lengths."""
+    """Calibration records from a run: engine batches, LLM factors, tool latencies, output lengths."""
     out: list[dict[str, Any]] = []
     llm = [n for n in report["nodes"] if n["kind"] == "llm"]
-    models = {n["model"] for n in llm}
-    if stats.model_loads and len(models) == 1:      # one model: every load was that model's
-        device = (llm[0].get("estimate") or {}).get("device", "cpu")
-        out.append({"kind": "load", "model": next(iter(models)), "device": device,
+    device = {n["model"]: (n.get("estimate") or {}).get("device", "cpu") for n in llm}
+    if stats.model_loads and len(device) == 1:      # one model: every load was that model's
+        model = next(iter(device))
+        out.append({"kind": "load", "model": model, "device": device[model],
                     "seconds": stats.load_seconds / stats.model_loads})
+    longest: dict[str, list[int]] = {}
+    for b in stats.engine_batches:
+        if b["model"] not in device or b["seconds"] <= 0:
+            continue
+        ran_as = stats.substitutions.get(b["model"])
+        out.append({"kind": "llm_batch", "model": b["model"], "device": device[b["model"]], "n": b["n"],
+                    "prefill_tokens": b["prompt_tokens"] - b["cached_tokens"], "steps": b["steps"],
+                    "seconds": b["seconds"], **({"ran_as": ran_as} if ran_as else {})})
+        for node, steps in b["node_steps"].items():
+            longest.setdefault(node, []).append(steps)
     for node in report["nodes"]:
         st = stats.nodes.get(node["id"])
         if st is None or st.calls == 0 or st.seconds <= 0:
             continue
         est = node.get("estimate") or {}
         if node["kind"] == "llm":
-            hw = (est.get("breakdown") or {}).get("hw") or {}
-            if hw and st.batches and st.output_tokens:
-                pre_it, _, pre_ovh, dec_ovh = iterations(hw)
-                base = max(0.0, hw.get("prefill_s", 0.0) + hw.get("decode_s", 0.0) - pre_ovh - dec_ovh)
-                # An engine batch runs until its longest reply: one prefill plus max-output decode steps.
-                steps = st.batches * (1 + max(st.output_tokens))
-                out.append({"kind": "llm_steps", "model": node["model"], "device": est.get("device", "cpu"),
-                            "base_s": base, "iterations": steps, "seconds": st.engine_s})
             predicted = (est.get("breakdown") or {}).get("roofline_s")
             out.append({"kind": "llm", "model": node["model"], "device": est.get("device", "cpu"),
                         "phase": "group", "tokens": st.completion_tokens, "seconds": st.seconds,
                         **({"predicted_s": predicted} if predicted else {})})
-            if st.calls:
-                out.append({"kind": "output", "node": f"{report['workflow']}.{node['id']}",
-                            "tokens": st.completion_tokens / st.calls})
+            record = {"kind": "output", "node": f"{report['workflow']}.{node['id']}",
+                      "tokens": st.completion_tokens / st.calls}
+            if longest.get(node["id"]):
+                record["batch_max"] = sum(longest[node["id"]]) / len(longest[node["id"]])
+            out.append(record)
         else:
             out.append({"kind": "tool", "tool": node["kind"], "key": node["id"], "seconds": st.seconds / st.calls})
     return out

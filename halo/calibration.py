@@ -8,9 +8,9 @@ model reads. Measurement records (one dict each; `kind` says which):
 | `llm`    | model, device, phase (prefill/decode/group), tokens, seconds, predicted_s? | `llm_rate[model@device:phase]` tokens/s; with predicted_s also `llm_factor[...]` = measured/predicted (least squares through the origin) |
 | `tool`   | tool (sql/http/py), key? (node or db), seconds     | `tool_s[tool]` and `tool_s[key]`: mean seconds per call |
 | `chars`  | model? , chars, tokens                             | `chars_per_token[model or "text"]`             |
-| `output` | node ("workflow.node"), tokens                     | `output_tokens[node]`: mean output tokens      |
+| `output` | node ("workflow.node"), tokens, batch_max?         | `output_tokens[node]`: mean output tokens; `output_max[node]`: mean of the longest reply per engine batch (the batch decodes that long) |
 | `load`   | model, device, seconds                             | `load_s[model@device:load]`: mean seconds to make the model resident |
-| `llm_steps` | model, device, base_s, iterations, seconds      | `llm_steps[model@device]` = {factor, step_s}: seconds ≈ factor·base_s + iterations·step_s (least squares over every group measured; an engine's fixed cost per iteration, as in transformers, shows up as step_s) |
+| `llm_batch` | model, device, n, prefill_tokens, steps, seconds, ran_as? | `engine[model@device]`: the engine's batch-time law, seconds ≈ batch_s + step_s·steps + seq_step_s·n·steps + token_s·prefill_tokens (non-negative least squares over every engine batch measured; a slow engine's fixed cost per iteration, as in transformers, shows up as step_s) |
 
 `model` is the model id as the workflow declares it; `device` the hardware spec name (estimate.device).
 `predicted_s` must be the uncalibrated estimate (`estimate.breakdown.roofline_s` for a whole group,
@@ -23,6 +23,7 @@ per-device sub-tables such as `{"H100-SXM": {"eta": 0.6}}`). The default file is
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -40,7 +41,8 @@ class Calibration:
 
     llm_rate: dict[str, float] = field(default_factory=dict)
     llm_factor: dict[str, float] = field(default_factory=dict)
-    llm_steps: dict[str, dict[str, float]] = field(default_factory=dict)
+    engine: dict[str, dict[str, Any]] = field(default_factory=dict)
+    output_max: dict[str, float] = field(default_factory=dict)
     load_s: dict[str, float] = field(default_factory=dict)
     tool_s: dict[str, float] = field(default_factory=dict)
     chars_per_token: dict[str, float] = field(default_factory=dict)
@@ -54,14 +56,26 @@ class Calibration:
         return fit([*self.measurements, *measurements], self.path, self.hw)
 
 
+ENGINE_TERMS = ("batch_s", "step_s", "seq_step_s", "token_s")
+
+
 def llm_key(model: str, device: str, phase: str) -> str:
     return f"{model}@{device}:{phase}"
 
 
+def engine_key(model: str, device: str) -> str:
+    return f"{model}@{device}"
+
+
+def engine_features(n: float, steps: float, prefill_tokens: float) -> list[float]:
+    """The terms of the batch-time law, in ENGINE_TERMS order."""
+    return [1.0, steps, n * steps, prefill_tokens]
+
+
 def fit(measurements: list[dict[str, Any]], path: str | None = None, hw: dict[str, Any] | None = None) -> Calibration:
-    """Fit rates, efficiency factors, latencies and chars/token from raw measurements."""
+    """Fit rates, efficiency factors, latencies, chars/token and engine batch laws from raw measurements."""
     sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
-    steps: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    batches: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for m in measurements:
         kind = m["kind"]
         if kind == "llm":
@@ -77,35 +91,53 @@ def fit(measurements: list[dict[str, Any]], path: str | None = None, hw: dict[st
             _acc(sums, "chars", m.get("model") or "text", m["chars"], m["tokens"])
         elif kind == "output":
             _acc(sums, "output", m["node"], m["tokens"], 1.0)
+            if m.get("batch_max") is not None:
+                _acc(sums, "output_max", m["node"], m["batch_max"], 1.0)
         elif kind == "load":
             _acc(sums, "load", llm_key(m["model"], m["device"], "load"), m["seconds"], 1.0)
-        elif kind == "llm_steps":
-            steps[llm_key(m["model"], m["device"], "")[:-1]].append((m["base_s"], m["iterations"], m["seconds"]))
+        elif kind == "llm_batch":
+            batches[engine_key(m["model"], m["device"])].append(m)
         else:
             raise ValueError(f"unknown measurement kind {kind!r}")
     out = Calibration(hw=dict(hw or {}), measurements=list(measurements), path=path)
-    table = {"rate": out.llm_rate, "factor": out.llm_factor, "tool": out.tool_s,
-             "chars": out.chars_per_token, "output": out.output_tokens, "load": out.load_s}
+    table = {"rate": out.llm_rate, "factor": out.llm_factor, "tool": out.tool_s, "chars": out.chars_per_token,
+             "output": out.output_tokens, "output_max": out.output_max, "load": out.load_s}
     for (what, key), (num, den) in sums.items():
         if den > 0:
             table[what][key] = num / den
-    out.llm_steps = {key: _fit_steps(rows) for key, rows in steps.items()}
+    out.engine = {key: _fit_engine(rows) for key, rows in batches.items()}
     return out
 
 
-def _fit_steps(rows: list[tuple[float, float, float]]) -> dict[str, float]:
-    """Non-negative least squares for seconds ≈ factor·base + iterations·step_s (two unknowns)."""
-    a = np.array([[b, i] for b, i, _ in rows], dtype=float)
-    y = np.array([s for _, _, s in rows], dtype=float)
-    if len(rows) >= 2 and np.linalg.matrix_rank(a) == 2:
-        (factor, step), *_ = np.linalg.lstsq(a, y, rcond=None)
-        if factor >= 0 and step >= 0:
-            return {"factor": float(factor), "step_s": float(step)}
-    # One term explains it: the per-iteration cost alone (what a slow engine is dominated by), else the factor.
-    it = a[:, 1] @ a[:, 1]
-    if it > 0:
-        return {"factor": 0.0, "step_s": float(a[:, 1] @ y / it)}
-    return {"factor": float(a[:, 0] @ y / max(a[:, 0] @ a[:, 0], 1e-12)), "step_s": 0.0}
+def _fit_engine(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Non-negative least squares for the batch-time law: the best fit over every subset of the terms
+    (four terms: sixteen small solves), so no term goes negative to explain noise."""
+    a = np.array([engine_features(r["n"], r["steps"], r["prefill_tokens"]) for r in rows], dtype=float)
+    y = np.array([r["seconds"] for r in rows], dtype=float)
+    best, best_err = np.zeros(len(ENGINE_TERMS)), float(y @ y)
+    for mask in itertools.product((False, True), repeat=len(ENGINE_TERMS)):
+        cols = [i for i, on in enumerate(mask) if on]
+        if not cols or len(cols) > len(rows):
+            continue
+        coef, *_ = np.linalg.lstsq(a[:, cols], y, rcond=None)
+        if (coef < 0).any():
+            continue
+        err = float(np.sum((a[:, cols] @ coef - y) ** 2))
+        if err < best_err - 1e-12:
+            best, best_err = np.zeros(len(ENGINE_TERMS)), err
+            best[cols] = coef
+    fitted: dict[str, Any] = {t: float(v) for t, v in zip(ENGINE_TERMS, best, strict=True)}
+    fitted["batches"] = len(rows)
+    fitted["rms_s"] = (best_err / len(rows)) ** 0.5
+    ran_as = sorted({r["ran_as"] for r in rows if r.get("ran_as")})
+    if ran_as:
+        fitted["ran_as"] = ", ".join(ran_as)
+    return fitted
+
+
+def engine_seconds(fitted: dict[str, Any], n: float, steps: float, prefill_tokens: float) -> float:
+    """One engine batch's seconds under a fitted law."""
+    return sum(fitted[t] * x for t, x in zip(ENGINE_TERMS, engine_features(n, steps, prefill_tokens), strict=True))
 
 
 def _acc(sums, what: str, key: str, num: float, den: float) -> None:
@@ -124,7 +156,7 @@ def load(path: str | Path | None = None) -> Calibration:
     try:
         data = json.loads(p.read_text())
         return fit(data.get("measurements", []), str(p), data.get("hw"))
-    except (json.JSONDecodeError, AttributeError, KeyError, TypeError) as e:
+    except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as e:
         raise CalibrationError(f"{p}: not a Halo calibration file ({e})") from None
 
 

@@ -111,6 +111,8 @@ def explain(
     engine: str = typer.Option("hf", "--engine", "-e", help="Engine for --analyze"),
     model_map: list[str] = typer.Option([], "--model-map", help="DECLARED=ACTUAL model substitution"),
     engine_opt: list[str] = typer.Option([], "--engine-opt", help="Engine option KEY=VALUE (e.g. random_weights=true)"),
+    max_batch: int | None = typer.Option(None, "--max-batch", help="LLM requests per engine call"),
+    batch_tokens: int | None = typer.Option(None, "--batch-tokens", help="Token budget per engine call"),
 ) -> None:
     """Show the plan Halo would run: rewrites, estimates, placement; with --analyze, run it and compare."""
     from halo import calibration as calib
@@ -119,6 +121,7 @@ def explain(
     batch = batches.load(input, plan.params, limit=limit) if input else None
     if fmt not in ("text", "json", "dot"):
         raise typer.BadParameter("--format must be text, json or dot")
+    policy = _policy(max_batch, batch_tokens)
     fresh = analyze and calibration is not None and not calibration.exists()
     cal = calib.Calibration(path=str(calibration)) if fresh else calib.load(calibration)
     if batch is None:
@@ -129,7 +132,7 @@ def explain(
         if analyze and hardware is None:
             hardware = "cpu"
         report = explain_report(plan, batch, hardware=hardware, optimizer=optimizer, simulate=simulate,
-                                calibration=cal, time_limit_s=time_limit)
+                                calibration=cal, time_limit_s=time_limit, policy=policy)
     if analyze:
         if batch is None:
             raise typer.BadParameter("--analyze needs --input")
@@ -142,7 +145,8 @@ def explain(
         order = [n["id"] for n in sorted(report["nodes"], key=lambda n: (n.get("placement") or {}).get("start", 0))]
         result = _with_progress(len(batch), fmt != "text", lambda progress: execute(
             plan, batch.rows, output, fp, engine=engine, engine_options=_engine_options(model_map, engine_opt),
-            options=RunOptions(priority=order), progress=progress))
+            options=RunOptions(priority=order, max_batch=policy.max_batch, batch_tokens=policy.batch_tokens),
+            progress=progress))
         annotate(report, result.stats)
         saved = calib.save(cal.add(*measurements(report, result.stats)), calibration)
         report["analyze"]["calibration"] = str(saved)
@@ -171,6 +175,17 @@ def data(
     if kind not in gens:
         raise typer.BadParameter("kind must be tpch, imdb or wiki")
     typer.echo(f"{gens[kind]()}")
+
+
+def _policy(max_batch: int | None, batch_tokens: int | None):
+    """The engine batching a run uses; the cost model prices the same batches."""
+    from halo.batching import BatchPolicy
+
+    d = BatchPolicy()
+    try:
+        return BatchPolicy(max_batch or d.max_batch, batch_tokens or d.batch_tokens)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
 
 
 def _engine_options(model_map: list[str], engine_opt: list[str]) -> dict:
@@ -343,19 +358,82 @@ def bench(
     checked.raise_on_error()
     plan = plans.build(checked)
     batch = batches.load(input, plan.params, limit=limit)
-    report = explain_report(plan, batch, hardware=hardware, calibration=calib.load())
+    policy = _policy(max_batch, batch_tokens)
+    report = explain_report(plan, batch, hardware=hardware, calibration=calib.load(), policy=policy)
     order = [n["id"] for n in sorted(report["nodes"], key=lambda n: (n.get("placement") or {}).get("start", 0))]
     predicted = (report.get("optimizer") or {}).get("makespan")
     fp = fingerprint(plan, [m.source for m in program.modules.values()], input)
     workdir = Path(".halo") / "bench" / plan.name
     stats = run_modes(plan, batch.rows, workdir, fp, engine, _engine_options(model_map, engine_opt), chosen, order,
-                      {k: v for k, v in (("max_batch", max_batch), ("batch_tokens", batch_tokens)) if v})
+                      {"max_batch": policy.max_batch, "batch_tokens": policy.batch_tokens})
     md = table(f"{file.stem} ({plan.name})", len(batch), stats, predicted, engine, note)
     results.mkdir(parents=True, exist_ok=True)
     path = results / f"{file.stem}_{engine}_{dt.date.today().isoformat()}.md"
     path.write_text(md)
+    detail = {"workload": file.stem, "inputs": len(batch), "engine": engine, "predicted_s": predicted,
+              "policy": {"max_batch": policy.max_batch, "batch_tokens": policy.batch_tokens},
+              "modes": {m: {"totals": s.totals(), "nodes": {n: ns.as_dict() for n, ns in s.nodes.items()},
+                            "engine_batches": s.engine_batches} for m, s in stats.items()}}
+    path.with_suffix(".json").write_text(json.dumps(detail, indent=1))
     typer.echo(md)
+    typer.echo(f"saved {path} (+ .json with per-node figures and every engine batch)", err=True)
+
+
+@app.command()
+@_guard
+def calibrate(
+    model: str = typer.Argument(..., help="Model id as workflows declare it"),
+    engine: str = typer.Option("hf", "--engine", "-e"),
+    hardware: str = typer.Option("cpu", "--hardware", "-H", help="What the engine runs on (names the device)"),
+    sizes: str = typer.Option("1,8,32", "--sizes", help="Batch sizes (requests per engine call)"),
+    steps: str = typer.Option("16,64", "--steps", help="New tokens per request"),
+    prompts: str = typer.Option("64,512", "--prompts", help="Prompt lengths in tokens"),
+    calibration: Path | None = typer.Option(None, "--calibration", help="Calibration file (.halo/calibration.json)"),
+    model_map: list[str] = typer.Option([], "--model-map", help="DECLARED=ACTUAL model substitution"),
+    engine_opt: list[str] = typer.Option([], "--engine-opt", help="Engine option KEY=VALUE (e.g. random_weights=true)"),
+    base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible server (engine openai)"),
+) -> None:
+    """Time a grid of synthetic batches on a real engine and fit its batch-time law into the calibration."""
+    from halo import calibration as calib
+    from halo.calibration import engine_key
+    from halo.cost import reference_device
+    from halo.hw_models import hardware as hw_parse
+    from halo.probe import probe
+    from halo.runtime.engines import make_engine
+
+    grid = {name: _int_list(name, value) for name, value in (("--sizes", sizes), ("--steps", steps),
+                                                             ("--prompts", prompts))}
+    device = reference_device(hw_parse.parse(hardware)).name
+    cal = calib.load(calibration) if calibration is None or calibration.exists() else \
+        calib.Calibration(path=str(calibration))
+    options = _engine_options(model_map, engine_opt)
+    if base_url:
+        options["base_url"] = base_url
+
+    def show(r: dict) -> None:
+        typer.echo(f"n={r['n']:>4} steps={r['steps']:>4} prefill={r['prefill_tokens']:>7,} tok  {r['seconds']:8.3f} s",
+                   err=True)
+
+    with make_engine(engine, **options) as eng:
+        records = probe(eng, model, device, grid["--sizes"], grid["--steps"], grid["--prompts"], show)
+    cal = cal.add(*records)
+    path = calib.save(cal, calibration)
+    law = cal.engine[engine_key(model, device)]
+    ran_as = f" (ran as {law['ran_as']})" if law.get("ran_as") else ""
+    typer.echo(f"{model}{ran_as} on {device} [{engine}]: batch ≈ {law['batch_s'] * 1e3:.1f} ms + steps x "
+               f"({law['step_s'] * 1e3:.2f} ms + n x {law['seq_step_s'] * 1e3:.3f} ms) + prefill tokens x "
+               f"{law['token_s'] * 1e6:.2f} us; rms error {law['rms_s'] * 1e3:.1f} ms over {law['batches']} batches")
     typer.echo(f"saved {path}", err=True)
+
+
+def _int_list(name: str, value: str) -> list[int]:
+    try:
+        out = [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{name} takes comma-separated integers, got {value!r}") from None
+    if not out or min(out) < 1:
+        raise typer.BadParameter(f"{name} takes positive integers, got {value!r}")
+    return out
 
 
 @app.command()

@@ -4,8 +4,10 @@ The only module that imports `halo.hw_models`. LLM groups are priced by the devi
 backend (`group_time`: batched prefill + decode under the KV budget, with the shared prefix cached);
 tool groups by a per-call latency (calibrated, else a default) over a bounded number of concurrent
 calls. Every estimate carries a breakdown and lists which of its inputs were calibrated and which
-are defaults. A measured/predicted factor in the calibration scales the roofline; failing that, a
-measured tokens/s rate replaces it.
+are defaults. LLM calls are priced in the engine batches the runtime will form (`halo.batching`):
+a fitted engine law from the calibration (per-batch, per-step, per-sequence-step and per-token terms)
+prices those batches when there is one; else a measured/predicted factor scales the roofline, and
+failing that a measured tokens/s rate replaces it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from halo.calibration import Calibration, llm_key
+from halo.batching import BatchPolicy, fusion_sets
+from halo.calibration import Calibration, engine_key, llm_key
 from halo.consolidate import ConsolidatedPlan, OpGroup
 from halo.errors import HaloError
 from halo.hw_models import backends, hardware, roofline, specs
@@ -25,7 +28,6 @@ from halo.optimizer.problem import Device, Problem, Task
 from halo.tokens import counter, output_tokens
 
 DEFAULT_DEVICE = "H100-SXM"
-MAX_BATCH = 256
 CPU_ENGINE = "cpu-engine"       # the device an LLM engine on the host is planned on
 TOOL_LATENCY_S = {"sql": 0.005, "http": 0.2, "py": 0.001}      # per call, when nothing is measured
 TOOL_CONCURRENCY = {"sql": 4, "http": 16, "py": 1}
@@ -57,6 +59,11 @@ class GroupCost:
             line = (f"estimate: {self.seconds:.2f} s on {self.device}: prefill {self.prefill_tokens:,.0f} tok "
                     f"({self.breakdown.get('prefill_s', 0):.2f} s), decode {self.decode_tokens:,.0f} tok "
                     f"({self.breakdown.get('decode_s', 0):.2f} s), KV {self.kv_bytes / 2**30:.2f} GiB")
+            sizes, fused = self.breakdown.get("engine_batches") or [], self.breakdown.get("fused_with") or []
+            if sizes:
+                line += f"; {len(sizes)} engine batch(es) of <= {max(sizes)}"
+            if fused:
+                line += f" shared with {', '.join(fused)}"
         else:
             line = (f"estimate: {self.seconds:.3f} s: {self.breakdown['calls']:,} calls x "
                     f"{self.breakdown['latency_s'] * 1e3:.1f} ms / {self.breakdown['concurrency']} concurrent")
@@ -72,6 +79,7 @@ class CostedPlan:
     groups: dict[str, GroupCost]
     calibration: Calibration
     hardware: Hardware | None = None
+    policy: BatchPolicy = field(default_factory=BatchPolicy)
 
     @property
     def seconds(self) -> float:
@@ -79,82 +87,130 @@ class CostedPlan:
 
 
 def estimate(cplan: ConsolidatedPlan, hw: str | Hardware | None = None,
-             calibration: Calibration | None = None) -> CostedPlan:
-    """Price every group: LLM groups on the hardware's reference device (else H100-SXM), tools on a CPU pool."""
+             calibration: Calibration | None = None, policy: BatchPolicy | None = None) -> CostedPlan:
+    """Price every group: LLM groups on the hardware's reference device (else H100-SXM), tools on a CPU pool.
+    LLM calls are priced in the engine batches `policy` makes of them (the runtime's default policy)."""
     cal = calibration or Calibration()
     hw = hardware.parse(hw) if isinstance(hw, str) else hw
+    policy = policy or BatchPolicy()
     spec = reference_device(hw) if hw else specs.device(DEFAULT_DEVICE)
-    groups = {gid: group_cost(cplan, g, spec, cal) for gid, g in cplan.groups.items()}
-    return CostedPlan(cplan, spec.name, groups, cal, hw)
+    return CostedPlan(cplan, spec.name, group_costs(cplan, spec, cal, policy), cal, hw, policy)
 
 
-def group_cost(cplan: ConsolidatedPlan, g: OpGroup, device: DeviceSpec, cal: Calibration) -> GroupCost:
-    """One group's estimate; LLM groups on `device`, tool groups independent of it."""
-    if g.kind == "llm":
-        return _llm_cost(cplan, g, device, cal)
-    return _tool_cost(cplan, g, cal)
+def group_costs(cplan: ConsolidatedPlan, device: DeviceSpec, cal: Calibration, policy: BatchPolicy,
+                skip_unfit: bool = False) -> dict[str, GroupCost]:
+    """Every group's estimate, LLM groups on `device` (with `skip_unfit`, groups that do not fit it are
+    left out instead of raising). Groups the runtime batches together (`halo.batching.fusion_sets`) are
+    priced as one set of batches, each paying its share by calls; that assumes they share a device."""
+    out: dict[str, GroupCost] = {}
+
+    def price(groups: list[OpGroup]) -> None:
+        try:
+            out.update({c.id: c for c in _llm_cost(cplan, groups, device, cal, policy)})
+        except HaloError:
+            if not skip_unfit:
+                raise
+            for g in groups:
+                out.pop(g.id, None)
+
+    for gid, g in cplan.groups.items():
+        if g.kind == "llm":
+            price([g])
+        else:
+            out[gid] = _tool_cost(cplan, g, cal)
+    for members in fusion_sets(cplan.plan):
+        groups = [cplan.groups[m] for m in members if cplan.groups[m].calls and m in out]
+        if len(groups) > 1:
+            price(groups)
+    return out
 
 
-def _llm_cost(cplan: ConsolidatedPlan, g: OpGroup, device: DeviceSpec, cal: Calibration) -> GroupCost:
+@dataclass(frozen=True)
+class _Shape:
+    """One group's calls as the cost model sees them: tokens per call and decode steps per batch."""
+
+    calls: int
+    prompt: int
+    cached: int
+    out: int
+    steps: float
+    known: float
+    upstream: float
+    out_source: str
+    tokens_source: str
+
+
+def _shape(cplan: ConsolidatedPlan, g: OpGroup, cal: Calibration) -> _Shape:
     op = g.op
     tc = counter(op.model, cal)
     known = sum(tc.count_many(g.texts)) / len(g.texts) if g.texts else 0.0
     upstream = sum(_upstream_tokens(cplan, cplan.groups[h], cal) for h in g.upstream_holes)
     prompt = max(1, round(known + upstream))
-    out, out_source = output_tokens(op, f"{cplan.plan.name}.{g.id}", cal)
+    key = f"{cplan.plan.name}.{g.id}"
+    out, out_source = output_tokens(op, key, cal)
     out = max(1, round(out))
     saved = g.prefix.saved_tokens if g.prefix else 0
     cached = min(prompt - 1, round(saved / g.calls)) if g.calls else 0
+    steps = cal.output_max.get(key, float(op.option("max_tokens", out)) if out_source != "measured" else out)
+    return _Shape(g.calls, prompt, cached, out, steps, known, upstream, out_source, tc.source)
+
+
+def _llm_cost(cplan: ConsolidatedPlan, groups: list[OpGroup], device: DeviceSpec, cal: Calibration,
+              policy: BatchPolicy) -> list[GroupCost]:
+    """Price groups that share engine batches (usually one): the time of their batches, split by calls."""
+    op = groups[0].op
+    shapes = [_shape(cplan, g, cal) for g in groups]
+    calls = sum(s.calls for s in shapes)
+    weight = [s.calls / calls if calls else 1 / len(shapes) for s in shapes]
+    prompt = max(1, round(sum(w * s.prompt for w, s in zip(weight, shapes, strict=True))))
+    cached = min(prompt - 1, round(sum(w * s.cached for w, s in zip(weight, shapes, strict=True))))
+    out = max(1, round(sum(w * s.out for w, s in zip(weight, shapes, strict=True))))
+    steps = max(s.steps for s in shapes)
     try:
         model = specs.model(op.model)
-        est = backends.group_time(model, device, g.calls, prompt, cached, out, MAX_BATCH,
+        est = backends.group_time(model, device, calls, prompt, cached, out, policy.max_batch,
                                   calibration=cal.hw or None)
     except (specs.UnknownSpecError, CapacityError) as e:
-        raise HaloError.at(op.pos, f"cannot estimate `{g.id}` on {device.name}: {e}") from None
+        raise HaloError.at(op.pos, f"cannot estimate `{groups[0].id}` on {device.name}: {e}") from None
     b = est.breakdown
-    prefill_s, decode_s = b.get("prefill_s", 0.0), b.get("decode_s", 0.0)
     calibrated, defaults = [], []
-    (calibrated if tc.source != "default" else defaults).append(f"tokens: {tc.source}")
-    (calibrated if out_source == "measured" else defaults).append(f"output length: {out_source}")
     hw_keys = b.get("prefill", {}).get("calibrated_keys") or b.get("decode", {}).get("calibrated_keys")
     if hw_keys:
         calibrated.append("hardware: " + ", ".join(hw_keys))
-    prefill_tok, decode_tok = g.calls * (prompt - cached), g.calls * out
-    fitted = cal.llm_steps.get(llm_key(op.model, device.name, "")[:-1])
+    sizes = policy.sizes(calls, prompt + out)
+    fitted = cal.engine.get(engine_key(op.model, device.name))
     if fitted is not None:
-        prefill_s, decode_s = _per_iteration(b, fitted)
-        calibrated.append(f"{fitted['factor']:.2f} x roofline + {fitted['step_s'] * 1e3:.1f} ms per iteration")
+        prefill_s = sum(fitted["batch_s"] + fitted["token_s"] * n * (prompt - cached) for n in sizes)
+        decode_s = sum((fitted["step_s"] + fitted["seq_step_s"] * n) * steps for n in sizes)
+        ran_as = f", ran as {fitted['ran_as']}" if fitted.get("ran_as") else ""
+        calibrated.append(f"engine law from {fitted['batches']} batches{ran_as}: {len(sizes)} batch(es) x "
+                          f"{steps:.0f} steps")
     else:
-        prefill_s, decode_s = _calibrate(cal, op.model, device.name, prefill_s, decode_s, prefill_tok, decode_tok,
-                                         calibrated, defaults)
+        prefill_tok, decode_tok = calls * (prompt - cached), calls * out
+        prefill_s, decode_s = _calibrate(cal, op.model, device.name, b.get("prefill_s", 0.0),
+                                         b.get("decode_s", 0.0), prefill_tok, decode_tok, calibrated, defaults)
+    ids = [g.id for g in groups]
     kv_tok = model.kv_bytes_per_token()
     batch = b.get("batch", 0)
-    breakdown = {"prefill_s": prefill_s, "decode_s": decode_s, "roofline_s": est.seconds, "calls": g.calls,
-                 "batch": batch,
-                 "waves": b.get("waves", 0), "prompt_tokens_known": known, "prompt_tokens_upstream": upstream,
-                 "cached_prefix_tokens": cached, "output_source": out_source, "tokens_source": tc.source,
-                 "hw": b}
-    return GroupCost(g.id, "llm", device.name, prefill_s + decode_s, prefill_tok, decode_tok, prompt, out,
-                     kv_bytes=b.get("kv_bytes_per_request", 0.0) * batch + cached * kv_tok,
-                     kv_reuse_bytes=saved * kv_tok,
-                     mem_bytes=max(0.0, est.peak_memory_bytes - model.weight_bytes()),
-                     breakdown=breakdown, calibrated=calibrated, defaults=defaults)
-
-
-def iterations(b: dict) -> tuple[float, float, float, float]:
-    """(prefill iterations, decode iterations, prefill overhead s, decode overhead s) of a group estimate."""
-    waves = b.get("waves", 1) or 1
-    pre, dec = b.get("prefill", {}), b.get("decode", {})
-    return (waves * pre.get("iterations", 1), waves * dec.get("steps", 0),
-            waves * pre.get("overhead_s", 0.0), waves * dec.get("overhead_s", 0.0))
-
-
-def _per_iteration(b: dict, fitted: dict[str, float]) -> tuple[float, float]:
-    """Fitted model: factor x (roofline without its fixed overhead) + iterations x measured cost per iteration."""
-    pre_it, dec_it, pre_ovh, dec_ovh = iterations(b)
-    f, step = fitted["factor"], fitted["step_s"]
-    return (f * max(0.0, b.get("prefill_s", 0.0) - pre_ovh) + pre_it * step,
-            f * max(0.0, b.get("decode_s", 0.0) - dec_ovh) + dec_it * step)
+    out_costs = []
+    for g, s, w in zip(groups, shapes, weight, strict=True):
+        cal_g, def_g = list(calibrated), list(defaults)
+        (cal_g if s.tokens_source != "default" else def_g).append(f"tokens: {s.tokens_source}")
+        (cal_g if s.out_source == "measured" else def_g).append(f"output length: {s.out_source}")
+        saved = g.prefix.saved_tokens if g.prefix else 0
+        breakdown = {"prefill_s": w * prefill_s, "decode_s": w * decode_s, "roofline_s": w * est.seconds,
+                     "calls": s.calls, "batch": batch, "engine_batches": sizes, "steps": steps,
+                     "fused_with": [i for i in ids if i != g.id], "waves": b.get("waves", 0),
+                     "prompt_tokens_known": s.known, "prompt_tokens_upstream": s.upstream,
+                     "cached_prefix_tokens": s.cached, "output_source": s.out_source,
+                     "tokens_source": s.tokens_source, "hw": b}
+        out_costs.append(GroupCost(
+            g.id, "llm", device.name, w * (prefill_s + decode_s), s.calls * (s.prompt - s.cached),
+            s.calls * s.out, s.prompt, s.out,
+            kv_bytes=b.get("kv_bytes_per_request", 0.0) * batch + s.cached * kv_tok,
+            kv_reuse_bytes=saved * kv_tok, mem_bytes=max(0.0, est.peak_memory_bytes - model.weight_bytes()),
+            breakdown=breakdown, calibrated=cal_g, defaults=def_g))
+    return out_costs
 
 
 def _calibrate(cal: Calibration, model: str, device: str, prefill_s: float, decode_s: float,
@@ -227,6 +283,8 @@ def to_problem(costed: CostedPlan, hw: str | Hardware | None = None) -> Problem:
         # With no accelerator the LLM engine runs on the host: one engine, one batch at a time, beside the tools.
         devices.append(Device(CPU_ENGINE, CPU_ENGINE, 0, 1, False))
     kind_of = {spec.name: (spec.name if hw.accelerators else CPU_ENGINE) for spec in llm_specs}
+    priced = {spec.name: costed.groups if spec.name == costed.device
+              else group_costs(cplan, spec, cal, costed.policy, skip_unfit=True) for spec in llm_specs}
     tasks, model_bytes, load_s, wake_s = [], {}, {}, {}
     for gid, g in cplan.groups.items():
         deps = list(cplan.graph.predecessors(gid))
@@ -236,9 +294,8 @@ def to_problem(costed: CostedPlan, hw: str | Hardware | None = None) -> Problem:
         model = specs.model(g.op.model)
         duration, mem = {}, None
         for spec in llm_specs:
-            try:
-                gc = costed.groups[gid] if spec.name == costed.device else group_cost(cplan, g, spec, cal)
-            except HaloError:
+            gc = priced[spec.name].get(gid)
+            if gc is None:
                 continue                       # does not fit this device kind
             duration[kind_of[spec.name]] = gc.seconds
             mem = int(gc.mem_bytes) if mem is None else min(mem, int(gc.mem_bytes))  # fits the smallest

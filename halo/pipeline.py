@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from halo.batch import Batch
+from halo.batching import BatchPolicy
 from halo.calibration import Calibration
 from halo.consolidate import ConsolidatedPlan, consolidate
 from halo.cost import CostedPlan, estimate, to_problem
@@ -34,23 +35,24 @@ TOP_PREFIX_GROUPS = 5
 
 def explain_report(plan: LogicalPlan, batch: Batch, hardware: str | None = None, optimizer: str = "auto",
                    simulate: bool = False, calibration: Calibration | None = None,
-                   time_limit_s: float = 10.0) -> dict[str, Any]:
-    """The EXPLAIN report with merges, prefix groups, estimates and (with `hardware`) placements."""
-    return _run(plan, batch, hardware, optimizer, simulate, calibration, time_limit_s)[0]
+                   time_limit_s: float = 10.0, policy: BatchPolicy | None = None) -> dict[str, Any]:
+    """The EXPLAIN report with merges, prefix groups, estimates and (with `hardware`) placements.
+    `policy` is the engine batching the run will use (the runtime's default when None)."""
+    return _run(plan, batch, hardware, optimizer, simulate, calibration, time_limit_s, policy)[0]
 
 
 def physical_plan(plan: LogicalPlan, batch: Batch, hardware: str, optimizer: str = "auto",
-                  calibration: Calibration | None = None,
-                  time_limit_s: float = 10.0) -> tuple[dict[str, Any], PhysicalPlan]:
+                  calibration: Calibration | None = None, time_limit_s: float = 10.0,
+                  policy: BatchPolicy | None = None) -> tuple[dict[str, Any], PhysicalPlan]:
     """The report and the physical plan for the runtime."""
-    return _run(plan, batch, hardware, optimizer, False, calibration, time_limit_s)
+    return _run(plan, batch, hardware, optimizer, False, calibration, time_limit_s, policy)
 
 
-def _run(plan, batch, hardware, method, sim, calibration, time_limit_s):
+def _run(plan, batch, hardware, method, sim, calibration, time_limit_s, policy):
     cal = calibration or Calibration()
     report = logical_report(plan, batch)
     cplan = consolidate(plan, batch, cal)
-    costed = estimate(cplan, hardware, cal)
+    costed = estimate(cplan, hardware, cal, policy)
     _annotate(report, cplan, costed)
     report["calibration"] = {"path": cal.path, "calibrated": bool(cal.measurements),
                              "text": f"Calibration: {cal.path} ({len(cal.measurements)} measurements)"

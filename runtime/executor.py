@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import queue
 import time
-from collections import OrderedDict, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -22,6 +22,7 @@ from typing import Any
 
 import networkx as nx
 
+from halo.batching import BatchPolicy, decoding_key
 from halo.consolidate import call_key
 from halo.plan import LogicalPlan, OpNode, evaluate
 from halo.runtime import structured
@@ -38,8 +39,8 @@ class RunOptions:
 
     merge: bool = True                 # serve identical calls once (memo + in-flight coalescing)
     window: int = 512                  # inputs in flight (bounds memory)
-    max_batch: int = 32                # LLM requests per engine call
-    batch_tokens: int = 16384          # LLM micro-batch budget: prompt + expected output tokens
+    max_batch: int = BatchPolicy.max_batch          # LLM requests per engine call
+    batch_tokens: int = BatchPolicy.batch_tokens    # LLM micro-batch budget: prompt + expected output tokens
     tool_workers: int = 8
     operator_at_a_time: bool = False   # barrier between operators (the operator-at-a-time baseline)
     prefix_keys: bool = True           # tell the engine which requests share a prefix
@@ -337,8 +338,7 @@ class Executor:
 
     def _same_decoding(self, a: str, b: str) -> bool:
         """Two nodes can share a micro-batch: same model, output length and sampling."""
-        x, y = self.ops[a], self.ops[b]
-        return x.model == y.model and all(x.option(k) == y.option(k) for k in ("max_tokens", "temperature", "seed"))
+        return decoding_key(self.ops[a]) == decoding_key(self.ops[b])
 
     def _take_batch(self, node: str, batch: list[_Call]) -> list[_Call]:
         """Add the node's calls to `batch`: prefix groups together, short prompts first, within the budgets."""
@@ -401,8 +401,17 @@ class Executor:
                 self.stats.model_loads += 1
                 self.stats.load_seconds += load_s
             per = (end - start - load_s) / max(len(batch), 1)
-            for node in {c.node for c in batch}:
+            members = Counter(c.node for c in batch)
+            for node in members:
                 self.stats.nodes[node].batches += 1
+            self.stats.engine_batches.append({
+                "model": self.ops[batch[0].node].model, "nodes": dict(members), "n": len(batch),
+                "prompt_tokens": sum(r.prompt_tokens for r in results),
+                "cached_tokens": sum(r.cached_tokens for r in results),
+                "steps": max((r.completion_tokens for r in results), default=0),
+                "node_steps": {n: max(r.completion_tokens for c, r in zip(batch, results, strict=True) if c.node == n)
+                               for n in members},
+                "seconds": end - start - load_s})
             for call, res in zip(batch, results, strict=True):
                 st = self.stats.nodes[call.node]
                 st.calls += 1

@@ -44,6 +44,10 @@ class RunStats:
     load_seconds: float = 0.0
     nodes: dict[str, NodeStats] = field(default_factory=dict)
     substitutions: dict[str, str] = field(default_factory=dict)
+    # One record per engine call: model, nodes {node: requests}, n, prompt_tokens, cached_tokens,
+    # steps (the longest reply: decode iterations), node_steps {node: its longest reply},
+    # seconds (wall time without model loading).
+    engine_batches: list[dict] = field(default_factory=list)
 
     def totals(self) -> dict:
         ns = self.nodes.values()

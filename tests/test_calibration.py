@@ -1,40 +1,110 @@
-"""Calibration from measured runs: the per-iteration model an engine with a fixed step cost needs."""
+"""Calibration from measured engine batches: the batch-time law, and the cost model pricing with it."""
+
+import json
 
 import pytest
 
 from halo import calibration
-from halo.cost import _per_iteration
+from halo import plan as plans
+from halo.batching import BatchPolicy, fusion_sets
+from halo.check import check
+from halo.consolidate import consolidate
+from halo.cost import estimate
+from halo.program import load_source
+
+LAW = {"batch_s": 0.05, "step_s": 0.02, "seq_step_s": 0.0004, "token_s": 2e-5}
 
 
-def _rows(factor, step, points):
-    return [{"kind": "llm_steps", "model": "m", "device": "H100-SXM", "base_s": b, "iterations": i,
-             "seconds": factor * b + step * i} for b, i in points]
+def _rows(law, shapes, device="H100-SXM"):
+    return [{"kind": "llm_batch", "model": "m", "device": device, "n": n, "steps": k, "prefill_tokens": p,
+             "seconds": calibration.engine_seconds(law, n, k, p)} for n, k, p in shapes]
 
 
-def test_two_term_fit_recovers_factor_and_step_cost():
-    cal = calibration.fit(_rows(1.5, 0.03, [(0.1, 100), (0.4, 120), (0.05, 300), (1.0, 50)]))
-    got = cal.llm_steps["m@H100-SXM"]
-    assert got["factor"] == pytest.approx(1.5, rel=1e-6) and got["step_s"] == pytest.approx(0.03, rel=1e-6)
+SHAPES = [(1, 64, 300), (8, 64, 2400), (32, 96, 9000), (16, 32, 5000), (4, 128, 800), (64, 64, 20000)]
 
 
-def test_a_step_cost_alone_is_fitted_when_the_roofline_part_does_not_help():
-    cal = calibration.fit(_rows(0.0, 0.029, [(0.1, 97)]))
-    assert cal.llm_steps["m@H100-SXM"] == {"factor": 0.0, "step_s": pytest.approx(0.029)}
+def test_the_fit_recovers_every_term_of_the_law():
+    got = calibration.fit(_rows(LAW, SHAPES)).engine["m@H100-SXM"]
+    for term, value in LAW.items():
+        assert got[term] == pytest.approx(value, rel=1e-6)
+    assert got["batches"] == len(SHAPES) and got["rms_s"] == pytest.approx(0, abs=1e-9)
 
 
-def test_fitted_model_prices_a_bigger_batch_like_an_engine_with_fixed_step_cost():
-    fitted = {"factor": 0.0, "step_s": 0.03}
-    small = {"waves": 1, "prefill_s": 0.01, "decode_s": 0.05, "prefill": {"iterations": 1, "overhead_s": 2e-4},
-             "decode": {"steps": 96, "overhead_s": 0.0192}}
-    big = {**small, "decode_s": 0.09}          # more requests in the same wave: same number of iterations
-    two_waves = {**small, "waves": 2}
-    assert sum(_per_iteration(small, fitted)) == pytest.approx(97 * 0.03)
-    assert sum(_per_iteration(big, fitted)) == pytest.approx(sum(_per_iteration(small, fitted)))
-    assert sum(_per_iteration(two_waves, fitted)) == pytest.approx(2 * 97 * 0.03)
+def test_no_term_goes_negative_to_explain_noise():
+    # A flat engine (cost per step only) measured with noise: the fit keeps every term >= 0.
+    rows = _rows({"batch_s": 0.0, "step_s": 0.03, "seq_step_s": 0.0, "token_s": 0.0}, SHAPES)
+    for r, noise in zip(rows, (0.9, 1.1, 0.95, 1.05, 1.0, 0.97), strict=True):
+        r["seconds"] *= noise
+    got = calibration.fit(rows).engine["m@H100-SXM"]
+    assert all(got[t] >= 0 for t in calibration.ENGINE_TERMS)
+    assert got["step_s"] == pytest.approx(0.03, rel=0.1)
 
 
-def test_round_trip_through_the_file(tmp_path):
+def test_substituted_models_are_named_in_the_fit(tmp_path):
+    rows = _rows(LAW, SHAPES)
+    for r in rows:
+        r["ran_as"] = "HuggingFaceTB/SmolLM2-135M-Instruct"
     path = tmp_path / "cal.json"
-    calibration.save(calibration.fit(_rows(1.0, 0.01, [(0.2, 10), (0.3, 40)])), path)
+    calibration.save(calibration.fit(rows), path)
     again = calibration.load(path)
-    assert again.llm_steps["m@H100-SXM"]["step_s"] == pytest.approx(0.01)
+    assert again.engine["m@H100-SXM"]["ran_as"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert again.engine["m@H100-SXM"]["step_s"] == pytest.approx(0.02, rel=1e-6)
+
+
+def test_a_retired_measurement_kind_is_a_clear_error(tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"halo_calibration": 1, "measurements": [{"kind": "llm_steps"}]}))
+    with pytest.raises(calibration.CalibrationError, match="unknown measurement kind 'llm_steps'"):
+        calibration.load(path)
+
+
+FANOUT = """
+workflow w(q: text) {
+  model m = "Qwen/Qwen2.5-1.5B-Instruct"
+  a = llm(m, prompt = "A: {q}", max_tokens = 64, temperature = 0)
+  b = llm(m, prompt = "B: {q}", max_tokens = 64, temperature = 0)
+  c = llm(m, prompt = "C: {a} {b}", max_tokens = 32, temperature = 0)
+  return r = c
+}
+"""
+
+
+def plan_of(src):
+    return plans.build(check(load_source(src, "t.halo")))
+
+
+def _costed(n, cal, policy):
+    plan = plan_of(FANOUT)
+    return estimate(consolidate(plan, [{"q": f"question {i}"} for i in range(n)], cal), "1 x H100-SXM",
+                    cal, policy)
+
+
+def test_independent_nodes_that_decode_alike_are_priced_as_shared_batches():
+    plan = plan_of(FANOUT)
+    assert fusion_sets(plan) == [["a", "b"]]
+    law = {**LAW, "seq_step_s": 0.0}
+    cal = calibration.fit([{**r, "model": "Qwen/Qwen2.5-1.5B-Instruct"} for r in _rows(law, SHAPES)])
+    costed = _costed(40, cal, BatchPolicy(max_batch=128, batch_tokens=1 << 20))
+    a, b, c = (costed.groups[x] for x in "abc")
+    # a and b: 80 calls in one batch of 64 steps, shared by calls; c: 40 calls, 32 steps.
+    assert a.breakdown["engine_batches"] == [80] and a.breakdown["fused_with"] == ["b"]
+    assert a.seconds + b.seconds == pytest.approx(0.05 + 64 * 0.02 + 2e-5 * 80 * a.prompt_tokens, rel=0.05)
+    assert c.seconds == pytest.approx(0.05 + 32 * 0.02 + 2e-5 * 40 * c.prompt_tokens, rel=0.05)
+    assert "engine law from 6 batches" in " ".join(a.calibrated)
+
+
+def test_the_batch_policy_sets_how_many_batches_are_priced():
+    cal = calibration.fit([{**r, "model": "Qwen/Qwen2.5-1.5B-Instruct"} for r in _rows(LAW, SHAPES)])
+    small = _costed(40, cal, BatchPolicy(max_batch=8, batch_tokens=1 << 20)).groups["c"]
+    large = _costed(40, cal, BatchPolicy(max_batch=64, batch_tokens=1 << 20)).groups["c"]
+    assert small.breakdown["engine_batches"] == [8] * 5 and large.breakdown["engine_batches"] == [40]
+    assert small.seconds > 3 * large.seconds      # five times the fixed and per-step costs
+
+
+def test_policy_sizes_balance_batches_within_both_limits():
+    assert BatchPolicy(32, 1 << 20).sizes(70, 100) == [24, 23, 23]
+    assert BatchPolicy(32, 1000).sizes(10, 300) == [3, 3, 2, 2]  # three 300-token calls per 1,000 tokens
+    assert BatchPolicy(32, 100).sizes(2, 300) == [1, 1]          # an oversized call still runs alone
+    assert BatchPolicy().sizes(0, 10) == []
+    with pytest.raises(ValueError):
+        BatchPolicy(max_batch=0)

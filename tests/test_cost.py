@@ -10,9 +10,10 @@ import pytest
 from halo import calibration as calib
 from halo import plan as plans
 from halo.batch import Batch
+from halo.batching import BatchPolicy
 from halo.check import check
 from halo.consolidate import consolidate
-from halo.cost import estimate, group_cost, reference_device, to_problem
+from halo.cost import estimate, group_costs, reference_device, to_problem
 from halo.explain import render_text
 from halo.hw_models import hardware, specs
 from halo.optimizer import optimize
@@ -66,9 +67,9 @@ def test_prefix_reuse_reduces_prefill():
     cp = consolidate(build(), rows(50))
     g = cp.groups["x"]
     assert g.prefix.saved_tokens > 0
-    with_reuse = group_cost(cp, g, specs.device("H100"), calib.Calibration())
+    with_reuse = group_costs(cp, specs.device("H100"), calib.Calibration(), BatchPolicy())["x"]
     g.prefix = None
-    without = group_cost(cp, g, specs.device("H100"), calib.Calibration())
+    without = group_costs(cp, specs.device("H100"), calib.Calibration(), BatchPolicy())["x"]
     assert with_reuse.prefill_tokens < without.prefill_tokens
     assert with_reuse.breakdown["prefill_s"] < without.breakdown["prefill_s"]
 

@@ -13,12 +13,17 @@ mkdir -p data && cp .gpu/tpch.duckdb data/tpch.duckdb
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
 W=bench/gpu/tpch_trident_1p5b.halo
-OPTS=(--engine-opt random_weights=true --engine-opt 'shape="qwen2.5-1.5b"' --engine-opt max_batch_size=${MAX_BATCH:-128})
-# 1. calibrate the cost model on a small slice (EXPLAIN ANALYZE writes .halo/calibration.json)
-halo explain "$W" -i workloads/tpch_trident.jsonl --limit 24 --analyze -H "1 x H100-SXM + cpu:16" \
-  -o "$OUT/analyze.jsonl" "${OPTS[@]}" > "$OUT/analyze.txt" 2>&1 || true
-# 2. the three plans side by side on the same engine
-halo bench "$W" -i workloads/tpch_trident.jsonl --limit "$LIMIT" -H "1 x H100-SXM + cpu:16" --results "$OUT" \
-  --note "GPU: $(head -1 "$OUT/gpu.txt"); hf engine (transformers) with random weights of the Qwen2.5-1.5B shape in bf16: timing is real, text is not" \
-  --max-batch ${MAX_BATCH:-128} --batch-tokens 131072 "${OPTS[@]}" 2>&1 | tail -25
+HW="1 x H100-SXM + cpu:16"
+OPTS=(--engine-opt random_weights=true --engine-opt 'shape="qwen2.5-1.5b"')
+BATCH=(--max-batch ${MAX_BATCH:-128} --batch-tokens 131072)
+# 1. the engine's batch law from a grid of synthetic batches (halo calibrate), then a small real slice
+#    under EXPLAIN ANALYZE (tool latencies, output lengths); both land in .halo/calibration.json
+halo calibrate Qwen/Qwen2.5-1.5B-Instruct -H "$HW" --sizes 1,16,64,128 --steps 16,64 --prompts 128,1024 \
+  "${OPTS[@]}" > "$OUT/calibrate.txt" 2>&1 || true
+halo explain "$W" -i workloads/tpch_trident.jsonl --limit 24 --analyze -H "$HW" -o "$OUT/analyze.jsonl" \
+  "${OPTS[@]}" "${BATCH[@]}" > "$OUT/analyze.txt" 2>&1 || true
 cp .halo/calibration.json "$OUT/calibration.json" 2>/dev/null || true
+# 2. the three plans side by side on the same engine, predicted from that calibration
+halo bench "$W" -i workloads/tpch_trident.jsonl --limit "$LIMIT" -H "$HW" --results "$OUT" \
+  --note "GPU: $(head -1 "$OUT/gpu.txt"); hf engine (transformers) with random weights of the Qwen2.5-1.5B shape in bf16: timing is real, text is not" \
+  "${BATCH[@]}" "${OPTS[@]}" 2>&1 | tail -25

@@ -82,8 +82,8 @@ class HFEngine(Engine):
         device: str | None = None,
         dtype: str = "auto",
         threads: int | None = None,
-        max_batch_size: int = 16,
-        max_batch_tokens: int = 16384,
+        max_batch_size: int = 256,
+        max_batch_tokens: int = 65536,
         prefix_reuse: bool = True,
         prefix_cache_size: int = 8,
         random_weights: bool = False,
@@ -242,42 +242,30 @@ class HFEngine(Engine):
         return _Item(index, req, ids), None
 
     def _run_model(self, loaded: _Loaded, actual: str, items: list[_Item], results: list) -> None:
-        """Run one model's requests: prefix groups from their shared KV, requests that extend a retained
-        KV from it, the rest plainly; each request takes the longest reuse on offer; all batched."""
+        """Run one model's requests: each takes the longest reuse on offer (its prefix group's shared KV or
+        a retained KV it extends), then all are batched together, rows with the same head side by side."""
         self._expire()
-        plain: list[_Item] = []
-        own: list[_Item] = []  # rows that each reuse their own retained KV
         groups: dict[str, list[_Item]] = {}
+        prefix_s: dict[int, float] = {}
         for item in items:
             item.head = self._retained_head(actual, item.ids)
             if self.prefix_reuse and item.req.prefix_key is not None:
                 groups.setdefault(item.req.prefix_key, []).append(item)
-            else:
-                (own if item.head else plain).append(item)
         for key, members in groups.items():
             start = time.perf_counter()
             prefix = self._prefix_for(loaded, actual, key, members)
             n = len(prefix[0]) if prefix else 0
-            own.extend(it for it in members if it.head and len(it.head[0]) > n)
-            members = [it for it in members if not (it.head and len(it.head[0]) > n)]
-            if prefix is None:
-                plain.extend(members)
-                continue
-            share = (time.perf_counter() - start) / max(len(members), 1)
-            for it in members:
+            takers = [it for it in members if not (it.head and len(it.head[0]) > n)]
+            for it in takers:
                 it.head = prefix
-            for batch in self._micro_batches(members):
-                self._run_batch(loaded, batch, results, share)
-        for batch in self._micro_batches(own):
-            self._run_batch(loaded, batch, results)
-        for item in plain:
-            item.head = None
-        for batch in self._micro_batches(plain):
-            self._run_batch(loaded, batch, results)
+                prefix_s[it.index] = (time.perf_counter() - start) / max(len(takers), 1)
+        for batch in self._micro_batches(items):
+            self._run_batch(loaded, batch, results, sum(prefix_s.get(it.index, 0.0) for it in batch))
 
     def _micro_batches(self, items: list[_Item]) -> list[list[_Item]]:
-        """Batches of requests with the same sampling settings, sorted by prompt length, within budget."""
-        ordered = sorted(items, key=lambda it: (_sampling_key(it.req), len(it.ids)))
+        """Batches of requests with the same sampling settings, rows sharing a head together, then by
+        prompt length, within the engine's memory budget."""
+        ordered = sorted(items, key=lambda it: (_sampling_key(it.req), it.req.prefix_key or "", len(it.ids)))
         batches: list[list[_Item]] = []
         for item in ordered:
             batch = batches[-1] if batches else None
@@ -293,15 +281,16 @@ class HFEngine(Engine):
             batches.append([item])
         return batches
 
-    def _run_batch(self, loaded: _Loaded, batch: list[_Item], results: list, share=0.0) -> None:
-        """Generate one micro-batch; on failure retry its requests one by one to isolate the bad one."""
-        start = time.perf_counter() - share * len(batch)
+    def _run_batch(self, loaded: _Loaded, batch: list[_Item], results: list, prefix_s=0.0) -> None:
+        """Generate one micro-batch (`prefix_s`: time already spent on its shared prefixes); on failure
+        retry its requests one by one to isolate the bad one."""
+        start = time.perf_counter() - prefix_s
         try:
             rows = self._generate_ids(loaded, batch)
         except Exception as exc:
             if len(batch) > 1:
                 for item in batch:
-                    self._run_batch(loaded, [item], results, share)
+                    self._run_batch(loaded, [item], results, prefix_s / len(batch))
             else:
                 results[batch[0].index] = GenResult.failed(f"generate: {exc}", time.perf_counter() - start)
             return
