@@ -382,7 +382,7 @@ def bench(
 @app.command()
 @_guard
 def calibrate(
-    model: str = typer.Argument(..., help="Model id as workflows declare it"),
+    models: list[str] = typer.Argument(..., help="Model ids as workflows declare them"),
     engine: str = typer.Option("hf", "--engine", "-e"),
     hardware: str = typer.Option("cpu", "--hardware", "-H", help="What the engine runs on (names the device)"),
     sizes: str = typer.Option("1,8,32", "--sizes", help="Batch sizes (requests per engine call)"),
@@ -414,15 +414,28 @@ def calibrate(
         typer.echo(f"n={r['n']:>4} steps={r['steps']:>4} prefill={r['prefill_tokens']:>7,} tok  {r['seconds']:8.3f} s",
                    err=True)
 
+    records: list[dict] = []
+    probed: dict[str, str] = {}          # actual model -> the declared id whose records it already has
     with make_engine(engine, **options) as eng:
-        records = probe(eng, model, device, grid["--sizes"], grid["--steps"], grid["--prompts"], show)
+        for model in models:
+            eng.load(model)
+            actual = eng.substitutions.get(model)
+            if actual and actual in probed:  # another declared id runs as the same model: same law
+                records += [{**r, "model": model} for r in records if r["model"] == probed[actual]]
+                continue
+            typer.echo(f"probing {model}{f' (runs as {actual})' if actual else ''}", err=True)
+            records += probe(eng, model, device, grid["--sizes"], grid["--steps"], grid["--prompts"], show)
+            if actual:
+                probed[actual] = model
     cal = cal.add(*records)
     path = calib.save(cal, calibration)
-    law = cal.engine[engine_key(model, device)]
-    ran_as = f" (ran as {law['ran_as']})" if law.get("ran_as") else ""
-    typer.echo(f"{model}{ran_as} on {device} [{engine}]: batch ≈ {law['batch_s'] * 1e3:.1f} ms + steps x "
-               f"({law['step_s'] * 1e3:.2f} ms + n x {law['seq_step_s'] * 1e3:.3f} ms) + prefill tokens x "
-               f"{law['token_s'] * 1e6:.2f} us; rms error {law['rms_s'] * 1e3:.1f} ms over {law['batches']} batches")
+    for model in models:
+        law = cal.engine[engine_key(model, device)]
+        ran_as = f" (ran as {law['ran_as']})" if law.get("ran_as") else ""
+        typer.echo(f"{model}{ran_as} on {device} [{engine}]: batch ≈ {law['batch_s'] * 1e3:.1f} ms + steps x "
+                   f"({law['step_s'] * 1e3:.2f} ms + n x {law['seq_step_s'] * 1e3:.3f} ms) + prefill tokens x "
+                   f"{law['token_s'] * 1e6:.2f} us; rms error {law['rms_s'] * 1e3:.1f} ms over {law['batches']} "
+                   "batches")
     typer.echo(f"saved {path}", err=True)
 
 

@@ -26,12 +26,16 @@ def prompt_text(engine: Engine, model: str, tokens: int, row: int) -> str:
 
 def probe(engine: Engine, model: str, device: str, sizes: Iterable[int], steps: Iterable[int],
           prompts: Iterable[int], on_batch: Callable[[dict], None] | None = None) -> list[dict]:
-    """Load `model`, warm the engine up (not recorded), then time every (prompt, steps, size) batch.
+    """Load `model`, warm every batch shape up (not recorded), then time every (prompt, steps, size) batch.
     Returns calibration records: one `load`, one `llm_batch` per batch."""
     load_s = engine.load(model)
-    engine.generate([GenRequest(model, prompt_text(engine, model, 16, -1), max_tokens=4)])
+    sizes, steps, prompts = list(sizes), list(steps), list(prompts)
     ran_as = engine.substitutions.get(model)
     out = [{"kind": "load", "model": model, "device": device, "seconds": load_s}]
+    row = itertools.count(-1, -1)
+    for p, n in itertools.product(prompts, sizes):   # first use of a shape allocates and picks kernels
+        engine.generate([GenRequest(model, prompt_text(engine, model, p, next(row)), max_tokens=2)
+                         for _ in range(n)])
     row = itertools.count()
     for p, k, n in itertools.product(prompts, steps, sizes):
         requests = [GenRequest(model, prompt_text(engine, model, p, next(row)), max_tokens=k, temperature=0.0)

@@ -15,10 +15,10 @@ python -c "import torch, transformers; print('torch', torch.__version__, 'transf
 W=bench/gpu/tpch_trident_1p5b.halo
 HW="1 x H100-SXM + cpu:16"
 OPTS=(--engine-opt random_weights=true --engine-opt 'shape="qwen2.5-1.5b"')
-BATCH=(--max-batch ${MAX_BATCH:-128} --batch-tokens 131072)
+BATCH=(--max-batch ${MAX_BATCH:-256} --batch-tokens 262144)
 # 1. the engine's batch law from a grid of synthetic batches (halo calibrate), then a small real slice
 #    under EXPLAIN ANALYZE (tool latencies, output lengths); both land in .halo/calibration.json
-halo calibrate Qwen/Qwen2.5-1.5B-Instruct -H "$HW" --sizes 1,16,64,128 --steps 16,64 --prompts 128,1024 \
+halo calibrate Qwen/Qwen2.5-1.5B-Instruct -H "$HW" --sizes 1,16,64,256 --steps 16,64 --prompts 128,512 \
   "${OPTS[@]}" > "$OUT/calibrate.txt" 2>&1 || true
 halo explain "$W" -i workloads/tpch_trident.jsonl --limit 24 --analyze -H "$HW" -o "$OUT/analyze.jsonl" \
   "${OPTS[@]}" "${BATCH[@]}" > "$OUT/analyze.txt" 2>&1 || true
