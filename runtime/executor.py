@@ -22,7 +22,7 @@ from typing import Any
 
 import networkx as nx
 
-from halo.batching import BatchPolicy, decoding_key
+from halo.batching import BatchPolicy, decoding_key, fusion_sets
 from halo.consolidate import call_key
 from halo.plan import LogicalPlan, OpNode, evaluate
 from halo.runtime import structured
@@ -143,6 +143,9 @@ class Executor:
         rank = {n: i for i, n in enumerate(self.opt.priority)}
         self.order = sorted(self.ops, key=lambda n: rank.get(n, len(rank)))
         self.rank = {n: i for i, n in enumerate(self.order)}
+        # Nodes that share engine batches wait for each other (the plan's fusion sets; not in the baseline).
+        self.siblings = {} if self.opt.operator_at_a_time else \
+            {n: [m for m in group if m != n] for group in fusion_sets(plan) for n in group}
         self.candidates: list[tuple[int, str]] = []
         self.topo = [op.id for op in plan.nodes()]
         self.preds = {n: set(plan.graph.predecessors(n)) for n in self.ops}
@@ -311,17 +314,18 @@ class Executor:
     def _kick_engine(self) -> None:
         """Give the idle engine one node's micro-batch.
 
-        A node is ready to go when its queue fills a batch or when none of its instances is still waiting
-        upstream: one full batch costs about as much as a small one on a GPU, so a node whose requests are
-        still on their way waits while other work runs. When nothing else is in flight, the largest queue
-        goes anyway. Among ready nodes: resident model first, then plan priority.
+        A node is ready to go when its queue (with those of the nodes it shares batches with) fills a batch,
+        or when none of their instances is still waiting upstream: one full batch costs about as much as a
+        small one on a GPU, so a node whose requests are still on their way waits while other work runs.
+        When nothing else is in flight, the largest queue goes anyway. Among ready nodes: resident model
+        first, then plan priority.
         """
         if self.engine_busy or self.engine is None:
             return
         nodes = [n for n, q in self.llm_queue.items() if q]
         if not nodes:
             return
-        ready = [n for n in nodes if len(self.llm_queue[n]) >= self.opt.max_batch or self.unstarted[n] <= 0]
+        ready = [n for n in nodes if self._batch_ready(n)]
         if not ready:
             if self.outstanding > 0:
                 return
@@ -335,6 +339,11 @@ class Executor:
         self.engine_busy = True
         self.outstanding += 1
         self.gpu.submit(self._run_engine, self.ops[node].model, batch)
+
+    def _batch_ready(self, node: str) -> bool:
+        group = [node, *self.siblings.get(node, ())]
+        return (sum(len(self.llm_queue[n]) for n in group) >= self.opt.max_batch
+                or all(self.unstarted[n] <= 0 for n in group))
 
     def _same_decoding(self, a: str, b: str) -> bool:
         """Two nodes can share a micro-batch: same model, output length and sampling."""

@@ -269,6 +269,27 @@ def test_independent_nodes_that_decode_alike_share_one_batch(tmp_path):
     assert st["c"].first_start != st["a"].first_start      # another output length: its own batch
 
 
+@pytest.mark.slow
+def test_nodes_that_share_batches_wait_for_a_slower_sibling(tmp_path):
+    # `a` is ready long before `b` (its tool is fast); the engine is idle, yet `a` waits so that both
+    # run as one engine batch, as the cost model priced them.
+    plan = build('''
+    workflow w(x: int) {
+      model m = "HuggingFaceTB/SmolLM2-135M-Instruct"
+      fast = py("rtfuncs:slow_double", x = x, delay = 0.0, pure = true)
+      slow = py("rtfuncs:slow_double", x = x, delay = 0.4, pure = true)
+      a = llm(m, prompt = "Count to {fast}.", max_tokens = 4, temperature = 0)
+      b = llm(m, prompt = "Name {slow} colours.", max_tokens = 4, temperature = 0)
+      return a, b
+    }''', tmp_path)
+    result, out = run(plan, [(i + 1, {"x": i}) for i in range(4)], tmp_path)
+    assert all(r["error"] is None for r in out.values())
+    assert [b["nodes"] for b in result.stats.engine_batches] == [{"a": 4, "b": 4}]
+    baseline, _ = run(plan, [(i + 1, {"x": i}) for i in range(4)], tmp_path, name="opwise.jsonl",
+                      operator_at_a_time=True, merge=False)
+    assert len(baseline.stats.engine_batches) == 2     # the baseline has no plan: one operator at a time
+
+
 def test_memory_stays_bounded_by_the_window(tmp_path, shop):
     from halo.runtime.executor import Executor
     from halo.runtime.journal import Journal
