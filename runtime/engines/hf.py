@@ -38,6 +38,8 @@ from .base import (
 from .model_cache import random_model, smollm2_dir, tokenizer_dir
 
 MIN_PREFIX_TOKENS = 8
+CPU_BATCH_TOKENS = 65536    # padded positions per micro-batch on the CPU
+ACTIVATION_WIDTHS = 16      # transient activations of one position in prefill, in hidden sizes (MLP, logits)
 
 
 @dataclass
@@ -49,6 +51,7 @@ class _Loaded:
     context: int
     random: bool
     cache_kw: str  # generate's KV-cache argument: ``cache`` (transformers >= 5.2x) or ``past_key_values``
+    batch_tokens: int  # padded positions (rows x (prompt + new tokens)) one micro-batch may hold
 
 
 @dataclass
@@ -83,7 +86,7 @@ class HFEngine(Engine):
         dtype: str = "auto",
         threads: int | None = None,
         max_batch_size: int = 256,
-        max_batch_tokens: int = 65536,
+        max_batch_tokens: int | None = None,
         prefix_reuse: bool = True,
         prefix_cache_size: int = 8,
         random_weights: bool = False,
@@ -170,7 +173,23 @@ class HFEngine(Engine):
             model = AutoModelForCausalLM.from_pretrained(actual, dtype=self.dtype).to(self.device).eval()
         context = getattr(model.config, "max_position_embeddings", None) or 2048
         cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-        return _Loaded(model, tokenizer, context, actual.startswith("random:"), cache_kw)
+        return _Loaded(model, tokenizer, context, actual.startswith("random:"), cache_kw, self._token_budget(model))
+
+    def _token_budget(self, model) -> int:
+        """`max_batch_tokens` when given; on a GPU, half its free memory over the KV and activation bytes
+        of one position; on the CPU a fixed budget."""
+        if self.max_batch_tokens:
+            return self.max_batch_tokens
+        if not self.device.startswith("cuda"):
+            return CPU_BATCH_TOKENS
+        cfg = model.config
+        heads = cfg.num_attention_heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+        kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+        size = torch.finfo(self.dtype).bits // 8
+        per_position = size * (2 * cfg.num_hidden_layers * kv_heads * head_dim + ACTIVATION_WIDTHS * cfg.hidden_size)
+        free, _ = torch.cuda.mem_get_info()
+        return max(CPU_BATCH_TOKENS, int(0.5 * free / per_position))
 
     def resident_models(self) -> list[str]:
         with self._lock:
@@ -259,10 +278,10 @@ class HFEngine(Engine):
             for it in takers:
                 it.head = prefix
                 prefix_s[it.index] = (time.perf_counter() - start) / max(len(takers), 1)
-        for batch in self._micro_batches(items):
+        for batch in self._micro_batches(loaded, items):
             self._run_batch(loaded, batch, results, sum(prefix_s.get(it.index, 0.0) for it in batch))
 
-    def _micro_batches(self, items: list[_Item]) -> list[list[_Item]]:
+    def _micro_batches(self, loaded: _Loaded, items: list[_Item]) -> list[list[_Item]]:
         """Batches of requests with the same sampling settings, rows sharing a head together, then by
         prompt length, within the engine's memory budget."""
         ordered = sorted(items, key=lambda it: (_sampling_key(it.req), it.req.prefix_key or "", len(it.ids)))
@@ -275,7 +294,7 @@ class HFEngine(Engine):
                 and len(batch) < self.max_batch_size
             ):
                 width = len(item.ids) + max(it.req.max_tokens for it in [*batch, item])
-                if width * (len(batch) + 1) <= self.max_batch_tokens:
+                if width * (len(batch) + 1) <= loaded.batch_tokens:
                     batch.append(item)
                     continue
             batches.append([item])
