@@ -27,3 +27,8 @@ cp .halo/calibration.json "$OUT/calibration.json" 2>/dev/null || true
 halo bench "$W" -i workloads/tpch_trident.jsonl --limit "$LIMIT" -H "$HW" --results "$OUT" \
   --note "GPU: $(head -1 "$OUT/gpu.txt"); hf engine (transformers) with random weights of the Qwen2.5-1.5B shape in bf16: timing is real, text is not" \
   "${BATCH[@]}" "${OPTS[@]}" 2>&1 | tail -25
+# 3. repeats of the two batched plans on the same warm machine: how much the timing moves run to run
+for i in $(seq 1 ${REPEATS:-0}); do
+  halo bench "$W" -i workloads/tpch_trident.jsonl --limit "$LIMIT" -H "$HW" --results "$OUT/repeat$i" --modes opwise,halo \
+    "${BATCH[@]}" "${OPTS[@]}" 2>&1 | grep -E "^\| (opwise|halo)|predicted"
+done
