@@ -12,23 +12,25 @@ halo() { python3 -P -m halo "$@"; }   # -P: the checkout must not shadow the ins
 mkdir -p data && cp .gpu/tpch.duckdb data/tpch.duckdb
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
-W=bench/gpu/tpch_trident_1p5b.halo
+W=${W:-bench/gpu/tpch_trident_1p5b.halo}
+INPUT=${INPUT:-workloads/tpch_trident.jsonl}
+MODELS=${MODELS:-Qwen/Qwen2.5-1.5B-Instruct}   # the declared models to calibrate (all run as one shape)
 HW="1 x H100-SXM + cpu:16"
 OPTS=(--engine-opt random_weights=true --engine-opt 'shape="qwen2.5-1.5b"')
 BATCH=(--max-batch ${MAX_BATCH:-256} --batch-tokens 262144)
 # 1. the engine's batch law from a grid of synthetic batches (halo calibrate), then a small real slice
 #    under EXPLAIN ANALYZE (tool latencies, output lengths); both land in .halo/calibration.json
-halo calibrate Qwen/Qwen2.5-1.5B-Instruct -H "$HW" --sizes 1,16,64,256 --steps 16,64 --prompts 128,512 \
+halo calibrate $MODELS -H "$HW" --sizes 1,16,64,256 --steps 16,64 --prompts 128,512 \
   "${OPTS[@]}" > "$OUT/calibrate.txt" 2>&1 || true
-halo explain "$W" -i workloads/tpch_trident.jsonl --limit 24 --analyze -H "$HW" -o "$OUT/analyze.jsonl" \
+halo explain "$W" -i "$INPUT" --limit 24 --analyze -H "$HW" -o "$OUT/analyze.jsonl" \
   "${OPTS[@]}" "${BATCH[@]}" > "$OUT/analyze.txt" 2>&1 || true
 cp .halo/calibration.json "$OUT/calibration.json" 2>/dev/null || true
 # 2. the three plans side by side on the same engine, predicted from that calibration
-halo bench "$W" -i workloads/tpch_trident.jsonl --limit "$LIMIT" -H "$HW" --results "$OUT" \
+halo bench "$W" -i "$INPUT" --limit "$LIMIT" -H "$HW" --results "$OUT" \
   --note "GPU: $(head -1 "$OUT/gpu.txt"); hf engine (transformers) with random weights of the Qwen2.5-1.5B shape in bf16: timing is real, text is not" \
   "${BATCH[@]}" "${OPTS[@]}" 2>&1 | tail -25
 # 3. repeats of the two batched plans on the same warm machine: how much the timing moves run to run
 for i in $(seq 1 ${REPEATS:-0}); do
-  halo bench "$W" -i workloads/tpch_trident.jsonl --limit "$LIMIT" -H "$HW" --results "$OUT/repeat$i" --modes opwise,halo \
+  halo bench "$W" -i "$INPUT" --limit "$LIMIT" -H "$HW" --results "$OUT/repeat$i" --modes opwise,halo \
     "${BATCH[@]}" "${OPTS[@]}" 2>&1 | grep -E "^\| (opwise|halo)|predicted"
 done
