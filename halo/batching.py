@@ -38,6 +38,15 @@ class BatchPolicy:
         return [base + (i < extra) for i in range(n)]
 
 
+CANDIDATE_BATCHES = (8, 16, 32, 64, 128, 256)
+TOKENS_PER_REQUEST = BatchPolicy.batch_tokens // BatchPolicy.max_batch   # the default budget's share
+
+
+def candidates() -> list[BatchPolicy]:
+    """Policies `halo explain` chooses among when none is given: the token budget grows with the batch."""
+    return [BatchPolicy(b, b * TOKENS_PER_REQUEST) for b in CANDIDATE_BATCHES]
+
+
 def decoding_key(op: OpNode) -> tuple:
     """Calls of nodes with equal keys can run in one engine batch."""
     return (op.model, *(op.option(k) for k in DECODING_OPTIONS))

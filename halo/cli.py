@@ -111,7 +111,8 @@ def explain(
     engine: str = typer.Option("hf", "--engine", "-e", help="Engine for --analyze"),
     model_map: list[str] = typer.Option([], "--model-map", help="DECLARED=ACTUAL model substitution"),
     engine_opt: list[str] = typer.Option([], "--engine-opt", help="Engine option KEY=VALUE (e.g. random_weights=true)"),
-    max_batch: int | None = typer.Option(None, "--max-batch", help="LLM requests per engine call"),
+    max_batch: int | None = typer.Option(None, "--max-batch",
+                                         help="LLM requests per engine call (default: chosen by the cost model)"),
     batch_tokens: int | None = typer.Option(None, "--batch-tokens", help="Token budget per engine call"),
 ) -> None:
     """Show the plan Halo would run: rewrites, estimates, placement; with --analyze, run it and compare."""
@@ -142,10 +143,11 @@ def explain(
 
         program = load(file)
         fp = fingerprint(plan, [m.source for m in program.modules.values()], input)
+        planned = _planned_policy(report)
         order = [n["id"] for n in sorted(report["nodes"], key=lambda n: (n.get("placement") or {}).get("start", 0))]
         result = _with_progress(len(batch), fmt != "text", lambda progress: execute(
             plan, batch.rows, output, fp, engine=engine, engine_options=_engine_options(model_map, engine_opt),
-            options=RunOptions(priority=order, max_batch=policy.max_batch, batch_tokens=policy.batch_tokens),
+            options=RunOptions(priority=order, max_batch=planned.max_batch, batch_tokens=planned.batch_tokens),
             progress=progress))
         annotate(report, result.stats)
         saved = calib.save(cal.add(*measurements(report, result.stats)), calibration)
@@ -178,14 +180,23 @@ def data(
 
 
 def _policy(max_batch: int | None, batch_tokens: int | None):
-    """The engine batching a run uses; the cost model prices the same batches."""
-    from halo.batching import BatchPolicy
+    """The engine batching asked for (None: let the cost model choose); runs use what the plan priced."""
+    from halo.batching import TOKENS_PER_REQUEST, BatchPolicy
 
-    d = BatchPolicy()
+    if max_batch is None and batch_tokens is None:
+        return None
+    size = max_batch or BatchPolicy.max_batch
     try:
-        return BatchPolicy(max_batch or d.max_batch, batch_tokens or d.batch_tokens)
+        return BatchPolicy(size, batch_tokens or max(BatchPolicy.batch_tokens, size * TOKENS_PER_REQUEST))
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+
+
+def _planned_policy(report: dict):
+    from halo.batching import BatchPolicy
+
+    b = report.get("batching") or {}
+    return BatchPolicy(b["max_batch"], b["batch_tokens"]) if b else BatchPolicy()
 
 
 def _engine_options(model_map: list[str], engine_opt: list[str]) -> dict:
@@ -338,8 +349,8 @@ def bench(
     hardware: str = typer.Option("cpu", "--hardware", "-H", help="Hardware the prediction is made for"),
     results: Path = typer.Option(Path("bench/results"), "--results", help="Folder for the markdown result"),
     note: str = typer.Option("", "--note", help="A line added to the result (e.g. what the engine is)"),
-    max_batch: int | None = typer.Option(None, "--max-batch", help="LLM requests per engine call (batched modes)"),
-    batch_tokens: int | None = typer.Option(None, "--batch-tokens", help="Token budget per LLM micro-batch"),
+    max_batch: int | None = typer.Option(None, "--max-batch", help="LLM requests per engine call (batched modes; default: chosen by the cost model)"),
+    batch_tokens: int | None = typer.Option(None, "--batch-tokens", help="Token budget per engine call (default: grows with --max-batch)"),
 ) -> None:
     """Run a workload under the baselines and the Halo plan; print and save a markdown table."""
     import datetime as dt
@@ -364,6 +375,7 @@ def bench(
     predicted = (report.get("optimizer") or {}).get("makespan")
     fp = fingerprint(plan, [m.source for m in program.modules.values()], input)
     workdir = Path(".halo") / "bench" / plan.name
+    policy = _planned_policy(report)
     stats = run_modes(plan, batch.rows, workdir, fp, engine, _engine_options(model_map, engine_opt), chosen, order,
                       {"max_batch": policy.max_batch, "batch_tokens": policy.batch_tokens})
     md = table(f"{file.stem} ({plan.name})", len(batch), stats, predicted, engine, note)

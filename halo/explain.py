@@ -179,7 +179,7 @@ def _footer(report: dict[str, Any]) -> list[str]:
     out = []
     for r in report.get("rewrites", []):
         out.append(f"Rewrite: {r}")
-    for key in ("totals", "optimizer", "simulation", "calibration", "analyze"):
+    for key in ("totals", "batching", "optimizer", "simulation", "calibration", "analyze"):
         block = report.get(key)
         if block and block.get("text"):
             out.append(block["text"])

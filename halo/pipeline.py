@@ -15,6 +15,7 @@ renderer prints):
 | report      | `optimizer`  | method, status, objective, makespan, cost_usd, bound, gap, solve_s, notes, text |
 | report      | `simulation` | makespan, throughput, utilization, switches, label, text                    |
 | report      | `calibration`| path, calibrated (bool), text                                                |
+| report      | `batching`   | max_batch, batch_tokens (the engine batches priced and run), text            |
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from halo.batch import Batch
-from halo.batching import BatchPolicy
+from halo.batching import BatchPolicy, candidates
 from halo.calibration import Calibration
 from halo.consolidate import ConsolidatedPlan, consolidate
 from halo.cost import CostedPlan, estimate, to_problem
@@ -37,7 +38,7 @@ def explain_report(plan: LogicalPlan, batch: Batch, hardware: str | None = None,
                    simulate: bool = False, calibration: Calibration | None = None,
                    time_limit_s: float = 10.0, policy: BatchPolicy | None = None) -> dict[str, Any]:
     """The EXPLAIN report with merges, prefix groups, estimates and (with `hardware`) placements.
-    `policy` is the engine batching the run will use (the runtime's default when None)."""
+    `policy` is the engine batching the run will use; when None the cheapest candidate is chosen."""
     return _run(plan, batch, hardware, optimizer, simulate, calibration, time_limit_s, policy)[0]
 
 
@@ -52,7 +53,7 @@ def _run(plan, batch, hardware, method, sim, calibration, time_limit_s, policy):
     cal = calibration or Calibration()
     report = logical_report(plan, batch)
     cplan = consolidate(plan, batch, cal)
-    costed = estimate(cplan, hardware, cal, policy)
+    costed, report["batching"] = _batching(cplan, hardware, cal, policy)
     _annotate(report, cplan, costed)
     report["calibration"] = {"path": cal.path, "calibrated": bool(cal.measurements),
                              "text": f"Calibration: {cal.path} ({len(cal.measurements)} measurements)"
@@ -71,6 +72,25 @@ def _run(plan, batch, hardware, method, sim, calibration, time_limit_s, policy):
                 "text": f"Simulation ({r.label}): makespan {r.makespan:.2f} s, "
                         f"{r.throughput or 0:.2f} inputs/s, {r.switches} model switch(es)"}
     return report, physical
+
+
+def _batching(cplan: ConsolidatedPlan, hardware, cal: Calibration,
+              policy: BatchPolicy | None) -> tuple[CostedPlan, dict[str, Any]]:
+    """Cost the plan under `policy`, or under the candidate policy whose LLM groups take least time."""
+    if policy is not None:
+        costed = estimate(cplan, hardware, cal, policy)
+        how = "given"
+    else:
+        tried = [estimate(cplan, hardware, cal, p) for p in candidates()]
+        llm = [sum(g.seconds for g in c.groups.values() if g.kind == "llm") for c in tried]
+        best = min(range(len(tried)), key=lambda i: (round(llm[i], 3), i))   # ties: the smaller batch
+        costed = tried[best]
+        how = "chosen by predicted LLM time: " + ", ".join(
+            f"{c.policy.max_batch}: {t:.2f} s" for c, t in zip(tried, llm, strict=True))
+    p = costed.policy
+    return costed, {"max_batch": p.max_batch, "batch_tokens": p.batch_tokens,
+                    "text": f"Batching: up to {p.max_batch} requests and {p.batch_tokens:,} tokens per engine "
+                            f"call ({how})"}
 
 
 def _annotate(report: dict[str, Any], cplan: ConsolidatedPlan, costed: CostedPlan) -> None:

@@ -108,3 +108,21 @@ def test_policy_sizes_balance_batches_within_both_limits():
     assert BatchPolicy().sizes(0, 10) == []
     with pytest.raises(ValueError):
         BatchPolicy(max_batch=0)
+
+
+def test_explain_chooses_the_batch_size_the_engine_law_favours():
+    from halo.batch import Batch
+    from halo.pipeline import explain_report
+
+    # A flat engine (cost per step, not per request): the biggest batch wins; it is what the run gets.
+    flat = calibration.fit([{**r, "model": "Qwen/Qwen2.5-1.5B-Instruct"}
+                            for r in _rows({**LAW, "seq_step_s": 0.0}, SHAPES)])
+    rows = Batch(rows=[(i, {"q": f"question {i}"}) for i in range(200)])
+    report = explain_report(plan_of(FANOUT), rows, "1 x H100-SXM", calibration=flat)
+    assert report["batching"]["max_batch"] == 256 and "chosen by predicted LLM time" in report["batching"]["text"]
+    given = explain_report(plan_of(FANOUT), rows, "1 x H100-SXM", calibration=flat, policy=BatchPolicy(16, 8192))
+    assert given["batching"]["max_batch"] == 16 and "(given)" in given["batching"]["text"]
+    def llm_s(r):
+        return sum(n["estimate"]["seconds"] for n in r["nodes"] if n["kind"] == "llm")
+
+    assert llm_s(given) > 5 * llm_s(report)            # 38 batches of <= 16 against 3 of <= 256
