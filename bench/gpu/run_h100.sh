@@ -12,11 +12,17 @@ halo() { python3 -P -m halo "$@"; }   # -P: the checkout must not shadow the ins
 mkdir -p data && cp .gpu/tpch.duckdb data/tpch.duckdb
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
+SHAPE=${SHAPE:-qwen2.5-1.5b}   # the random-weight shape every model runs as
 W=${W:-bench/gpu/tpch_trident_1p5b.halo}
 INPUT=${INPUT:-workloads/tpch_trident.jsonl}
 MODELS=${MODELS:-Qwen/Qwen2.5-1.5B-Instruct}   # the declared models to calibrate (all run as one shape)
+if [ "$SHAPE" = qwen2.5-7b ] && [ "$W" = bench/gpu/tpch_trident_1p5b.halo ]; then   # the 7B variant
+  W=bench/gpu/tpch_trident_7b.halo MODELS=Qwen/Qwen2.5-7B-Instruct
+  sed 's/Qwen2.5-1.5B-Instruct/Qwen2.5-7B-Instruct/; s/Qwen2.5-1.5B shape/Qwen2.5-7B shape/' \
+    bench/gpu/tpch_trident_1p5b.halo > "$W"
+fi
 HW="1 x H100-SXM + cpu:16"
-OPTS=(--engine-opt random_weights=true --engine-opt 'shape="qwen2.5-1.5b"')
+OPTS=(--engine-opt random_weights=true --engine-opt "shape=\"$SHAPE\"")
 BATCH=(--max-batch ${MAX_BATCH:-256} --batch-tokens 262144)
 # 1. the engine's batch law from a grid of synthetic batches (halo calibrate), then a small real slice
 #    under EXPLAIN ANALYZE (tool latencies, output lengths); both land in .halo/calibration.json
@@ -27,7 +33,7 @@ halo explain "$W" -i "$INPUT" --limit 24 --analyze -H "$HW" -o "$OUT/analyze.jso
 cp .halo/calibration.json "$OUT/calibration.json" 2>/dev/null || true
 # 2. the three plans side by side on the same engine, predicted from that calibration
 halo bench "$W" -i "$INPUT" --limit "$LIMIT" -H "$HW" --results "$OUT" \
-  --note "GPU: $(head -1 "$OUT/gpu.txt"); hf engine (transformers) with random weights of the Qwen2.5-1.5B shape in bf16: timing is real, text is not" \
+  --note "GPU: $(head -1 "$OUT/gpu.txt"); hf engine (transformers) with random weights of the $SHAPE shape in bf16: timing is real, text is not" \
   "${BATCH[@]}" "${OPTS[@]}" 2>&1 | tail -25
 # 3. repeats of the two batched plans on the same warm machine: how much the timing moves run to run
 for i in $(seq 1 ${REPEATS:-0}); do
