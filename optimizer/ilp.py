@@ -188,10 +188,10 @@ def _formulate(m: _Model):
     p = m.p
     lp = pulp.LpProblem("halo_plan", pulp.LpMinimize)
     ids = [t.id for t in m.order]
-    x = {(tid, k): pulp.LpVariable(f"x_{i}_{k}", cat="Binary") for i, tid in enumerate(ids)
+    x = {(tid, k): lp.add_variable(f"x_{i}_{k}", cat="Binary") for i, tid in enumerate(ids)
          for k in range(len(m.alts[tid]))}
-    s = {tid: pulp.LpVariable(f"s_{i}", 0, m.horizon) for i, tid in enumerate(ids)}
-    cvar = pulp.LpVariable("C", 0, m.horizon)
+    s = {tid: lp.add_variable(f"s_{i}", 0, m.horizon) for i, tid in enumerate(ids)}
+    cvar = lp.add_variable("C", 0, m.horizon)
     dur, use = {}, {}
     for tid in ids:
         lp += pulp.lpSum(x[tid, k] for k in range(len(m.alts[tid]))) == 1, f"one_{tid}"
@@ -219,7 +219,7 @@ def _formulate(m: _Model):
                 continue
             fixed = j in m.ancestors and i in m.ancestors[j]
             if not fixed:
-                o[i, j] = pulp.LpVariable(f"o_{a}_{ids.index(j)}", cat="Binary")
+                o[i, j] = lp.add_variable(f"o_{a}_{ids.index(j)}", cat="Binary")
             for r in shared:
                 both = 2 - pulp.lpSum(use[i][r]) - pulp.lpSum(use[j][r])
                 big = m.horizon + max(m.setup(i, j, r), m.setup(j, i, r))
@@ -227,13 +227,13 @@ def _formulate(m: _Model):
                 lp += s[j] >= s[i] + dur[i] + m.setup(i, j, r) - big * after - big * both
                 if not fixed:
                     lp += s[i] >= s[j] + dur[j] + m.setup(j, i, r) - big * o[i, j] - big * both
-    lp += _objective(m, x, cvar)
+    lp += _objective(m, lp, x, cvar)
     for z, xv in m.first_uses:
         lp += z >= xv
     return lp, x, s, o, cvar
 
 
-def _objective(m: _Model, x, cvar):
+def _objective(m: _Model, lp, x, cvar):
     p = m.p
     if p.objective == "makespan":
         return cvar
@@ -246,7 +246,9 @@ def _objective(m: _Model, x, cvar):
             model = m.tasks[tid].model
             for d, _ in lanes:
                 if model and model not in p.resident.get(d, []):
-                    z = m.first_vars.setdefault((model, d), pulp.LpVariable(f"z_{len(m.first_vars)}", 0, 1))
+                    if (model, d) not in m.first_vars:
+                        m.first_vars[model, d] = lp.add_variable(f"z_{len(m.first_vars)}", 0, 1)
+                    z = m.first_vars[model, d]
                     m.first_uses.append((z, x[tid, k]))
     lp_usd = pulp.lpSum(usd) + pulp.lpSum(z * price[d] * reload_s(p, model, m.devs[d], False)
                                           for (model, d), z in m.first_vars.items())
