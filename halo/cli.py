@@ -487,18 +487,23 @@ def simulate(
         save_gantt,
     )
     from halo.optimizer import simulate as replay
+    from halo.pipeline import batched_estimate
 
     plan = _load_plan(file, workflow)
     batch = batches.load(input, plan.params, limit=limit)
     cal = calib.load()
-    problem = to_problem(estimate(consolidate(plan, batch, cal), hardware, cal), hardware)
+    cplan = consolidate(plan, batch, cal)
+    costed, batching = batched_estimate(cplan, hardware, cal, None)
+    problem = to_problem(costed, hardware)
+    unfused = to_problem(estimate(cplan, hardware, cal, costed.policy, fuse=False), hardware)
     best = optimize(problem, method=optimizer, time_limit_s=time_limit)
     one = batches.Batch(rows=batch.rows[:1])
-    per_input = to_problem(estimate(consolidate(plan, one, cal), hardware, cal), hardware)
-    rows = [("halo", problem, best), ("operator-at-a-time", problem, opwise(problem)),
-            ("round-robin", problem, round_robin(problem)),
+    per_input = to_problem(estimate(consolidate(plan, one, cal), hardware, cal, costed.policy), hardware)
+    rows = [("halo", problem, best), ("operator-at-a-time", unfused, opwise(unfused)),
+            ("round-robin", unfused, round_robin(unfused)),
             ("naive per-input", per_query_problem(per_input, len(batch)), per_query(per_input, len(batch)))]
     typer.echo(f"Simulated on {hardware}: {plan.name}, {len(batch):,} inputs (cost model estimates, not measured)")
+    typer.echo(batching["text"])
     typer.echo("| plan | makespan (s) | inputs/s | model switches | speedup of halo |")
     typer.echo("|---|---|---|---|---|")
     halo_s = replay(problem, best, n_inputs=len(batch)).makespan

@@ -80,6 +80,7 @@ class CostedPlan:
     calibration: Calibration
     hardware: Hardware | None = None
     policy: BatchPolicy = field(default_factory=BatchPolicy)
+    fuse: bool = True
 
     @property
     def seconds(self) -> float:
@@ -87,21 +88,24 @@ class CostedPlan:
 
 
 def estimate(cplan: ConsolidatedPlan, hw: str | Hardware | None = None,
-             calibration: Calibration | None = None, policy: BatchPolicy | None = None) -> CostedPlan:
+             calibration: Calibration | None = None, policy: BatchPolicy | None = None,
+             fuse: bool = True) -> CostedPlan:
     """Price every group: LLM groups on the hardware's reference device (else H100-SXM), tools on a CPU pool.
-    LLM calls are priced in the engine batches `policy` makes of them (the runtime's default policy)."""
+    LLM calls are priced in the engine batches `policy` makes of them (the runtime's default policy);
+    `fuse=False` prices every group alone, as a plan that runs one operator at a time would."""
     cal = calibration or Calibration()
     hw = hardware.parse(hw) if isinstance(hw, str) else hw
     policy = policy or BatchPolicy()
     spec = reference_device(hw) if hw else specs.device(DEFAULT_DEVICE)
-    return CostedPlan(cplan, spec.name, group_costs(cplan, spec, cal, policy), cal, hw, policy)
+    return CostedPlan(cplan, spec.name, group_costs(cplan, spec, cal, policy, fuse=fuse), cal, hw, policy, fuse)
 
 
 def group_costs(cplan: ConsolidatedPlan, device: DeviceSpec, cal: Calibration, policy: BatchPolicy,
-                skip_unfit: bool = False) -> dict[str, GroupCost]:
+                skip_unfit: bool = False, fuse: bool = True) -> dict[str, GroupCost]:
     """Every group's estimate, LLM groups on `device` (with `skip_unfit`, groups that do not fit it are
-    left out instead of raising). Groups the runtime batches together (`halo.batching.fusion_sets`) are
-    priced as one set of batches, each paying its share by calls; that assumes they share a device."""
+    left out instead of raising). With `fuse`, groups the runtime batches together
+    (`halo.batching.fusion_sets`) are priced as one set of batches, each paying its share by calls;
+    that assumes they share a device."""
     out: dict[str, GroupCost] = {}
 
     def price(groups: list[OpGroup]) -> None:
@@ -118,7 +122,7 @@ def group_costs(cplan: ConsolidatedPlan, device: DeviceSpec, cal: Calibration, p
             price([g])
         else:
             out[gid] = _tool_cost(cplan, g, cal)
-    for members in fusion_sets(cplan.plan):
+    for members in fusion_sets(cplan.plan) if fuse else ():
         groups = [cplan.groups[m] for m in members if cplan.groups[m].calls and m in out]
         if len(groups) > 1:
             price(groups)
@@ -284,7 +288,8 @@ def to_problem(costed: CostedPlan, hw: str | Hardware | None = None) -> Problem:
         devices.append(Device(CPU_ENGINE, CPU_ENGINE, 0, 1, False))
     kind_of = {spec.name: (spec.name if hw.accelerators else CPU_ENGINE) for spec in llm_specs}
     priced = {spec.name: costed.groups if spec.name == costed.device
-              else group_costs(cplan, spec, cal, costed.policy, skip_unfit=True) for spec in llm_specs}
+              else group_costs(cplan, spec, cal, costed.policy, skip_unfit=True, fuse=costed.fuse)
+              for spec in llm_specs}
     tasks, model_bytes, load_s, wake_s = [], {}, {}, {}
     for gid, g in cplan.groups.items():
         deps = list(cplan.graph.predecessors(gid))

@@ -53,7 +53,7 @@ def _run(plan, batch, hardware, method, sim, calibration, time_limit_s, policy):
     cal = calibration or Calibration()
     report = logical_report(plan, batch)
     cplan = consolidate(plan, batch, cal)
-    costed, report["batching"] = _batching(cplan, hardware, cal, policy)
+    costed, report["batching"] = batched_estimate(cplan, hardware, cal, policy)
     _annotate(report, cplan, costed)
     report["calibration"] = {"path": cal.path, "calibrated": bool(cal.measurements),
                              "text": f"Calibration: {cal.path} ({len(cal.measurements)} measurements)"
@@ -74,8 +74,8 @@ def _run(plan, batch, hardware, method, sim, calibration, time_limit_s, policy):
     return report, physical
 
 
-def _batching(cplan: ConsolidatedPlan, hardware, cal: Calibration,
-              policy: BatchPolicy | None) -> tuple[CostedPlan, dict[str, Any]]:
+def batched_estimate(cplan: ConsolidatedPlan, hardware, cal: Calibration,
+                     policy: BatchPolicy | None) -> tuple[CostedPlan, dict[str, Any]]:
     """Cost the plan under `policy`, or under the candidate policy whose LLM groups take least time."""
     if policy is not None:
         costed = estimate(cplan, hardware, cal, policy)

@@ -93,6 +93,20 @@ def test_independent_nodes_that_decode_alike_are_priced_as_shared_batches():
     assert "engine law from 6 batches" in " ".join(a.calibrated)
 
 
+def test_a_plan_without_fusion_prices_every_group_alone():
+    law = {**LAW, "seq_step_s": 0.0}
+    cal = calibration.fit([{**r, "model": "Qwen/Qwen2.5-1.5B-Instruct"} for r in _rows(law, SHAPES)])
+    policy = BatchPolicy(max_batch=128, batch_tokens=1 << 20)
+    fused = _costed(40, cal, policy).groups
+    plan = plan_of(FANOUT)
+    alone = estimate(consolidate(plan, [{"q": f"question {i}"} for i in range(40)], cal), "1 x H100-SXM", cal,
+                     policy, fuse=False).groups
+    assert alone["a"].breakdown["fused_with"] == [] and alone["a"].breakdown["engine_batches"] == [40]
+    # two batches of 64 steps instead of one: about one more batch's fixed and per-step cost
+    extra = (alone["a"].seconds + alone["b"].seconds) - (fused["a"].seconds + fused["b"].seconds)
+    assert extra == pytest.approx(0.05 + 64 * 0.02, rel=0.05)
+
+
 def test_the_batch_policy_sets_how_many_batches_are_priced():
     cal = calibration.fit([{**r, "model": "Qwen/Qwen2.5-1.5B-Instruct"} for r in _rows(LAW, SHAPES)])
     small = _costed(40, cal, BatchPolicy(max_batch=8, batch_tokens=1 << 20)).groups["c"]
