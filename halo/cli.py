@@ -144,7 +144,7 @@ def explain(
         program = load(file)
         fp = fingerprint(plan, [m.source for m in program.modules.values()], input)
         planned = _planned_policy(report)
-        order = [n["id"] for n in sorted(report["nodes"], key=lambda n: (n.get("placement") or {}).get("start", 0))]
+        order = _plan_order(report)
         result = _with_progress(len(batch), fmt != "text", lambda progress: execute(
             plan, batch.rows, output, fp, engine=engine, engine_options=_engine_options(model_map, engine_opt),
             options=RunOptions(priority=order, max_batch=planned.max_batch, batch_tokens=planned.batch_tokens),
@@ -190,6 +190,11 @@ def _policy(max_batch: int | None, batch_tokens: int | None):
         return BatchPolicy(size, batch_tokens or max(BatchPolicy.batch_tokens, size * TOKENS_PER_REQUEST))
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+
+
+def _plan_order(report: dict) -> list[str]:
+    """Node ids by their planned start: the priority the executor follows."""
+    return [n["id"] for n in sorted(report["nodes"], key=lambda n: (n.get("placement") or {}).get("start", 0))]
 
 
 def _planned_policy(report: dict):
@@ -239,9 +244,15 @@ def run(
     mode: str = typer.Option("halo", "--mode", help="halo | naive | opwise (baselines)"),
     max_batch: int | None = typer.Option(None, "--max-batch", help="LLM requests per engine call"),
     window: int | None = typer.Option(None, "--window", help="Inputs in flight"),
+    hardware: str | None = typer.Option(None, "--hardware", "-H",
+                                        help="Plan for this hardware: batch size and operator order from the "
+                                             "cost model, planned on the first --window inputs"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar"),
 ) -> None:
     """Run a workflow over a batch on a real engine and real tools; results stream to --output."""
+    import itertools
+
+    from halo import calibration as calib
     from halo.bench import MODES
     from halo.runtime.executor import RunOptions
     from halo.runtime.run import execute, fingerprint
@@ -259,6 +270,17 @@ def run(
         opts.max_batch = max_batch
     if window:
         opts.window = window
+    if hardware and mode == "halo":   # plan on a sample; the run streams the rest
+        from halo.pipeline import explain_report
+
+        sample = list(itertools.islice(rows, opts.window))
+        rows = itertools.chain(sample, rows)
+        report = explain_report(plan, batches.Batch(rows=sample), hardware=hardware, calibration=calib.load(),
+                                policy=_policy(max_batch, None))
+        planned = _planned_policy(report)
+        opts.max_batch, opts.batch_tokens = planned.max_batch, planned.batch_tokens
+        opts.priority = _plan_order(report)
+        typer.echo(f"{report['batching']['text']}; planned on {len(sample):,} inputs", err=True)
     engine_options = _engine_options(model_map, engine_opt)
     if base_url:
         engine_options["base_url"] = base_url
@@ -371,7 +393,7 @@ def bench(
     batch = batches.load(input, plan.params, limit=limit)
     policy = _policy(max_batch, batch_tokens)
     report = explain_report(plan, batch, hardware=hardware, calibration=calib.load(), policy=policy)
-    order = [n["id"] for n in sorted(report["nodes"], key=lambda n: (n.get("placement") or {}).get("start", 0))]
+    order = _plan_order(report)
     predicted = (report.get("optimizer") or {}).get("makespan")
     fp = fingerprint(plan, [m.source for m in program.modules.values()], input)
     workdir = Path(".halo") / "bench" / plan.name
