@@ -6,12 +6,13 @@ import json
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from pg import postgres_dsn  # noqa: F401  (session fixture)
 
+from halo.runtime.jsonhttp import JSONHandler
 from halo.runtime.tools import py_tool
 from halo.runtime.tools.builtins import regex_params, search_keyword
 from halo.runtime.tools.duckdb_tool import DuckDBTool
@@ -134,32 +135,21 @@ def test_postgres_load_roundtrip(postgres_dsn, tmp_path):  # noqa: F811
 
 # ---- http --------------------------------------------------------------------------------------
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JSONHandler):
     hits: dict[str, int] = {}
-
-    def _reply(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def do_GET(self):  # noqa: N802
         n = self.hits[self.path] = self.hits.get(self.path, 0) + 1
         if self.path.startswith("/flaky") and n == 1:
-            return self._reply(503, {"error": "busy"})
+            return self.send_json(503, {"error": "busy"})
         if self.path.startswith("/slow"):
             time.sleep(1.0)
-        return self._reply(200, {"path": self.path, "n": n})
+        return self.send_json(200, {"path": self.path, "n": n})
 
     def do_POST(self):  # noqa: N802
         self.hits[self.path] = self.hits.get(self.path, 0) + 1
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        return self._reply(503, {"echo": body})
-
-    def log_message(self, *args) -> None:
-        pass
+        return self.send_json(503, {"echo": body})
 
 
 @pytest.fixture(scope="module")

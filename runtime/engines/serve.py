@@ -17,7 +17,9 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
+
+from halo.runtime.jsonhttp import JSONHandler
 
 from . import make_engine
 from .base import Engine, GenRequest, GenResult
@@ -122,33 +124,22 @@ def completion_body(req: GenRequest, result: GenResult) -> dict:
     }
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JSONHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format, *args) -> None:  # quiet; errors travel in responses
-        pass
-
-    def _send(self, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def _error(self, status: int, message: str) -> None:
         kind = "invalid_request_error" if status < 500 else "server_error"
-        self._send(status, {"error": {"message": message, "type": kind}})
+        self.send_json(status, {"error": {"message": message, "type": kind}})
 
     def do_GET(self) -> None:
         if self.path == "/health":
-            self._send(200, {"status": "ok"})
+            self.send_json(200, {"status": "ok"})
         elif self.path == "/v1/models":
             models = [
                 {"id": m, "object": "model", "owned_by": "halo"} for m in self.server.engine.resident_models()
             ]
-            self._send(200, {"object": "list", "data": models})
+            self.send_json(200, {"object": "list", "data": models})
         else:
             self._error(404, f"no route {self.path}")
 
@@ -161,12 +152,12 @@ class _Handler(BaseHTTPRequestHandler):
                 if result.error:
                     self._error(400, result.error)
                 else:
-                    self._send(200, completion_body(req, result))
+                    self.send_json(200, completion_body(req, result))
             elif self.path == "/tokenize":
                 count = self.server.engine.count_tokens(
                     str(body.get("model") or ""), str(body.get("prompt") or "")
                 )
-                self._send(200, {"count": count})
+                self.send_json(200, {"count": count})
             else:
                 self._error(404, f"no route {self.path}")
         except (ValueError, TypeError, AttributeError) as exc:

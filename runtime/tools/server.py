@@ -9,15 +9,16 @@ reference prototype simulated its tools) and echoes the query; `GET /health` ans
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
+from halo.runtime.jsonhttp import JSONHandler
 
-class _Handler(BaseHTTPRequestHandler):
+
+class _Handler(JSONHandler):
     gamma = False
     rng = random.Random(0)
     lock = threading.Lock()
@@ -26,30 +27,20 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = dict(parse_qsl(url.query))
         if url.path == "/health":
-            return self._reply(200, {"status": "ok"})
+            return self.send_json(200, {"status": "ok"})
         if url.path != "/sleep":
-            return self._reply(404, {"error": f"no endpoint {url.path}"})
+            return self.send_json(404, {"error": f"no endpoint {url.path}"})
         try:
             mean = float(query.pop("s", "0"))
         except ValueError:
-            return self._reply(400, {"error": "s must be a number of seconds"})
+            return self.send_json(400, {"error": "s must be a number of seconds"})
         if mean < 0 or mean > 600:
-            return self._reply(400, {"error": "s must be between 0 and 600"})
+            return self.send_json(400, {"error": "s must be between 0 and 600"})
         with self.lock:
             slept = self.rng.gammavariate(mean / 2, 2) if self.gamma and mean > 0 else mean
         time.sleep(slept)
-        self._reply(200, {"status": "ok", "slept_s": round(slept, 4), "query": query})
+        self.send_json(200, {"status": "ok", "slept_s": round(slept, 4), "query": query})
 
-    def _reply(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args) -> None:
-        pass
 
 
 def serve(port: int = 8765, host: str = "127.0.0.1", gamma: bool = False, seed: int = 0) -> ThreadingHTTPServer:

@@ -1,0 +1,21 @@
+"""A quiet HTTP request handler that answers in JSON: the base of Halo's loopback servers."""
+
+from __future__ import annotations
+
+import json
+from http.server import BaseHTTPRequestHandler
+
+
+class JSONHandler(BaseHTTPRequestHandler):
+    """Subclasses implement do_GET/do_POST and answer with `send_json`; requests are not logged."""
+
+    def send_json(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format, *args) -> None:  # errors travel in the responses
+        pass
