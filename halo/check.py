@@ -12,6 +12,7 @@ from halo.errors import Diagnostic, HaloError, Pos
 from halo.program import Program
 from halo.template import Hole, Template, TemplateError
 from halo.types import HTTP_METHODS, OPS, Type
+from halo.urls import ORIGIN_LITERAL, origin_hole
 
 
 @dataclass
@@ -55,6 +56,9 @@ class CheckResult:
             raise HaloError(self.errors)
 
 
+MAX_CALL_DEPTH = 32                 # workflows calling workflows, the outermost included
+
+
 def check(program: Program) -> CheckResult:
     """Check every workflow of the program; callee workflows are checked before their callers."""
     result = CheckResult(program)
@@ -76,6 +80,10 @@ def _check_named(program: Program, name: str, result: CheckResult, done: set[str
             if callee in stack or callee == name:
                 result.diagnostics.append(Diagnostic(b.call.pos, f"workflow '{callee}' calls itself (recursion is not allowed)"))
                 continue
+            if len(stack) + 2 > MAX_CALL_DEPTH:
+                result.diagnostics.append(Diagnostic(
+                    b.call.pos, f"workflow calls nest more than {MAX_CALL_DEPTH} deep"))
+                continue
             _check_named(program, callee, result, done, [*stack, name])
     done.add(name)
     result.workflows[name] = _WorkflowChecker(program, wf, result).run()
@@ -90,6 +98,7 @@ class _WorkflowChecker:
         self.models = {m.name: m for m in wf.models}
         self.dbs = {d.name: d for d in wf.dbs}
         self.used: set[str] = set()
+        self.index = {b.name: i for i, b in reversed(list(enumerate(wf.bindings)))}
 
     def error(self, pos: Pos, msg: str) -> None:
         self.result.diagnostics.append(Diagnostic(pos, msg))
@@ -102,7 +111,9 @@ class _WorkflowChecker:
         for b in self.wf.bindings:
             if b.name in self.info.bindings or self.scope.get(b.name, ("", None))[0] != "binding":
                 continue
-            self.info.bindings[b.name] = self._binding(b)
+            self.info.bindings[b.name] = bi = self._binding(b)
+            if bi.op == "sql":
+                self._sql_facts(bi)
         # Second pass: types of references can now be resolved in any declaration order.
         for b in self.wf.bindings:
             bi = self.info.bindings.get(b.name)
@@ -215,6 +226,7 @@ class _WorkflowChecker:
             self._check_arg(bi, name, kind, expr)
         if bi.op == "sql":
             self._check_sql(bi)
+        self._check_tool_options(bi)
         bi.deps = sorted({r.name for e in bi.args.values() for r in ast.refs_in(e)
                           if self.scope.get(r.name, ("",))[0] == "binding"}
                          | {h.parts[0] for t in bi.templates.values() for h in t.holes()
@@ -270,6 +282,22 @@ class _WorkflowChecker:
                 self._expr_type(expr)
                 self._no_handles(expr, "a {} cannot be passed as a value")
 
+    def _check_tool_options(self, bi: BindingInfo) -> None:
+        """A literal timeout is positive; an http() URL keeps scheme, host and port literal; redirect policy."""
+        timeout = bi.args.get("timeout")
+        if bi.op != "llm" and isinstance(timeout, ast.Num) and timeout.value <= 0:
+            self.error(timeout.pos, "'timeout' must be a positive number of seconds")
+        if bi.op != "http":
+            return
+        url, expr = bi.templates.get("url"), bi.args.get("url")
+        hole = origin_hole(url) if url is not None else None
+        if hole is not None:
+            self.error(self._hole_pos(expr, hole) if isinstance(expr, ast.Str) else expr.pos, ORIGIN_LITERAL)
+        policy = bi.args.get("follow_redirects")
+        if policy is not None and not (isinstance(policy, ast.Str) and policy.value in types.REDIRECT_POLICIES):
+            self.error(policy.pos, "follow_redirects must be one of "
+                       + ", ".join(f'"{p}"' for p in types.REDIRECT_POLICIES))
+
     def _no_handles(self, expr: ast.Expr, message: str) -> bool:
         """Report models and databases used where a value is expected; True if there were none."""
         ok = True
@@ -280,19 +308,35 @@ class _WorkflowChecker:
                 ok = False
         return ok
 
-    def _check_sql(self, bi: BindingInfo) -> None:
+    def _sql_facts(self, bi: BindingInfo) -> None:
+        """Parse the query (first pass, so references in any order see the output type) and type the result:
+        a read is a table of its columns, a write the record {rowcount, rows} of its RETURNING rows."""
         q = bi.args.get("query")
         if not isinstance(q, ast.Str):
             return
         try:
             stmt = sql.parse(q.value)           # exactly one statement, as the SQL tools run it
+            write = sql.is_write(stmt)
         except sql.SqlParseError as e:
             pos = q.pos if e.line is None else q.pos_at(_sql_index(q.value, e.line, e.col))
             self.error(pos, e.message if e.message == sql.ONE_STATEMENT else f"SQL does not parse: {e.message}")
             return
-        bi.sql, bi.sql_write = [stmt], sql.is_write(stmt)
-        names = sql.placeholders(stmt)
-        bound = {k: v for k, v in bi.args.items() if k not in ("db", "query")}
+        cols = sql.returning_columns(stmt) if write else sql.output_columns(stmt)
+        bi.sql, bi.sql_write = [stmt], write
+        fields = bi.out.fields                  # a declared `-> {...}` schema wins over the columns
+        if fields is None and cols is not None:
+            fields = tuple((c, types.JSON) for c in cols)
+        if write:
+            bi.out = types.write_result(fields)
+        elif fields:
+            bi.out = Type("table", fields)
+
+    def _check_sql(self, bi: BindingInfo) -> None:
+        q = bi.args.get("query")
+        if bi.sql is None or not isinstance(q, ast.Str):
+            return
+        names = sql.placeholders(bi.sql[0])
+        bound = {k: v for k, v in bi.args.items() if k not in OPS["sql"].keywords}
         for n in names:
             if n not in bound:
                 m = re.search(rf"(?<![:\w]):{re.escape(n)}\b", q.value)
@@ -301,13 +345,9 @@ class _WorkflowChecker:
         for k, v in bound.items():
             if k not in names:
                 self.error(v.pos, f"'{k}' is bound but the SQL never uses ':{k}'")
-            t = self._expr_type(v)
-            if t is not None and t.kind in ("table", "struct"):
-                self.error(v.pos, f"cannot bind a {t.kind} to SQL parameter ':{k}' (pick a field)")
-        if bi.out.fields is None:
-            cols = sql.output_columns(stmt)
-            if cols:
-                bi.out = Type("table", tuple((c, types.JSON) for c in cols))
+            shape = _not_bindable(v, self._expr_type(v))
+            if shape:
+                self.error(v.pos, f"SQL parameter ':{k}' takes a scalar or a list of scalars, not a {shape}")
 
     def _check_workflow_call(self, bi: BindingInfo) -> None:
         callee = self.program.workflows[bi.binding.call.func]
@@ -354,6 +394,7 @@ class _WorkflowChecker:
         else:
             bi = self.info.bindings.get(ref.name)
             t = bi.out if bi else types.JSON
+        write = kind == "binding" and bi is not None and bi.sql_write
         path = ref.name
         for part in ref.parts[1:]:
             if t.kind in ("json",) or (t.kind == "table" and t.fields is None):
@@ -362,7 +403,9 @@ class _WorkflowChecker:
                 ft = t.field(part)
                 if ft is None:
                     known = ", ".join(n for n, _ in t.fields or ()) or "none"
-                    self.error(ref.pos, f"'{path}' has no field '{part}' (fields: {known})")
+                    hint = (f"; a write's value is {{rowcount, rows}}, its RETURNING columns are in "
+                            f"{path}.rows (use {path}.rows.{part})") if write and path == ref.name else ""
+                    self.error(ref.pos, f"'{path}' has no field '{part}' (fields: {known}){hint}")
                     return None
                 t, path = ft, f"{path}.{part}"
                 continue
@@ -388,15 +431,12 @@ class _WorkflowChecker:
                     g.add_edge(d, name)
         try:
             self.info.order = list(nx.lexicographical_topological_sort(
-                g, key=lambda n: self._index(n)))
+                g, key=self.index.__getitem__))
         except nx.NetworkXUnfeasible:
             cycle = [u for u, _ in nx.find_cycle(g)]
             first = self.info.bindings[cycle[0]].binding
             self.error(first.pos, "cycle between bindings: " + " -> ".join([*cycle, cycle[0]]))
             self.info.order = [b.name for b in self.wf.bindings if b.name in self.info.bindings]
-
-    def _index(self, name: str) -> int:
-        return next(i for i, b in enumerate(self.wf.bindings) if b.name == name)
 
     def _returns(self) -> None:
         fields, seen = [], set()
@@ -435,6 +475,20 @@ def has_side_effect(bi: BindingInfo) -> bool:
         pure = bi.args.get("pure")
         return not (isinstance(pure, ast.Bool) and pure.value)
     return False
+
+
+def _not_bindable(expr: ast.Expr, t: Type | None) -> str | None:
+    """'record', 'table' or 'list of records' for a value one SQL parameter cannot take, else None
+    (a scalar binds as itself, a list of scalars as an array)."""
+    if isinstance(expr, ast.DictExpr) or (t is not None and t.kind == "struct"):
+        return "record"
+    if t is not None and t.kind == "table":
+        return "table"
+    if isinstance(expr, ast.ListExpr) and any(isinstance(i, ast.DictExpr) for i in expr.items):
+        return "list of records"
+    if t is not None and t.kind == "list" and t.elem is not None and t.elem.kind in ("struct", "table"):
+        return "list of records"
+    return None
 
 
 def _literal_type(expr: ast.Expr) -> Type:

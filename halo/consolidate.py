@@ -16,38 +16,46 @@ from typing import Any
 import networkx as nx
 
 from halo import ast, sql
+from halo import urls as url
 from halo.batch import Batch
 from halo.calibration import Calibration
 from halo.plan import LogicalPlan, OpNode, evaluate
 from halo.prefix import PrefixPlan, prefix_groups
+from halo.runtime import structured
 from halo.template import Hole, Template, format_value, lookup
 from halo.tokens import counter
+from halo.types import REDIRECT_POLICIES
 
-_TEMPLATES = {"llm": ("system", "prompt"), "http": ("url",)}
-_CONST_ARGS = {"py": ("function", "pure"), "http": ("method",)}
-_WHAT = {"llm": "identical model, rendered prompt and deterministic sampling",
-         "sql": "identical normalized query + parameters",
-         "http": "identical GET/HEAD request",
+_WHAT = {"llm": "identical model, rendered prompt, sampling and output schema",
+         "sql": "identical database, normalized query and parameter values",
+         "http": "identical GET/HEAD request: URL, query, headers and body",
          "py": "pure function, identical arguments"}
 _SCALARS = {str, int, float, bool, type(None)}
 _KIND = {"llm": "LLM", "sql": "SQL", "http": "HTTP", "py": "Python"}
+_LLM_TEMPLATES = ("system", "prompt")
 
 
 def canonical(value: Any) -> str:
-    """Canonical JSON of a value (sorted keys, compact): equal values give equal text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    """Canonical JSON of a value (sorted keys, compact): equal values give equal text. Values JSON lacks
+    (dates, decimals) are tagged with their type, so a date never equals the string of its text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_tagged)
+
+
+def _tagged(value: Any) -> dict[str, str]:
+    return {f"${type(value).__name__}": str(value)}
 
 
 # -- call identity ----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class _Spec:
-    """What `call_key` needs of one operator, computed once: its constant identity and its variable inputs."""
+    """What `call_key` needs of one operator, computed once: its constant identity and, for LLMs, the
+    templates and other arguments that vary per input."""
 
     const: str | None                       # None: this operator never merges
     never: str | None                       # why it never merges
-    templates: tuple[tuple[str, Template], ...]
-    exprs: tuple[tuple[str, ast.Expr], ...]
+    templates: tuple[tuple[str, Template], ...] = ()
+    exprs: tuple[tuple[str, ast.Expr], ...] = ()
 
 
 _SPECS: dict[int, tuple[OpNode, _Spec]] = {}     # by id(op); the op is kept so its id is not reused
@@ -66,24 +74,21 @@ def _spec(op: OpNode) -> _Spec:
 
 
 def _make_spec(op: OpNode) -> _Spec:
-    names = _TEMPLATES.get(op.kind, ())
-    templates = tuple((n, op.templates.get(n, Template(()))) for n in names)
-    skip = set(names) | set(_CONST_ARGS.get(op.kind, ()))
-    exprs = tuple(sorted((k, v) for k, v in op.args.items() if k not in skip and k != "query"))
     never = never_merges(op)
     if never:
-        return _Spec(None, never, templates, exprs)
+        return _Spec(None, never)
     if op.kind == "llm":
-        schema = [(f, str(t)) for f, t in op.out.fields or ()] if op.out.kind != "text" else "text"
-        const = canonical(["llm", op.model, schema])
-    elif op.kind == "sql":
-        db = [op.db.kind, op.db.target] if op.db else None
-        const = canonical(["sql", db, normalized_sql(op)])
+        templates = tuple((n, op.templates.get(n, Template(()))) for n in _LLM_TEMPLATES)
+        exprs = tuple(sorted((k, v) for k, v in op.args.items() if k not in _LLM_TEMPLATES))
+        const = canonical(["llm", op.model, structured.json_schema(op.out), repr(op.out)])
+        return _Spec(const, None, templates, exprs)
+    if op.kind == "sql":
+        const = canonical(["sql", [op.db.kind, op.db.target] if op.db else None, normalized_sql(op)])
     elif op.kind == "http":
-        const = canonical(["http", str(op.option("method", "GET")).upper()])
+        const = canonical(["http", op.option("follow_redirects", REDIRECT_POLICIES[0])])
     else:
         const = canonical(["py", op.option("function")])
-    return _Spec(const, None, templates, exprs)
+    return _Spec(const, None)
 
 
 def never_merges(op: OpNode) -> str | None:
@@ -94,6 +99,8 @@ def never_merges(op: OpNode) -> str | None:
         stmts = op.sql or []
         if len(stmts) != 1 or sql.is_write(stmts[0]):
             return "not a single read-only query"
+        if op.reads_written_db:
+            return "reads a database this workflow writes: each input may see its own writes"
     if op.kind == "http" and str(op.option("method", "GET")).upper() not in ("GET", "HEAD"):
         return f"HTTP {str(op.option('method')).upper()} is not a safe method"
     if op.kind == "py" and not op.option("pure", False):
@@ -109,18 +116,29 @@ def normalized_sql(op: OpNode) -> str:
     return sql.normalize(op.sql[0])
 
 
+def tool_args(op: OpNode, env: dict[str, Any]) -> dict[str, Any]:
+    """What one sql/py/http call sends for one input, exactly as the toolbox sends it: the SQL parameter
+    values, the Python keyword arguments, or the HTTP method, encoded URL (query appended), headers and body."""
+    if op.kind != "http":
+        return {k: evaluate(v, env) for k, v in op.bound_args().items()}
+    value = {k: evaluate(op.args[k], env) if k in op.args else None for k in ("query", "headers", "body")}
+    link = url.with_query(url.render(op.templates["url"], env), value.pop("query"))
+    return {"method": str(op.option("method", "GET")).upper(), "url": link, **value}
+
+
 def call_parts(op: OpNode, env: dict[str, Any]) -> list[str] | None:
-    """The identity of one call as strings: constant part, rendered templates, canonical arguments."""
+    """The identity of one call as strings: constant part (operator, model or database, statement, output
+    schema, redirect policy), then what goes to the engine or the tool. Timeouts and retries are left out:
+    they decide whether a call fails, not what it returns."""
     spec = _spec(op)
     if spec.const is None:
         return None
-    parts = [spec.const]
-    parts += [t.render(env) for _, t in spec.templates]
+    if op.kind != "llm":
+        return [spec.const, canonical(tool_args(op, env))]
     values = {k: evaluate(e, env) for k, e in spec.exprs}
-    if op.kind == "llm" and float(values.get("temperature") or 0.0) > 0 and values.get("seed") is None:
+    if float(values.get("temperature") or 0.0) > 0 and values.get("seed") is None:
         return None
-    parts.append(canonical(values))
-    return parts
+    return [spec.const, *(t.render(env) for _, t in spec.templates), canonical(values)]
 
 
 def call_key(op: OpNode, env: dict[str, Any]) -> str | None:

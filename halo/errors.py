@@ -38,10 +38,14 @@ class Diagnostic:
         return head
 
 
+_SHOWN_BYTES = 1 << 20                  # a diagnostic quotes its line from at most this much of the file
+
+
 def _read(file: str) -> str | None:
     try:
-        return Path(file).read_text(encoding="utf-8", errors="replace")
-    except OSError:
+        with Path(file).open("rb") as f:
+            return f.read(_SHOWN_BYTES).decode("utf-8", errors="replace")
+    except (OSError, ValueError):
         return None
 
 

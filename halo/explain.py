@@ -40,6 +40,7 @@ def _node(op: OpNode, plan: LogicalPlan, n: int | None) -> dict[str, Any]:
     d: dict[str, Any] = {
         "id": op.id, "kind": op.kind, "pos": str(op.pos),
         "deps": list(plan.graph.predecessors(op.id)),
+        "after": [{"id": p, "reason": e["reason"]} for p, e in plan.graph.pred[op.id].items() if e.get("order")],
         "instances": n, "side_effect": op.side_effect,
     }
     if op.kind == "llm":
@@ -50,6 +51,7 @@ def _node(op: OpNode, plan: LogicalPlan, n: int | None) -> dict[str, Any]:
         d["inputs"] = sorted({".".join(h.parts) for t in op.templates.values() for h in t.holes()})
     elif op.kind == "sql":
         d.update(db=op.db.name if op.db else None, db_kind=op.db.kind if op.db else None,
+                 db_target=op.db.target if op.db and op.db.kind == "duckdb" else None,
                  access="write" if op.sql_write else "read",
                  query=" ".join(str(op.option("query", "")).split()),
                  params={k: _expr(v) for k, v in op.bound_args().items()})
@@ -169,6 +171,8 @@ def _details(n: dict[str, Any]) -> list[str]:
         out.append("args: " + ", ".join(f"{k} = {v}" for k, v in n["args"].items()))
     if n.get("side_effect"):
         out.append("side effect: runs once per input, never merged, in declared order")
+    if n.get("after"):
+        out.append("after: " + ", ".join(f"{a['id']} ({a['reason']})" for a in n["after"]))
     for key in ("merge", "prefix", "estimate", "placement", "actual"):
         if n.get(key) and isinstance(n[key], dict) and n[key].get("text"):
             out.append(n[key]["text"])
@@ -202,8 +206,10 @@ def render_dot(report: dict[str, Any]) -> str:
         style = ', style=filled, fillcolor="#fde2e2"' if n.get("side_effect") else ""
         lines.append(f'  "{n["id"]}" [shape={shapes[n["kind"]]}, label="{label}"{style}];')
     for n in report["nodes"]:
+        after = {a["id"]: a["reason"] for a in n.get("after", ())}
         for d in n["deps"]:
-            lines.append(f'  "{d}" -> "{n["id"]}";')
+            style = f' [style=dashed, label="{after[d]}"]' if d in after else ""
+            lines.append(f'  "{d}" -> "{n["id"]}"{style};')
     lines.append('  "return" [shape=doublecircle, label="return"];')
     for root in _roots(report):
         lines.append(f'  "{root}" -> "return";')

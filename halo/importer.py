@@ -480,7 +480,8 @@ class _Converter:
             m = re.fullmatch(r"rows\.0\.([A-Za-z_]\w*)", str(pathspec))
             if not m:
                 raise self.fail(f"query '{q['name']}': result mapping {key}: {pathspec!r} is not rows.0.<column>")
-            self.write(key, step, f"{binding}.{m.group(1)}")
+            rows = ".rows" if halo_sql.is_write(text) else ""      # a write's value is {rowcount, rows}
+            self.write(key, step, f"{binding}{rows}.{m.group(1)}")
         where = "after" if step.post else "before"
         args = "".join(f",\n    {p} = {e}" for p, e in binds)
         return ["", f"  # {q['name']} ({where} {llm})",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 from functools import cache
 from importlib import resources
+from pathlib import Path
 
 from lark import Lark, Token, Transformer, Tree, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from halo import ast
 from halo.errors import HaloError, Pos
@@ -32,6 +34,13 @@ _TERMINAL_NAMES = {
 }
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
 
+# Input limits: every file parses within bounded memory and recursion, or fails with a located error.
+MAX_FILE_BYTES = 1 << 20            # one .halo file, UTF-8 encoded
+MAX_NESTING = 64                    # open brackets ( [ { at any point, the workflow's own braces included
+MAX_NUMBER_DIGITS = 64              # digits in one number literal
+MAX_STRING_BYTES = 256 << 10        # one string literal as written, quotes included, UTF-8 encoded
+_OPEN, _CLOSE = {"LPAR", "LSQB", "LBRACE"}, {"RPAR", "RSQB", "RBRACE"}
+
 
 @cache
 def _lark() -> Lark:
@@ -40,14 +49,39 @@ def _lark() -> Lark:
 
 
 def parse(source: str, file: str = "<string>") -> ast.Module:
-    """Parse workflow source text; syntax errors raise HaloError located at file:line:col."""
+    """Parse workflow source text; syntax errors and exceeded limits raise HaloError located at file:line:col."""
+    size = len(source.encode("utf-8", "surrogatepass"))
+    if size > MAX_FILE_BYTES:
+        raise HaloError.at(Pos(file, 1, 1), f"file is {size:,} bytes; the limit is {MAX_FILE_BYTES:,} (1 MiB)")
+    _check_nesting(source, file)
     try:
         tree = _lark().parse(source)
     except UnexpectedInput as exc:
         raise HaloError.at(_error_pos(exc, source, file), _describe(exc, source)) from None
     module = ast.Module(file=file, source=source)
-    _Build(file, module).transform(tree)
+    try:
+        _Build(file, module).transform(tree)
+    except VisitError as exc:
+        if isinstance(exc.orig_exc, HaloError):
+            raise exc.orig_exc from None
+        raise
     return module
+
+
+def _check_nesting(source: str, file: str) -> None:
+    """Reject brackets nested deeper than MAX_NESTING before the (recursive) tree transformer sees them."""
+    depth = 0
+    try:
+        for tok in _lark().lex(source):
+            if tok.type in _OPEN:
+                depth += 1
+                if depth > MAX_NESTING:
+                    raise HaloError.at(Pos(file, tok.line, tok.column),
+                                       f"brackets nest more than {MAX_NESTING} levels deep")
+            elif tok.type in _CLOSE:
+                depth -= 1
+    except UnexpectedInput:
+        return                                  # the parser reports the bad character, located
 
 
 def _error_pos(exc: UnexpectedInput, source: str, file: str) -> Pos:
@@ -203,6 +237,14 @@ def _long_string_offsets(raw: str) -> tuple[str, tuple[int, ...]]:
     return value, tuple(offsets[:len(value)])
 
 
+def db_target(kind: str, target: str, file: str) -> str:
+    """Where a database lives: a relative DuckDB path is taken relative to the declaring file's folder
+    (like imports) and made absolute; `:memory:` databases and PostgreSQL DSNs are kept as written."""
+    if kind != "duckdb" or target.startswith(":memory:") or target == "":
+        return target
+    return os.path.normpath(Path(file).parent.absolute() / target)
+
+
 class _Build(Transformer):
     """Builds AST nodes bottom-up; positions come from tokens and tree metadata."""
 
@@ -223,12 +265,19 @@ class _Build(Transformer):
     def string(self, meta, children):
         tok: Token = children[0]
         raw = str(tok)
+        size = len(raw.encode("utf-8", "surrogatepass"))
+        if size > MAX_STRING_BYTES:
+            raise HaloError.at(self._pos(tok), f"string literal is {size:,} bytes; the limit is "
+                               f"{MAX_STRING_BYTES:,} (256 KiB)")
         text, offsets = _long_string_offsets(raw) if tok.type == "LONG_STRING" else _string(raw)
         return ast.Str(text, Pos(self.file, meta.line, meta.column), raw, offsets)
 
     def number(self, children):
         tok = children[0]
         text = str(tok)
+        digits = sum(c.isdigit() for c in text)
+        if digits > MAX_NUMBER_DIGITS:
+            raise HaloError.at(self._pos(tok), f"number literal has {digits:,} digits; the limit is {MAX_NUMBER_DIGITS}")
         value = float(text) if any(c in text for c in ".eE") else int(text)
         return ast.Num(value, self._pos(tok))
 
@@ -296,7 +345,9 @@ class _Build(Transformer):
 
     def db_decl(self, children):
         name, kind, target = children
-        return ast.DbDecl(str(name), str(kind), target.value, self._pos(name))
+        if "\x00" in target.value:
+            raise HaloError.at(target.pos, "a database target cannot contain a NUL character")
+        return ast.DbDecl(str(name), str(kind), db_target(str(kind), target.value, self.file), self._pos(name))
 
     def ret_item(self, children):
         value = children[0]

@@ -8,11 +8,13 @@ from typing import Any
 
 import networkx as nx
 
-from halo import ast
+from halo import ast, urls
 from halo.check import BindingInfo, CheckResult, WorkflowInfo, has_side_effect
 from halo.errors import HaloError, Pos
 from halo.template import Hole, Template, format_value, lookup
-from halo.types import Type
+from halo.types import OPS, Type
+
+MAX_OPERATORS = 10_000              # operators in one plan, after workflow calls are inlined
 
 
 @dataclass
@@ -31,6 +33,7 @@ class OpNode:
     sql: list | None = None
     sql_write: bool = False
     side_effect: bool = False
+    reads_written_db: bool = False    # a read of a database the plan also writes (never merged across inputs)
     deps: list[str] = field(default_factory=list)
 
     def option(self, name: str, default: Any = None) -> Any:
@@ -45,7 +48,7 @@ class OpNode:
 
     def bound_args(self) -> dict[str, ast.Expr]:
         """SQL parameters or py keyword arguments: the keywords that are not the operator's own."""
-        own = {"sql": ("db", "query"), "py": ("function", "pure")}.get(self.kind, ())
+        own = OPS[self.kind].keywords if self.kind in ("sql", "py") else ()
         return {k: v for k, v in self.args.items() if k not in own}
 
 
@@ -83,13 +86,51 @@ def build(checked: CheckResult, workflow: str | None = None) -> LogicalPlan:
     scope = {p.name: ast.Ref((p.name,), p.pos) for p in wf.params}
     returns = builder.inline(checked.workflows[wf.name], prefix="", scope=scope)
     g = builder.graph
-    writers = sorted((n for n in builder.declared if g.nodes[n]["op"].side_effect), key=builder.source_key.get)
+    ordered = sorted(builder.declared, key=builder.source_key.get)
+    _database_order(g, ordered)
+    writers = [n for n in ordered if g.nodes[n]["op"].side_effect]
     for a, b in zip(writers, writers[1:], strict=False):
-        g.add_edge(a, b, order=True)          # side effects keep their declared order
+        _order_edge(g, a, b, "side effects in declared order")
     g.graph["declared"] = builder.declared
     if not nx.is_directed_acyclic_graph(g):
-        raise HaloError.at(wf.pos, "side effects are declared in an order that contradicts the data flow")
+        cycle = [a for a, _ in nx.find_cycle(g)]
+        raise HaloError.at(wf.pos, "side effects are declared in an order that contradicts the data flow: "
+                           + " -> ".join([*cycle, cycle[0]]))
     return LogicalPlan(wf, g, returns)
+
+
+def _database_order(g: nx.DiGraph, ordered: list[str]) -> None:
+    """Statements on one database (same kind and target) keep their declared order around every write:
+    each statement runs before the next write after it, and each write before every statement up to and
+    including the next write."""
+    by_db: dict[tuple[str, str], list[OpNode]] = {}
+    for n in ordered:
+        op = g.nodes[n]["op"]
+        if op.kind == "sql" and op.db is not None:
+            by_db.setdefault((op.db.kind, op.db.target), []).append(op)
+    for ops in by_db.values():
+        written = any(op.sql_write for op in ops)
+        for op in ops:
+            op.reads_written_db = written and not op.sql_write
+        last_write: OpNode | None = None
+        since: list[OpNode] = []                # statements after the last write (or from the start)
+        for op in ops:
+            if op.sql_write:
+                for prev in since:
+                    _order_edge(g, prev.id, op.id, f"read before write on db {prev.db.name}")
+                if last_write is not None:
+                    _order_edge(g, last_write.id, op.id, f"write before write on db {op.db.name}")
+                last_write, since = op, []
+                continue
+            if last_write is not None:
+                _order_edge(g, last_write.id, op.id, f"write before read on db {op.db.name}")
+            since.append(op)
+
+
+def _order_edge(g: nx.DiGraph, a: str, b: str, reason: str) -> None:
+    """An ordering edge (no data flows along it); a data edge already there says enough."""
+    if not g.has_edge(a, b):
+        g.add_edge(a, b, order=True, reason=reason)
 
 
 class _Builder:
@@ -122,10 +163,14 @@ class _Builder:
 
     def _node(self, bi: BindingInfo, node_id: str, scope, models, dbs) -> OpNode:
         args = {k: _rewrite(v, scope) for k, v in bi.args.items() if k not in ("model", "db")}
-        templates = {k: _rewrite_template(t, scope) for k, t in bi.templates.items()}
+        templates = {k: _rewrite_template(t, scope, url=bi.op == "http" and k == "url")
+                     for k, t in bi.templates.items()}
         model_ref = bi.args.get("model")
         db_ref = bi.args.get("db")
         model = models.get(model_ref.name) if isinstance(model_ref, ast.Ref) else None
+        if len(self.graph) >= MAX_OPERATORS:
+            raise HaloError.at(bi.binding.pos, f"the plan would have more than {MAX_OPERATORS:,} operators "
+                               "once workflow calls are inlined")
         node = OpNode(
             id=node_id, kind=bi.op, pos=bi.binding.pos, args=args, templates=templates, out=bi.out,
             model=model.model_id if model else None, model_name=model.name if model else None,
@@ -166,19 +211,25 @@ def _select(target: ast.Expr, rest: tuple[str, ...], pos: Pos) -> ast.Expr:
     return target
 
 
-def _rewrite_template(t: Template, scope: dict[str, ast.Expr]) -> Template:
+def _rewrite_template(t: Template, scope: dict[str, ast.Expr], url: bool = False) -> Template:
+    """`t` with local names replaced by plan names; constants are inlined as text (percent-encoded for
+    their place in a URL template, as the runtime encodes values)."""
     pieces: list[str | Hole] = []
+    literal = ""                # the template's own text so far: where a URL value stands
     for p in t.pieces:
         if isinstance(p, str):
             pieces.append(p)
+            literal += p
             continue
         target = _rewrite(ast.Ref(p.parts, Pos("", 0, 0)), scope)
         if isinstance(target, ast.Ref):
             pieces.append(Hole(target.parts, p.offset))
         elif not ast.refs_in(target):
-            pieces.append(format_value(ast.literal_value(target)))
+            text = format_value(ast.literal_value(target))
+            pieces.append(urls.encode(text, literal) if url else text)
         else:                   # a record (a workflow call's result) holding node outputs: spliced as JSON
-            pieces.extend(_json_pieces(target, p.offset))
+            spliced = _json_pieces(target, p.offset)
+            pieces.extend(urls.encode(q, literal) if url and isinstance(q, str) else q for q in spliced)
     merged: list[str | Hole] = []
     for p in pieces:
         if isinstance(p, str) and merged and isinstance(merged[-1], str):

@@ -22,7 +22,7 @@ from sqlglot.tokens import TokenType
 
 __all__ = [
     "ONE_STATEMENT", "Prepared", "SqlError", "SqlParseError", "SqlResult", "bind", "is_write", "normalize", "output_columns",
-    "parse", "placeholders", "prepare", "transpile",
+    "parse", "placeholders", "prepare", "returning_columns", "transpile",
 ]
 
 # Node types that modify data, schema or session state.
@@ -36,6 +36,9 @@ _MARK = re.compile("\x00(\\w+)\x00")
 _TOKEN = re.compile(r"<Token token_type: [^,]*, text: (.*?), line: .*?>")
 _TOKEN_AT = re.compile(r"from (\d+):(\d+)")   # sqlglot's tokenizer: "Missing ' from <line>:<offset>"
 ONE_STATEMENT = "one SQL statement per sql() call"
+MAX_PARENS = 32                      # parentheses open at once in one statement, checked before sqlglot parses
+TOO_DEEP = "SQL statement nests too deeply to analyse"
+_SKIP = re.compile(r"'(?:[^']|'')*'?|\"(?:[^\"]|\"\")*\"?|--[^\n]*|/\*[\s\S]*?(?:\*/|$)|[()]")
 
 
 class SqlError(Exception):
@@ -90,9 +93,15 @@ def _second_statement(text: str, dialect: str) -> tuple[int, int]:
 
 
 def parse(text: str, dialect: str = "postgres") -> exp.Expression:
-    """Parse exactly one SQL statement (a trailing ``;`` is fine); raise SqlParseError otherwise."""
+    """Parse exactly one SQL statement (a trailing ``;`` is fine); raise SqlParseError otherwise.
+
+    More than MAX_PARENS nested parentheses, or a statement whose tree exhausts the recursion limit, is a
+    SqlParseError too."""
+    _check_parens(text)
     try:
         statements = [s for s in sqlglot.parse(text, read=dialect) if s is not None]
+    except RecursionError:
+        raise SqlParseError(TOO_DEEP) from None
     except ParseError as e:
         err = e.errors[0] if e.errors else {}
         message = _TOKEN.sub(lambda m: repr(m.group(1)), err.get("description") or str(e).splitlines()[0])
@@ -111,6 +120,20 @@ def parse(text: str, dialect: str = "postgres") -> exp.Expression:
     if len(statements) > 1:
         raise SqlParseError(ONE_STATEMENT, *_second_statement(text, dialect))
     return statements[0]
+
+
+def _check_parens(text: str) -> None:
+    """Reject parentheses nested deeper than MAX_PARENS (those inside quotes and comments don't count)."""
+    depth = 0
+    for m in _SKIP.finditer(text):
+        tok = m.group(0)
+        if tok == "(":
+            depth += 1
+            if depth > MAX_PARENS:
+                raise SqlParseError(f"parentheses nest more than {MAX_PARENS} levels deep",
+                                    *_position(text, m.start()))
+        elif tok == ")":
+            depth = max(depth - 1, 0)
 
 
 # -- inspect ----------------------------------------------------------------------------------------------
@@ -161,12 +184,17 @@ def is_write(expr: exp.Expression | str) -> bool:
     return any(isinstance(n, _WRITE_NODES) for n in expr.walk())
 
 
-def output_columns(expr: exp.Expression) -> list[str] | None:
-    """Column names a read returns, or None when they can't be known statically (``*``, writes)."""
-    if is_write(expr):
-        return None
+def returning_columns(expr: exp.Expression) -> list[str] | None:
+    """Column names a write's RETURNING clause gives ([] without one), or None when unknown (``*``)."""
+    returning = expr.args.get("returning")
+    if returning is None:
+        return []
+    return _names(returning.expressions)
+
+
+def _names(selects: list[exp.Expression]) -> list[str] | None:
     names = []
-    for sel in expr.selects:
+    for sel in selects:
         if isinstance(sel, exp.Star) or (isinstance(sel, exp.Column) and isinstance(sel.this, exp.Star)):
             return None
         name = sel.alias_or_name
@@ -174,6 +202,13 @@ def output_columns(expr: exp.Expression) -> list[str] | None:
             return None
         names.append(name)
     return names
+
+
+def output_columns(expr: exp.Expression) -> list[str] | None:
+    """Column names a read returns, or None when they can't be known statically (``*``, writes)."""
+    if is_write(expr):
+        return None
+    return _names(expr.selects)
 
 
 def normalize(expr: exp.Expression, dialect: str = "postgres") -> str:

@@ -41,6 +41,11 @@ def struct(fields: list[tuple[str, Type]]) -> Type:
     return Type("struct", tuple(fields))
 
 
+def write_result(columns: tuple[tuple[str, Type], ...] | None) -> Type:
+    """The value of an SQL write: {rowcount: int, rows: the table of its RETURNING rows} (columns None: unknown)."""
+    return struct([("rowcount", INT), ("rows", Type("table", columns))])
+
+
 def assignable(value: Type, target: Type) -> bool:
     """Whether a value of type `value` may flow where `target` is expected."""
     if target.kind == "json" or value.kind == "json":
@@ -64,10 +69,15 @@ OPS: dict[str, OpSig] = {
     "llm": OpSig(("model", "prompt"), ("model", "prompt"),
                  {"model": "model", "prompt": "template", "system": "template", "max_tokens": "int",
                   "temperature": "float", "top_p": "float", "seed": "int"}),
-    "sql": OpSig(("db", "query"), ("db", "query"), {"db": "db", "query": "sql"}, extra_keywords=True),
+    "sql": OpSig(("db", "query"), ("db", "query"), {"db": "db", "query": "sql", "timeout": "float"},
+                 extra_keywords=True),
     "http": OpSig(("method", "url"), ("url",),
                   {"method": "method", "url": "template", "query": "any", "body": "any", "headers": "any",
-                   "timeout": "float", "retries": "int"}),
-    "py": OpSig(("function",), ("function",), {"function": "function", "pure": "bool"}, extra_keywords=True),
+                   "timeout": "float", "retries": "int", "follow_redirects": "redirects"}),
+    "py": OpSig(("function",), ("function",), {"function": "function", "pure": "bool", "timeout": "float"},
+                extra_keywords=True),
 }
+# Seconds a tool call may run when its `timeout` argument is not given; past it, that input's call fails.
+DEFAULT_TIMEOUT_S = {"sql": 60.0, "http": 30.0, "py": 60.0}
+REDIRECT_POLICIES = ("same-origin", "any", "none")      # http(follow_redirects = ...); the first is the default
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")

@@ -92,9 +92,9 @@ def test_wrapper_itself_is_clean():
     ('  a = llm(m, "x", temperature = q)', 4, 33, "'temperature' must be float, got text"),
     ('  a = llm(m, "x", seed = 1.5)', 4, 26, "'seed' must be int, got float"),
     ('  t = sql(d, "SELECT 1 AS y")\n  a = sql(d, "SELECT :x AS z", x = t)', 5, 36,
-     "cannot bind a table to SQL parameter ':x'"),
+     "SQL parameter ':x' takes a scalar or a list of scalars, not a table"),
     ('  s = llm(m, "x") -> {f: int}\n  a = sql(d, "SELECT :x AS z", x = s)', 5, 36,
-     "cannot bind a struct to SQL parameter ':x'"),
+     "SQL parameter ':x' takes a scalar or a list of scalars, not a record"),
     ('  a = py("mod:f", x = m)', 4, 23, "a model cannot be passed as a value"),
     ('  a = py("mod:f", x = {k: d})', 4, 27, "a db cannot be passed as a value"),
     ('  a = llm(m, m)', 4, 14, "'m' is a model, not a value"),
@@ -295,8 +295,8 @@ def test_program_workflow_selection():
     assert program.workflow(None).name == "a" and program.workflow("b").name == "b"
     with pytest.raises(HaloError, match="no workflow named 'c' \\(known: a, b\\)"):
         program.workflow("c")
-    with pytest.raises(HaloError, match="file defines no workflow"):
-        load_source("# empty", "t.halo").workflow(None)
+    with pytest.raises(HaloError, match="no workflow in this file"):
+        load_source("# empty", "t.halo")
 
 
 # -- templates -----------------------------------------------------------------------------------------

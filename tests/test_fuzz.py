@@ -123,3 +123,25 @@ def test_removing_one_token(src, data):
     i, j = data.draw(st.sampled_from(spans))
     pipeline(src[:i] + src[j:])
     pipeline(src[:j] + src[i:j] + src[j:])
+
+
+def _pathological(kind: str, n: int) -> str:
+    head = 'workflow w(q: text) {\n  db d = duckdb(":memory:")\n'
+    if kind == "nest":
+        return head + f'  a = py("m:f", x = {"[{k: " * n}1{"}]" * n}, pure = true)\n  return a\n}}'
+    if kind == "parens":
+        return head + f'  a = sql(d, "SELECT {"(" * n}1{")" * n} AS x")\n  return a.x\n}}'
+    if kind == "not":
+        return head + f'  a = sql(d, "SELECT {"NOT " * n}true AS x")\n  return a.x\n}}'
+    if kind == "digits":
+        return f'workflow w(q: int = {"7" * n}) {{ return q }}'
+    if kind == "import":
+        return f'import "{["/dev/zero", "/dev/null", ".", "a" + chr(0), "/nonexistent/x.halo"][n % 5]}"\n' + SEEDS[2]
+    return "".join(f"workflow w{i}() {{\n  a = w{i + 1}()\n  return a\n}}\n" for i in range(n)) + \
+        f"workflow w{n}() {{ return x = 1 }}"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["nest", "parens", "not", "digits", "import", "calls"]), st.integers(0, 3000))
+def test_pathological_inputs_end_in_a_plan_or_a_located_error(kind, n):
+    pipeline(_pathological(kind, n if kind != "calls" else n % 120))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 
 import pytest
@@ -67,7 +68,7 @@ def test_model_and_db_decls():
     wf = parse(FULL, "f.halo").workflows[0]
     assert [(m.name, m.model_id, m.pos.line, m.pos.col) for m in wf.models] == [("qwen", "Qwen/Qwen3-14B", 7, 9)]
     assert [(d.name, d.kind, d.target) for d in wf.dbs] == [
-        ("shop", "duckdb", "shop.duckdb"), ("pg", "postgres", "postgresql://localhost/db")]
+        ("shop", "duckdb", os.path.abspath("shop.duckdb")), ("pg", "postgres", "postgresql://localhost/db")]
     assert wf.dbs[0].pos == Pos("f.halo", 8, 6)
 
 

@@ -26,7 +26,8 @@ def test_fixture_plan_edges_and_inlining():
     assert plan.name == "triage"
     assert [n.id for n in plan.nodes()] == ["cls", "orders", "log", "s/out", "answer"]
     edges = set(plan.graph.edges)
-    assert edges == {("cls", "log"), ("cls", "s/out"), ("orders", "answer"), ("s/out", "answer")}
+    assert edges == {("cls", "log"), ("cls", "s/out"), ("orders", "answer"), ("s/out", "answer"), ("orders", "log")}
+    assert plan.graph.edges["orders", "log"] == {"order": True, "reason": "read before write on db shop"}
     assert nx.is_directed_acyclic_graph(plan.graph)
     out = plan.node("s/out")
     assert out.model == "Qwen/Qwen3-0.6B" and out.model_name == "m"
@@ -65,14 +66,14 @@ def test_side_effects_are_chained_in_declared_order():
                    ' w4 = py("m:f")\n'
                    ' return r\n}')
     order_edges = {(a, b) for a, b, data in plan.graph.edges(data=True) if data.get("order")}
-    assert order_edges == {("w1", "w2"), ("w2", "w3"), ("w3", "w4")}
+    assert order_edges == {("w1", "r"), ("r", "w2"), ("w1", "w2"), ("w2", "w3"), ("w3", "w4")}
     assert [n.id for n in plan.nodes() if n.side_effect] == ["w1", "w2", "w3", "w4"]
     assert not plan.node("r").side_effect
 
 
 def test_side_effects_against_data_flow_is_an_error():
     src = ('workflow w(q: text) {\n db d = duckdb("x")\n'
-           ' w1 = sql(d, "INSERT INTO t VALUES (:v)", v = w2.k)\n'
+           ' w1 = sql(d, "INSERT INTO t VALUES (:v)", v = w2.rowcount)\n'
            ' w2 = sql(d, "INSERT INTO t VALUES (1) RETURNING 1 AS k")\n'
            ' return w1\n}')
     checked = check(load_source(src, "t.halo"))
