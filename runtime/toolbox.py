@@ -2,34 +2,67 @@
 
 from __future__ import annotations
 
-import json
+import os
 import threading
 import time
 from typing import Any
 
+from halo import ast
+from halo.consolidate import tool_args
+from halo.errors import Diagnostic
 from halo.plan import LogicalPlan, OpNode, evaluate
 from halo.runtime.tools import py_tool
-from halo.runtime.tools.duckdb_tool import DuckDBTool
+from halo.runtime.tools.duckdb_tool import DuckDBTool, in_memory
+from halo.runtime.tools.errors import ToolError
 from halo.runtime.tools.http_tool import HttpTool
+from halo.sql import SqlError
+from halo.types import DEFAULT_TIMEOUT_S, REDIRECT_POLICIES
 
 
 class Toolbox:
-    """One connection (pool) per declared database, one HTTP client; thread-safe."""
+    """One connection (pool) per declared database, one HTTP client per retry policy; thread-safe.
 
-    def __init__(self, plan: LogicalPlan, http_timeout_s: float = 30.0):
+    A DuckDB database that no operator of the plan writes to is opened read-only, so a missing file is
+    reported instead of created. Every call runs under its `timeout` (DEFAULT_TIMEOUT_S when not given).
+    """
+
+    def __init__(self, plan: LogicalPlan):
         self._dbs: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
-        self.http_timeout_s = http_timeout_s
         self._http: dict[int, HttpTool] = {}
         self.plan = plan
+        self._written = {_db_key(op.db) for op in plan.nodes() if op.kind == "sql" and op.db and op.sql_write}
+
+    def check(self) -> list[Diagnostic]:
+        """What must stop the run before anything runs: each read-only DuckDB database whose file is missing,
+        located at its declaration."""
+        found: dict[tuple[str, str], Diagnostic] = {}
+        for op in self.plan.nodes():
+            if op.kind == "sql" and op.db is not None and _db_key(op.db) not in found:
+                problem = self._missing(op.db)
+                if problem:
+                    found[_db_key(op.db)] = Diagnostic(op.db.pos, problem)
+        return list(found.values())
+
+    def _missing(self, db: ast.DbDecl) -> str | None:
+        """Why a read-only DuckDB database cannot be opened (its file does not exist), or None."""
+        if db.kind != "duckdb" or _db_key(db) in self._written or in_memory(db.target):
+            return None
+        if os.path.exists(db.target):
+            return None
+        return (f"database '{db.name}': {db.target} does not exist (the workflow only reads it, so it is "
+                "opened read-only and never created)")
 
     def _db(self, op: OpNode):
-        key = (op.db.kind, op.db.target)
+        key = _db_key(op.db)
         with self._lock:
             tool = self._dbs.get(key)
             if tool is None:
                 if op.db.kind == "duckdb":
-                    tool = DuckDBTool(op.db.target)
+                    problem = self._missing(op.db)
+                    if problem:
+                        raise SqlError(problem)
+                    tool = DuckDBTool(op.db.target, read_only=key not in self._written)
                 else:
                     from halo.runtime.tools.postgres_tool import PostgresTool
                     tool = PostgresTool(op.db.target)
@@ -37,35 +70,28 @@ class Toolbox:
         return tool
 
     def run(self, op: OpNode, env: dict[str, Any]) -> tuple[Any, float]:
-        """Execute one instance; returns (value, seconds). Tool failures raise ToolError."""
+        """Execute one instance; returns (value, seconds). Tool failures raise ToolError or SqlError."""
         start = time.perf_counter()
+        if op.kind not in DEFAULT_TIMEOUT_S:
+            raise ValueError(f"not a tool operator: {op.kind}")
+        timeout = _timeout(op, env)
+        args = tool_args(op, env)
         if op.kind == "sql":
-            params = {k: evaluate(v, env) for k, v in op.bound_args().items()}
-            result = self._db(op).run(op.option("query"), params)
+            result = self._db(op).run(op.option("query"), args, timeout_s=timeout)
             value: Any = result.rows if not op.sql_write else {"rowcount": result.rowcount, "rows": result.rows}
         elif op.kind == "http":
-            method = str(op.option("method", "GET")).upper()
-            url = op.templates["url"].render(env)
-            query = evaluate(op.args["query"], env) if "query" in op.args else None
-            if isinstance(query, dict):   # records and lists travel as JSON text, not Python reprs
-                query = {k: v if isinstance(v, str | int | float | bool) or v is None else json.dumps(v, default=str)
-                         for k, v in query.items()}
-            body = evaluate(op.args["body"], env) if "body" in op.args else None
-            headers = evaluate(op.args["headers"], env) if "headers" in op.args else None
             value = self._client(op.option("retries", 2)).request(
-                method, url, query=query, body=body, headers=headers, timeout_s=op.option("timeout")).body
-        elif op.kind == "py":
-            kwargs = {k: evaluate(v, env) for k, v in op.bound_args().items()}
-            value = py_tool.call(op.option("function"), kwargs)
+                args["method"], args["url"], body=args["body"], headers=args["headers"], timeout_s=timeout,
+                follow_redirects=op.option("follow_redirects", REDIRECT_POLICIES[0])).body
         else:
-            raise ValueError(f"not a tool operator: {op.kind}")
+            value = py_tool.call(op.option("function"), args, timeout_s=timeout)
         return value, time.perf_counter() - start
 
     def _client(self, retries: int) -> HttpTool:
         """One HTTP client per retry policy (the `retries` argument of http())."""
         with self._lock:
             if retries not in self._http:
-                self._http[retries] = HttpTool(timeout_s=self.http_timeout_s, retries=retries)
+                self._http[retries] = HttpTool(retries=retries)
             return self._http[retries]
 
     def close(self) -> None:
@@ -73,3 +99,17 @@ class Toolbox:
             client.close()
         for tool in self._dbs.values():
             tool.close()
+
+
+def _timeout(op: OpNode, env: dict[str, Any]) -> float:
+    """The call's `timeout` in seconds (its operator's default when not given); ToolError unless positive."""
+    expr = op.args.get("timeout")
+    value = DEFAULT_TIMEOUT_S[op.kind] if expr is None else evaluate(expr, env)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ToolError(f"timeout must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _db_key(db: ast.DbDecl) -> tuple[str, str]:
+    return db.kind, db.target
+

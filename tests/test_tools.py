@@ -164,7 +164,7 @@ def server():
 def test_http_retries_get_not_post(server):
     with HttpTool(timeout_s=2, retries=2, backoff_s=0.01) as http:
         result = http.request("GET", f"{server}/flaky", query={"q": "a b"})
-        assert result.status == 200 and result.body == {"path": "/flaky?q=a+b", "n": 2}
+        assert result.status == 200 and result.body == {"path": "/flaky?q=a%20b", "n": 2}
         with pytest.raises(ToolError) as err:
             http.request("POST", f"{server}/post", body={"k": 1})
         assert err.value.status == 503 and "echo" in err.value.body

@@ -11,9 +11,16 @@ from typing import Any
 import duckdb
 from sqlglot import exp
 
-from halo.sql import SqlError, SqlResult, bind, prepare
+from halo.sql import SqlError, SqlResult, prepare
 
-__all__ = ["DuckDBTool", "load_tpch", "tpch_extension_path"]
+from .sqlbind import bind_scalars
+
+__all__ = ["DuckDBTool", "in_memory", "load_tpch", "tpch_extension_path"]
+
+
+def in_memory(database: str) -> bool:
+    """Whether a DuckDB database name denotes an in-memory database (nothing on disk)."""
+    return database in ("", ":memory:") or database.startswith(":memory:")
 
 
 def tpch_extension_path() -> str:
@@ -39,7 +46,11 @@ class DuckDBTool:
     """
 
     def __init__(self, database: str = ":memory:", read_only: bool = False):
-        self._con = duckdb.connect(database, read_only=read_only)
+        """Open `database` (read-only ignored for in-memory ones); SqlError when it cannot be opened."""
+        try:
+            self._con = duckdb.connect(database, read_only=read_only and not in_memory(database))
+        except duckdb.Error as e:
+            raise SqlError(f"cannot open DuckDB database {database}: {e}") from None
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._lock = threading.Lock()
@@ -55,10 +66,17 @@ class DuckDBTool:
 
     def _execute(self, text: str, args: dict[str, Any], timeout_s: float | None):
         cur = self._cursor()
-        done = threading.Event()
-        timer = None
-        if timeout_s is not None:
-            timer = threading.Timer(timeout_s, lambda: done.is_set() or cur.interrupt())
+        guard = threading.Lock()
+        running = [True]
+
+        def interrupt() -> None:        # only while this statement runs, never a later one on the cursor
+            with guard:
+                if running[0]:
+                    cur.interrupt()
+
+        timer = None if timeout_s is None else threading.Timer(timeout_s, interrupt)
+        if timer is not None:
+            timer.daemon = True
             timer.start()
         try:
             cur.execute(text, args or None)
@@ -70,7 +88,8 @@ class DuckDBTool:
         except duckdb.Error as e:
             raise SqlError(str(e), sql=text) from None
         finally:
-            done.set()
+            with guard:
+                running[0] = False
             if timer is not None:
                 timer.cancel()
 
@@ -79,7 +98,7 @@ class DuckDBTool:
         """Execute one statement with bound parameters; SqlError carries DuckDB's message."""
         start = time.perf_counter()
         prepared = prepare(sql, "duckdb")
-        columns, data = self._execute(prepared.text, bind(prepared.names, params), timeout_s)
+        columns, data = self._execute(prepared.text, bind_scalars(prepared.names, params), timeout_s)
         if prepared.write and prepared.expr.find(exp.Returning) is None and columns == ["Count"]:
             return SqlResult([], [], int(data[0][0]) if data else 0, time.perf_counter() - start)
         rows = [dict(zip(columns, row, strict=True)) for row in data]
@@ -88,7 +107,7 @@ class DuckDBTool:
     def explain_cost(self, sql: exp.Expression | str, params: dict[str, Any] | None = None) -> float | None:
         """Sum of estimated cardinalities of the plan's operators; None if DuckDB gives none."""
         prepared = prepare(sql, "duckdb")
-        args = bind(prepared.names, params)
+        args = bind_scalars(prepared.names, params)
         _, data = self._execute("EXPLAIN (FORMAT JSON) " + prepared.text, args, None)
         estimates = [float(v) for _, plan in data for v in _cardinalities(json.loads(plan))]
         return sum(estimates) if estimates else None

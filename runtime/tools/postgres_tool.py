@@ -13,9 +13,10 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 from sqlglot import exp
 
-from halo.sql import SqlError, SqlResult, bind, prepare
+from halo.sql import SqlError, SqlResult, prepare
 
 from .errors import ToolError
+from .sqlbind import bind_scalars
 
 __all__ = ["PostgresTool"]
 
@@ -62,14 +63,14 @@ class PostgresTool:
         """Execute one statement with bound parameters; SqlError carries PostgreSQL's message."""
         start = time.perf_counter()
         prepared = prepare(sql, "postgres")
-        args = bind(prepared.names, params)
+        args = bind_scalars(prepared.names, params)
         columns, rows, count = self._execute(prepared.text, args, prepared.write, timeout_s)
         return SqlResult(columns, rows, count, time.perf_counter() - start)
 
     def explain_cost(self, sql: exp.Expression | str, params: dict[str, Any] | None = None) -> float | None:
         """Planner total cost of the statement with these parameters."""
         prepared = prepare(sql, "postgres")
-        args = bind(prepared.names, params)
+        args = bind_scalars(prepared.names, params)
         _, rows, _ = self._execute("EXPLAIN (FORMAT JSON) " + prepared.text, args, False, None)
         plan = rows[0]["QUERY PLAN"] if rows else None
         if isinstance(plan, str):

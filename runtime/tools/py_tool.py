@@ -1,8 +1,9 @@
-"""Python tool: call ``module:function`` references with keyword arguments."""
+"""Python tool: call ``module:function`` references with keyword arguments, under a timeout."""
 
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -33,10 +34,37 @@ def resolve(ref: str) -> Callable[..., Any]:
     return target
 
 
-def call(ref: str, kwargs: dict[str, Any] | None = None) -> Any:
-    """Call the referenced function; its exceptions become ToolError (original as ``__cause__``)."""
+def call(ref: str, kwargs: dict[str, Any] | None = None, timeout_s: float | None = None) -> Any:
+    """Call the referenced function; its exceptions become ToolError (original as ``__cause__``).
+
+    With ``timeout_s`` the call runs in a daemon thread: past the timeout it is abandoned (Python cannot
+    stop it; it may still finish in the background, but never blocks shutdown) and ToolError is raised.
+    """
     func = resolve(ref)
+    if timeout_s is None:
+        return _invoke(ref, func, kwargs or {})
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = _invoke(ref, func, kwargs or {})
+        except ToolError as e:
+            box["error"] = e
+        except BaseException as e:   # SystemExit and the like end this call only
+            box["error"] = ToolError(f"{ref} raised {type(e).__name__}: {e}")
+
+    worker = threading.Thread(target=target, name=f"py {ref}", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise ToolError(f"{ref} timed out after {timeout_s:g} s (abandoned)")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _invoke(ref: str, func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
     try:
-        return func(**(kwargs or {}))
+        return func(**kwargs)
     except Exception as e:
         raise ToolError(f"{ref} raised {type(e).__name__}: {e}") from e
