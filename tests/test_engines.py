@@ -180,7 +180,7 @@ def test_random_weights_are_flagged():
 
 
 def test_make_engine_rejects_unknown_name():
-    with pytest.raises(ValueError, match="unknown engine"):
+    with pytest.raises(EngineUnavailable, match="unknown engine 'llamafile'; choose one of hf, vllm, openai"):
         make_engine("llamafile")
 
 

@@ -9,9 +9,17 @@ import os
 # effect only if torch is not imported yet (engines import it lazily); an explicit setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .base import RANDOM_WEIGHTS_NOTE, SMOLLM2_ID, Engine, EngineUnavailable, GenRequest, GenResult
+from .base import (
+    RANDOM_WEIGHTS_NOTE,
+    SMOLLM2_ID,
+    Engine,
+    EngineUnavailable,
+    GenRequest,
+    GenResult,
+    check_model_map,
+)
 
-ENGINE_NAMES = ("hf", "vllm", "openai")
+ENGINE_NAMES = ("hf", "vllm", "openai", "fake")
 
 
 def make_engine(name: str, **options) -> Engine:
@@ -28,7 +36,11 @@ def make_engine(name: str, **options) -> Engine:
         from .vllm import VLLMEngine
 
         return VLLMEngine(**options)
-    raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINE_NAMES)}")
+    if name == "fake":
+        from .fake import FakeEngine
+
+        return FakeEngine(**options)
+    raise EngineUnavailable(f"unknown engine {name!r}; choose one of {', '.join(ENGINE_NAMES)}")
 
 
 __all__ = [
@@ -39,5 +51,6 @@ __all__ = [
     "EngineUnavailable",
     "GenRequest",
     "GenResult",
+    "check_model_map",
     "make_engine",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -109,6 +110,34 @@ def chat_messages(req: GenRequest, instruct_json: bool = True) -> list[dict[str,
     messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": req.prompt})
     return messages
+
+
+def json_cut_error(max_tokens: int) -> str:
+    """The per-request error when ``max_tokens`` ends generation before the JSON output is complete."""
+    return f"max_tokens={max_tokens} ran out before the JSON output was complete (raise max_tokens)"
+
+
+def cut_json(req: GenRequest, text: str, stopped_by_length: bool) -> str | None:
+    """``json_cut_error`` for a schema request that stopped at its length limit without valid JSON."""
+    if req.json_schema is None or not stopped_by_length:
+        return None
+    try:
+        json.loads(text)
+    except ValueError:
+        return f"{json_cut_error(req.max_tokens)}; reply was {text[:120]!r}"
+    return None
+
+
+def check_model_map(declared: Iterable[str], model_map: dict[str, str]) -> None:
+    """Raise ``EngineUnavailable`` for ``model_map`` keys that name no declared model id."""
+    known = set(declared)
+    unused = sorted(k for k in model_map if k not in known)
+    if unused:
+        listed = ", ".join(sorted(known)) or "none"
+        raise EngineUnavailable(
+            f"--model-map names {', '.join(repr(k) for k in unused)}, which no workflow declares "
+            f"(declared model ids: {listed})"
+        )
 
 
 def validate(req: GenRequest, max_tokens_limit: int) -> str | None:

@@ -8,7 +8,9 @@ by entries and bytes, dropped after ``retain_s`` seconds (Continuum's time-to-li
 token ids share a prefix of at least ``MIN_PREFIX_TOKENS`` with a retained sequence prefills only the rest.
 Each request uses the longest reuse on offer (its prefix group's or a retained one); rows with different
 cached heads still batch together (each head is left-padded to the longest and masked).
-Models it cannot load locally run as SmolLM2-135M-Instruct; ``substitutions`` records that.
+Models it cannot load locally run as SmolLM2-135M-Instruct; ``substitutions`` records that; an explicit
+``model_map`` target that fails to load is an error instead. Requests with a ``json_schema`` decode
+under that schema's grammar (``constrained``): the reply is valid JSON of the schema or an error.
 On CPU the default fp32 makes greedy output identical with or without batching and prefix reuse.
 """
 
@@ -23,16 +25,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, LogitsProcessorList
 
 from .base import (
     RANDOM_WEIGHTS_NOTE,
     SMOLLM2_ALIASES,
     SMOLLM2_ID,
     Engine,
+    EngineUnavailable,
     GenRequest,
     GenResult,
     chat_messages,
+    json_cut_error,
     validate,
 )
 from .model_cache import random_model, smollm2_dir, tokenizer_dir
@@ -52,6 +56,7 @@ class _Loaded:
     random: bool
     cache_kw: str  # generate's KV-cache argument: ``cache`` (transformers >= 5.2x) or ``past_key_values``
     batch_tokens: int  # padded positions (rows x (prompt + new tokens)) one micro-batch may hold
+    grammars: object | None = None  # constrained.Grammars, made on the first request with a schema
 
 
 @dataclass
@@ -72,6 +77,7 @@ class _Item:
     req: GenRequest
     ids: list[int]
     head: tuple[list[int], DynamicCache] | None = None  # reused (prefix ids, KV covering at least them)
+    grammar: object | None = None  # the compiled grammar of ``req.json_schema`` (None: unconstrained)
 
 
 class HFEngine(Engine):
@@ -117,6 +123,8 @@ class HFEngine(Engine):
         self._prefixes: OrderedDict[tuple[str, str], tuple[list[int], DynamicCache]] = OrderedDict()
         self._retained: OrderedDict[tuple[str, tuple[int, ...]], _Retained] = OrderedDict()  # LRU order
         self._retained_bytes = 0
+        for model in self.model_map:  # an explicit target that does not exist is an error up front
+            self._resolve(model)
 
     # ---- models -------------------------------------------------------------------------------
 
@@ -137,7 +145,9 @@ class HFEngine(Engine):
             from huggingface_hub import snapshot_download
 
             return snapshot_download(target, local_files_only=True), None
-        except Exception:  # not in the local hub cache: substitute
+        except Exception as exc:  # not in the local hub cache: substitute, unless the user mapped it
+            if model in self.model_map:
+                raise _map_error(model, target, "no such directory and not in the local Hugging Face cache") from exc
             return str(smollm2_dir(self.cache_dir)), SMOLLM2_ID
 
     def load(self, model: str) -> float:
@@ -149,8 +159,10 @@ class HFEngine(Engine):
             if actual not in self._loaded:
                 try:
                     self._loaded[actual] = self._load_actual(actual)
-                except Exception:
+                except Exception as exc:
                     fallback = str(smollm2_dir(self.cache_dir))
+                    if model in self.model_map and not self.random_weights:
+                        raise _map_error(model, actual, f"{type(exc).__name__}: {exc}") from exc
                     if actual in (fallback, *SMOLLM2_ALIASES) or actual.startswith("random:"):
                         raise
                     actual, note = fallback, SMOLLM2_ID  # e.g. a partial hub snapshot: substitute too
@@ -258,7 +270,13 @@ class HFEngine(Engine):
                 None,
                 f"prompt ({len(ids)} tokens) + max_tokens ({req.max_tokens}) exceeds context {loaded.context}",
             )
-        return _Item(index, req, ids), None
+        grammar = None
+        if req.json_schema is not None and not loaded.random:  # timing runs decode unconstrained
+            try:
+                grammar = _grammars(loaded).compile(req.json_schema)
+            except Exception as exc:
+                return None, f"json_schema: {exc}"
+        return _Item(index, req, ids, grammar=grammar), None
 
     def _run_model(self, loaded: _Loaded, actual: str, items: list[_Item], results: list) -> None:
         """Run one model's requests: each takes the longest reuse on offer (its prefix group's shared KV or
@@ -305,7 +323,7 @@ class HFEngine(Engine):
         retry its requests one by one to isolate the bad one."""
         start = time.perf_counter() - prefix_s
         try:
-            rows = self._generate_ids(loaded, batch)
+            rows, schema = self._generate_ids(loaded, batch)
         except Exception as exc:
             if len(batch) > 1:
                 for item in batch:
@@ -314,17 +332,20 @@ class HFEngine(Engine):
                 results[batch[0].index] = GenResult.failed(f"generate: {exc}", time.perf_counter() - start)
             return
         seconds = (time.perf_counter() - start) / len(batch)
-        for item, new_ids in zip(batch, rows, strict=True):
+        for row, (item, new_ids) in enumerate(zip(batch, rows, strict=True)):
             kept = _cut(loaded, item, new_ids)
             text = loaded.tokenizer.decode(kept, skip_special_tokens=True)
             cached = len(item.head[0]) if item.head else 0
-            results[item.index] = GenResult(text, len(item.ids), len(kept), cached, seconds)
+            error = None
+            if item.grammar is not None and not schema.complete(row, kept):
+                error = f"{json_cut_error(item.req.max_tokens)}; reply was {text[:120]!r}"
+            results[item.index] = GenResult(text, len(item.ids), len(kept), cached, seconds, error)
 
-    def _generate_ids(self, loaded: _Loaded, batch: list[_Item]) -> list[list[int]]:
-        """New token ids per row. Row i is [pad]*(C - h_i) + cached head_i + [pad]*(W - t_i) + tail_i,
+    def _generate_ids(self, loaded: _Loaded, batch: list[_Item]) -> tuple[list[list[int]], object]:
+        """New token ids per row, and the schema processor (None without schemas). Row i is [pad]*(C - h_i) + cached head_i + [pad]*(W - t_i) + tail_i,
         C the longest cached head, W the longest uncached tail; positions come from the attention mask,
         so padding anywhere is invisible. Without heads this is plain left padding. Rows that asked for
-        ``retain_s`` leave their final KV in the retained store."""
+        ``retain_s`` leave their final KV in the retained store. Rows with a schema decode under its grammar."""
         req = batch[0].req
         pad = loaded.tokenizer.pad_token_id
         heads = [len(it.head[0]) if it.head else 0 for it in batch]
@@ -343,6 +364,13 @@ class HFEngine(Engine):
                 torch.manual_seed(req.seed)
         if loaded.random:  # timing runs decode the full length
             kwargs["min_new_tokens"] = max_new
+        schema = None
+        if any(it.grammar is not None for it in batch):
+            from .constrained import SchemaProcessor
+
+            rows = [(it.grammar, it.req.max_tokens) for it in batch]
+            schema = SchemaProcessor(loaded.grammars, rows, greedy=req.temperature == 0)
+            kwargs["logits_processor"] = LogitsProcessorList([schema])
         retain = [i for i, it in enumerate(batch) if it.req.retain_s]
         cache = None
         if width_c:
@@ -369,7 +397,7 @@ class HFEngine(Engine):
                 layers = [(k[i : i + 1].index_select(2, index), v[i : i + 1].index_select(2, index))
                           for k, v in _kv(cache)]
                 self._retain(loaded, it.req, tuple(it.ids + kept), layers)
-        return rows
+        return rows, schema
 
     def _batch_cache(self, loaded: _Loaded, batch: list[_Item], width_c: int) -> DynamicCache:
         """The input KV for a batch with cached heads: a copy of one shared prefix repeated, or each row's
@@ -504,6 +532,22 @@ def _make_cache(loaded: _Loaded, layers) -> DynamicCache:
     for i, (k, v) in enumerate(layers):
         cache.update(k, v, i)
     return cache
+
+
+def _map_error(model: str, target: str, why: str) -> EngineUnavailable:
+    return EngineUnavailable(f"--model-map {model}={target}: cannot load this model ({why})")
+
+
+def _grammars(loaded: _Loaded):
+    """The model's schema compiler (made once; xgrammar is imported only when a schema is first used)."""
+    if loaded.grammars is None:
+        try:
+            from .constrained import Grammars
+        except ImportError as exc:
+            raise RuntimeError(f"constrained decoding needs xgrammar (pip install 'halo[engine]'): {exc}") from exc
+        vocab = loaded.model.get_output_embeddings().weight.shape[0]
+        loaded.grammars = Grammars(loaded.tokenizer, vocab, _eos_ids(loaded))
+    return loaded.grammars
 
 
 def _eos_ids(loaded: _Loaded) -> set[int]:

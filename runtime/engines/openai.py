@@ -2,6 +2,8 @@
 
 Requests run concurrently on a thread pool (``max_concurrency``); 429/5xx answers, connection errors
 and timeouts are retried with exponential backoff; other 4xx answers fail the request at once.
+A schema goes to the server as ``response_format`` (``json_schema``); a reply cut by ``max_tokens``
+(``finish_reason`` "length") that is not valid JSON fails its request.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from .base import Engine, GenRequest, GenResult, chat_messages, validate
+from .base import Engine, GenRequest, GenResult, chat_messages, cut_json, validate
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 MAX_TOKENS_LIMIT = 1 << 20  # the server enforces the real context limit
@@ -128,14 +130,14 @@ class OpenAIEngine(Engine):
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
             try:
-                return self._post(body, start)
+                return self._post(req, body, start)
             except _Retryable as exc:
                 last = str(exc)
             except Exception as exc:  # permanent: bad request, bad response
                 return GenResult.failed(str(exc), time.perf_counter() - start)
         return GenResult.failed(f"{last} (after {self.retries + 1} attempts)", time.perf_counter() - start)
 
-    def _post(self, body: dict, start: float) -> GenResult:
+    def _post(self, req: GenRequest, body: dict, start: float) -> GenResult:
         try:
             resp = self._client.post("/chat/completions", json=body)
         except httpx.TransportError as exc:  # connection refused/reset, timeouts
@@ -147,10 +149,13 @@ class OpenAIEngine(Engine):
         data = resp.json()
         usage = data.get("usage") or {}
         details = usage.get("prompt_tokens_details") or {}
+        choice = data["choices"][0]
+        text = choice["message"].get("content") or ""
         return GenResult(
-            text=data["choices"][0]["message"].get("content") or "",
+            text=text,
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
             cached_tokens=int(details.get("cached_tokens") or 0),
             seconds=time.perf_counter() - start,
+            error=cut_json(req, text, choice.get("finish_reason") == "length"),
         )

@@ -2,6 +2,7 @@
 
 Prefix caching is always on. JSON schemas go to vLLM's structured outputs (``StructuredOutputsParams``
 in current releases, ``GuidedDecodingParams`` in older ones); without either, an instruction is added.
+A schema reply cut by ``max_tokens`` that is not valid JSON fails its request.
 Switching models puts the active engine to sleep (level 1) when sleep mode works on this platform,
 otherwise the active engine is shut down first.
 """
@@ -13,7 +14,16 @@ import gc
 import threading
 import time
 
-from .base import SMOLLM2_ALIASES, Engine, EngineUnavailable, GenRequest, GenResult, chat_messages, validate
+from .base import (
+    SMOLLM2_ALIASES,
+    Engine,
+    EngineUnavailable,
+    GenRequest,
+    GenResult,
+    chat_messages,
+    cut_json,
+    validate,
+)
 from .model_cache import smollm2_dir
 
 
@@ -181,6 +191,7 @@ class VLLMEngine(Engine):
                 completion_tokens=len(completion.token_ids),
                 cached_tokens=int(getattr(out, "num_cached_tokens", 0) or 0),
                 seconds=share,
+                error=cut_json(requests[i], completion.text, completion.finish_reason == "length"),
             )
 
     def _sampling(self, req: GenRequest):
