@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import platform
+import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from halo.plan import LogicalPlan
+from halo.errors import Diagnostic, HaloError
+from halo.plan import LogicalPlan, OpNode
 from halo.runtime.executor import RunOptions
-from halo.runtime.run import execute
+from halo.runtime.run import RunResult, execute
+from halo.runtime.tools.duckdb_tool import in_memory
 
 MODES: dict[str, dict[str, Any]] = {
     "naive": {"merge": False, "prefix_keys": False, "window": 8, "max_batch": 8},
@@ -31,20 +36,68 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores"
 
 
+def _unisolable(op: OpNode) -> str | None:
+    """Why one mode's run of `op` would change what the next mode sees, when no copy can prevent it."""
+    if op.kind == "sql" and op.sql_write and op.db is not None and op.db.kind != "duckdb":
+        return f"writes to {op.db.kind} database '{op.db.name}'"
+    if op.kind == "http" and op.side_effect:
+        return f"sends HTTP {str(op.option('method', 'GET')).upper()}"
+    if op.kind == "py" and op.side_effect:
+        return "calls an impure py function (add pure = true if it has no side effects)"
+    return None
+
+
+def check_isolable(plan: LogicalPlan) -> None:
+    """Raise a HaloError located at every side effect that each mode would repeat on the same target."""
+    found = [(op, why) for op in plan.nodes() if (why := _unisolable(op))]
+    if found:
+        raise HaloError([Diagnostic(op.pos, f"halo bench cannot isolate '{op.id}': it {why}, and every mode "
+                                    "would do it again; bench runs workflows whose only side effects are "
+                                    "DuckDB writes (run each mode with `halo run --mode` instead)")
+                         for op, why in found])
+
+
+def isolate(plan: LogicalPlan, folder: Path) -> LogicalPlan:
+    """`plan` with every DuckDB file it writes copied into `folder` (fresh on each call; a file that does
+    not exist yet stays absent, so the run creates it there) and its sql nodes pointed at the copies."""
+    written = {op.db.target for op in plan.nodes()
+               if op.kind == "sql" and op.sql_write and op.db is not None and op.db.kind == "duckdb"
+               and not in_memory(op.db.target)}
+    if not written:
+        return plan
+    folder.mkdir(parents=True, exist_ok=True)
+    copies = {t: folder / f"{Path(t).stem}-{hashlib.sha256(t.encode()).hexdigest()[:8]}.duckdb" for t in written}
+    for target, copy in copies.items():
+        for suffix in ("", ".wal"):
+            src, dst = Path(target + suffix), Path(str(copy) + suffix)
+            dst.unlink(missing_ok=True)
+            if src.exists():
+                shutil.copyfile(src, dst)
+    graph = plan.graph.copy()
+    for n in graph:
+        op = graph.nodes[n]["op"]
+        if op.kind == "sql" and op.db is not None and op.db.kind == "duckdb" and op.db.target in copies:
+            graph.nodes[n]["op"] = replace(op, db=replace(op.db, target=str(copies[op.db.target])))
+    return LogicalPlan(plan.workflow, graph, plan.returns)
+
+
+def run_mode(plan: LogicalPlan, rows, workdir: Path, fp: str, engine: str, engine_options: dict, mode: str,
+             priority: list[str], batching: dict[str, int] | None = None) -> RunResult:
+    """Run one mode on a fresh journal (`workdir/MODE.jsonl`) and its own copies of the DuckDB files
+    it writes (`workdir/MODE.db/`). `batching` (max_batch, batch_tokens) applies to the batched modes;
+    naive keeps its own concurrency."""
+    extra = (batching or {}) if mode != "naive" else {}
+    opts = RunOptions(**{**MODES[mode], **extra}, priority=priority if mode == "halo" else [])
+    return execute(isolate(plan, workdir / f"{mode}.db"), rows, workdir / f"{mode}.jsonl", f"{fp}-{mode}",
+                   engine=engine, engine_options=engine_options, options=opts)
+
+
 def run_modes(plan: LogicalPlan, rows, workdir: Path, fp: str, engine: str, engine_options: dict,
               modes: list[str], priority: list[str], batching: dict[str, int] | None = None) -> dict[str, Any]:
-    """Run each mode on a fresh journal; returns their RunStats by mode.
-
-    `batching` (max_batch, batch_tokens) applies to the batched modes; naive keeps its own concurrency.
-    """
-    out = {}
-    for mode in modes:
-        extra = (batching or {}) if mode != "naive" else {}
-        opts = RunOptions(**{**MODES[mode], **extra}, priority=priority if mode == "halo" else [])
-        res = execute(plan, rows, workdir / f"{mode}.jsonl", f"{fp}-{mode}", engine=engine,
-                      engine_options=engine_options, options=opts)
-        out[mode] = res.stats
-    return out
+    """Run each mode (see run_mode) after refusing side effects no copy isolates; RunStats by mode."""
+    check_isolable(plan)
+    return {mode: run_mode(plan, rows, workdir, fp, engine, engine_options, mode, priority, batching).stats
+            for mode in modes}
 
 
 def table(workload: str, n: int, stats: dict[str, Any], predicted_s: float | None, engine: str,
