@@ -21,10 +21,9 @@ from halo.batch import Batch
 from halo.calibration import Calibration
 from halo.plan import LogicalPlan, OpNode, evaluate
 from halo.prefix import PrefixPlan, prefix_groups
-from halo.runtime import structured
 from halo.template import Hole, Template, format_value, lookup
 from halo.tokens import counter
-from halo.types import REDIRECT_POLICIES
+from halo.types import REDIRECT_POLICIES, json_schema
 
 _WHAT = {"llm": "identical model, rendered prompt, sampling and output schema",
          "sql": "identical database, normalized query and parameter values",
@@ -80,7 +79,7 @@ def _make_spec(op: OpNode) -> _Spec:
     if op.kind == "llm":
         templates = tuple((n, op.templates.get(n, Template(()))) for n in _LLM_TEMPLATES)
         exprs = tuple(sorted((k, v) for k, v in op.args.items() if k not in _LLM_TEMPLATES))
-        const = canonical(["llm", op.model, structured.json_schema(op.out), repr(op.out)])
+        const = canonical(["llm", op.model, json_schema(op.out), repr(op.out)])
         return _Spec(const, None, templates, exprs)
     if op.kind == "sql":
         const = canonical(["sql", [op.db.kind, op.db.target] if op.db else None, normalized_sql(op)])

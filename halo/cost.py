@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from halo.batching import BatchPolicy, fusion_sets
@@ -94,7 +95,7 @@ def estimate(cplan: ConsolidatedPlan, hw: str | Hardware | None = None,
     LLM calls are priced in the engine batches `policy` makes of them (the runtime's default policy);
     `fuse=False` prices every group alone, as a plan that runs one operator at a time would."""
     cal = calibration or Calibration()
-    hw = hardware.parse(hw) if isinstance(hw, str) else hw
+    hw = parse_hardware(hw) if isinstance(hw, str) else hw
     policy = policy or BatchPolicy()
     spec = reference_device(hw) if hw else specs.device(DEFAULT_DEVICE)
     return CostedPlan(cplan, spec.name, group_costs(cplan, spec, cal, policy, fuse=fuse), cal, hw, policy, fuse)
@@ -265,6 +266,15 @@ def _tool_cost(cplan: ConsolidatedPlan, g: OpGroup, cal: Calibration) -> GroupCo
 
 # -- hardware and the optimizer's problem ----------------------------------------------------------------
 
+# What a wrong hardware description raises: a malformed string or file, or an unknown device name.
+HARDWARE_ERRORS: tuple[type[Exception], ...] = (hardware.HardwareConfigError, specs.UnknownSpecError)
+
+
+def parse_hardware(source: str | Path) -> Hardware:
+    """The hardware a description names: `"2 x H100-SXM + cpu:16"`, TOML text, or a TOML file."""
+    return hardware.parse(source)
+
+
 def reference_device(hw: Hardware) -> DeviceSpec:
     """The device LLM estimates are reported on: the first accelerator, else the first CPU host."""
     return (hw.accelerators or hw.devices)[0].spec
@@ -274,7 +284,7 @@ def to_problem(costed: CostedPlan, hw: str | Hardware | None = None) -> Problem:
     """Tasks = operator groups with per-device-kind seconds; LLMs on accelerators (on the CPU host when there
     are none), tools on the CPU hosts (one slot per core). Device kinds are spec names (H100-SXM, cpu, ...).
     `hw` defaults to the hardware the plan was costed for."""
-    hw = hardware.parse(hw) if isinstance(hw, str) else hw or costed.hardware
+    hw = parse_hardware(hw) if isinstance(hw, str) else hw or costed.hardware
     if hw is None:
         raise ValueError("to_problem needs a hardware description")
     cplan, cal = costed.consolidated, costed.calibration

@@ -14,6 +14,7 @@ from functools import cache
 from pathlib import Path
 
 from halo.calibration import Calibration
+from halo.models import SMOLLM2_ID, smollm2_location
 from halo.plan import OpNode
 from halo.types import Type
 
@@ -63,12 +64,9 @@ def counter(model: str | None, calibration: Calibration | None = None) -> TokenC
 @cache
 def tokenizer_path(model: str) -> Path | None:
     """`tokenizer.json` for `model` on local disk, or None."""
-    from halo.runtime.engines import model_cache
-    from halo.runtime.engines.base import SMOLLM2_ID
-
     candidates = [Path(model).expanduser()]
     if model == SMOLLM2_ID:
-        candidates.append(model_cache.cache_root() / "models" / model_cache.SMOLLM2_DIRNAME)
+        candidates.append(smollm2_location())
     hub = Path(os.environ.get("HF_HUB_CACHE") or Path.home() / ".cache" / "huggingface" / "hub")
     candidates += sorted((hub / f"models--{model.replace('/', '--')}" / "snapshots").glob("*"))
     for c in candidates:

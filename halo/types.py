@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from halo import ast
 
@@ -53,6 +54,17 @@ def assignable(value: Type, target: Type) -> bool:
     if target.kind == value.kind:
         return target.kind != "list" or assignable(value.elem or JSON, target.elem or JSON)
     return target.kind == "float" and value.kind == "int"
+
+
+_JSON_TYPES = {"text": "string", "int": "integer", "float": "number", "bool": "boolean"}
+
+
+def json_schema(t: Type) -> dict[str, Any] | None:
+    """A JSON schema for a struct output type (None for plain text)."""
+    if t.kind != "struct" or not t.fields:
+        return None
+    props = {name: ({"type": _JSON_TYPES[ft.kind]} if ft.kind in _JSON_TYPES else {}) for name, ft in t.fields}
+    return {"type": "object", "properties": props, "required": [n for n, _ in t.fields]}
 
 
 @dataclass(frozen=True)

@@ -7,21 +7,13 @@ import re
 from typing import Any
 
 from halo.types import Type
+from halo.types import json_schema as json_schema  # re-exported: the schema lives with the types
 
 _FENCE = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
-_JSON_TYPES = {"text": "string", "int": "integer", "float": "number", "bool": "boolean"}
 
 
 class OutputError(ValueError):
     """The reply has no valid object of the declared shape."""
-
-
-def json_schema(t: Type) -> dict[str, Any] | None:
-    """A JSON schema for a struct output type (None for plain text)."""
-    if t.kind != "struct" or not t.fields:
-        return None
-    props = {name: ({"type": _JSON_TYPES[ft.kind]} if ft.kind in _JSON_TYPES else {}) for name, ft in t.fields}
-    return {"type": "object", "properties": props, "required": [n for n, _ in t.fields]}
 
 
 def parse(text: str, t: Type) -> dict[str, Any]:

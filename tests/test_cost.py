@@ -13,7 +13,7 @@ from halo.batch import Batch
 from halo.batching import BatchPolicy
 from halo.check import check
 from halo.consolidate import consolidate
-from halo.cost import estimate, group_costs, reference_device, to_problem
+from halo.cost import HARDWARE_ERRORS, estimate, group_costs, parse_hardware, reference_device, to_problem
 from halo.explain import render_text
 from halo.hw_models import hardware, specs
 from halo.optimizer import optimize
@@ -164,3 +164,9 @@ def test_explain_report_has_the_new_keys():
     assert "optimizer" not in no_hw and no_hw["totals"]["device"] == "H100-SXM"
     _, physical = physical_plan(plan, batch, "H100", optimizer="heuristic", time_limit_s=1.0)
     assert {p.task for p in physical.placements} == {"x", "r", "y"}
+
+
+@pytest.mark.parametrize(("text", "message"), [("2 x", "cannot parse"), ("3 x Foo", "unknown device 'Foo'")])
+def test_a_wrong_hardware_description_raises_one_of_the_hardware_errors(text, message):
+    with pytest.raises(HARDWARE_ERRORS, match=message):
+        parse_hardware(text)

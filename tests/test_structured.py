@@ -31,9 +31,9 @@ def test_rejects_what_does_not_fit(text, reason):
 
 
 def test_schema_and_repair_prompt_name_every_field():
-    schema = structured.json_schema(T)
+    schema = types.json_schema(T)
     assert schema["required"] == ["region", "year", "share", "ok"]
     assert schema["properties"]["year"] == {"type": "integer"}
-    assert structured.json_schema(types.TEXT) is None
+    assert types.json_schema(types.TEXT) is None
     prompt = structured.repair_prompt("Q?", T, "reply lacks field 'year'")
     assert prompt.startswith("Q?") and '"year": <int>' in prompt and "lacks field" in prompt

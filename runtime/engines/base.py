@@ -7,7 +7,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+from halo.models import SMOLLM2_ID
+
 SMOLLM2_ALIASES = frozenset({SMOLLM2_ID, SMOLLM2_ID.lower(), "smollm2-135m-instruct", "smollm2"})
 RANDOM_WEIGHTS_NOTE = "random weights, timing only"
 

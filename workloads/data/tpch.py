@@ -7,15 +7,28 @@ from __future__ import annotations
 
 import os
 import sys
+from importlib import resources
 from pathlib import Path
 
 import duckdb
 
-from halo.runtime.tools.duckdb_tool import load_tpch
-
 from ._build import build
 
 VERSION = 1
+
+
+def extension_path() -> Path:
+    """The tpch extension binary that ``duckdb-extension-tpch`` ships for this DuckDB."""
+    path = resources.files("duckdb_extension_tpch") / "extensions" / f"v{duckdb.__version__}"
+    path = Path(str(path / "tpch.duckdb_extension"))
+    if not path.is_file():
+        raise FileNotFoundError(f"no tpch extension for DuckDB {duckdb.__version__} at {path}")
+    return path
+
+
+def load_tpch(con: duckdb.DuckDBPyConnection) -> None:
+    """Load the tpch extension from its file (no network); enables ``CALL dbgen(sf=...)``."""
+    con.load_extension(str(extension_path()))
 
 
 def generate(path: str | os.PathLike, sf: float = 0.01) -> Path:
