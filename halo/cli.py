@@ -22,17 +22,32 @@ from halo.program import load
 def _user_errors() -> tuple[type[Exception], ...]:
     """Exceptions that report a user's mistake (bad option, missing engine), not a bug."""
     from halo.calibration import CalibrationError
-    from halo.hw_models.hardware import HardwareConfigError
-    from halo.hw_models.specs import UnknownSpecError
+    from halo.cost import HARDWARE_ERRORS
     from halo.importer import TemplateImportError
     from halo.runtime.engines.base import EngineUnavailable
     from halo.runtime.journal import JournalMismatch
 
-    return (CalibrationError, HardwareConfigError, UnknownSpecError, EngineUnavailable, JournalMismatch, TemplateImportError,
+    return (CalibrationError, *HARDWARE_ERRORS, EngineUnavailable, JournalMismatch, TemplateImportError,
             FileNotFoundError, typer.BadParameter)
 
 
 USER_ERRORS = _user_errors()
+
+def _one_of(*allowed: str) -> Callable[[str | None], str | None]:
+    """An option callback: the value must be one of `allowed` (a usage error, exit 2, otherwise)."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in allowed:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}")
+        return value
+    return check
+
+
+def _engine_name(value: str) -> str:
+    from halo.runtime.engines import ENGINE_NAMES
+
+    return _one_of(*ENGINE_NAMES)(value)
+
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Halo: a declarative query optimizer for batched agentic LLM workflows.")
@@ -99,16 +114,16 @@ def explain(
     input: Path | None = typer.Option(None, "--input", "-i", help="Batch of inputs: .jsonl, .csv or .parquet"),
     workflow: str | None = typer.Option(None, "--workflow", "-w", help="Workflow name (default: the file's)"),
     fmt: str = typer.Option("text", "--format", "-f", help="text | json | dot"),
-    limit: int | None = typer.Option(None, "--limit", help="Use only the first N valid inputs"),
+    limit: int | None = typer.Option(None, "--limit", min=0, help="Use only the first N valid inputs"),
     hardware: str | None = typer.Option(None, "--hardware", "-H",
                                         help='What the plan runs on, e.g. "2 x H100-SXM + cpu:16", or a TOML file'),
-    optimizer: str = typer.Option("auto", "--optimizer", help="auto | ilp | heuristic"),
+    optimizer: str = typer.Option("auto", "--optimizer", callback=_one_of("auto", "ilp", "heuristic"), help="auto | ilp | heuristic"),
     time_limit: float = typer.Option(10.0, "--time-limit", help="Planning-time budget (s)"),
     simulate: bool = typer.Option(False, "--simulate", help="Run the physical plan in virtual time"),
     calibration: Path | None = typer.Option(None, "--calibration", help="Calibration file (.halo/calibration.json)"),
     analyze: bool = typer.Option(False, "--analyze", help="Run it for real and show predicted vs actual"),
     output: Path = typer.Option(Path(".halo/analyze.jsonl"), "--output", "-o", help="Results of --analyze"),
-    engine: str = typer.Option("hf", "--engine", "-e", help="Engine for --analyze"),
+    engine: str = typer.Option("hf", "--engine", "-e", callback=_engine_name, help="Engine for --analyze"),
     model_map: list[str] = typer.Option([], "--model-map", help="DECLARED=ACTUAL model substitution"),
     engine_opt: list[str] = typer.Option([], "--engine-opt", help="Engine option KEY=VALUE (e.g. random_weights=true)"),
     max_batch: int | None = typer.Option(None, "--max-batch",
@@ -146,7 +161,7 @@ def explain(
         planned = _planned_policy(report)
         order = _plan_order(report)
         result = _with_progress(len(batch), fmt != "text", lambda progress: execute(
-            plan, batch.rows, output, fp, engine=engine, engine_options=_engine_options(model_map, engine_opt),
+            plan, batch.rows, output, fp, engine=engine, engine_options=_engine_options(model_map, engine_opt, plan),
             options=RunOptions(priority=order, max_batch=planned.max_batch, batch_tokens=planned.batch_tokens),
             progress=progress))
         annotate(report, result.stats)
@@ -204,9 +219,14 @@ def _planned_policy(report: dict):
     return BatchPolicy(b["max_batch"], b["batch_tokens"]) if b else BatchPolicy()
 
 
-def _engine_options(model_map: list[str], engine_opt: list[str]) -> dict:
-    """--model-map and --engine-opt KEY=VALUE (VALUE read as JSON when it parses: true, 64, "x")."""
+def _engine_options(model_map: list[str], engine_opt: list[str], plan=None) -> dict:
+    """--model-map and --engine-opt KEY=VALUE (VALUE read as JSON when it parses: true, 64, "x").
+    With a plan, every mapped model must be one the plan declares."""
     opts: dict = {"model_map": _parse_map(model_map)}
+    if plan is not None:
+        from halo.runtime.engines import check_model_map
+
+        check_model_map({op.model for op in plan.nodes() if op.kind == "llm"}, opts["model_map"])
     for item in engine_opt:
         if "=" not in item:
             raise typer.BadParameter(f"--engine-opt takes KEY=VALUE, got {item!r}")
@@ -235,13 +255,16 @@ def run(
     input: Path = typer.Option(..., "--input", "-i", help="Batch of inputs: .jsonl, .csv or .parquet"),
     output: Path = typer.Option(Path("results.jsonl"), "--output", "-o", help="One JSON record per input"),
     workflow: str | None = typer.Option(None, "--workflow", "-w"),
-    engine: str = typer.Option("hf", "--engine", "-e", help="hf (embedded) | vllm | openai"),
+    engine: str = typer.Option("hf", "--engine", "-e", callback=_engine_name, help="hf (embedded) | vllm | openai"),
     model_map: list[str] = typer.Option([], "--model-map", help="DECLARED=ACTUAL model substitution"),
     engine_opt: list[str] = typer.Option([], "--engine-opt", help="Engine option KEY=VALUE (e.g. random_weights=true)"),
     base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible server (engine openai)"),
     resume: bool = typer.Option(False, "--resume", help="Finish an interrupted run from its journal"),
-    limit: int | None = typer.Option(None, "--limit", help="Use only the first N valid inputs"),
-    mode: str = typer.Option("halo", "--mode", help="halo | naive | opwise (baselines)"),
+    retry_in_doubt: bool = typer.Option(False, "--retry-in-doubt",
+                                        help="With --resume: run again side effects an interrupted run may have "
+                                             "done (only for idempotent effects)"),
+    limit: int | None = typer.Option(None, "--limit", min=0, help="Use only the first N valid inputs"),
+    mode: str = typer.Option("halo", "--mode", callback=_one_of("halo", "naive", "opwise"), help="halo | naive | opwise (baselines)"),
     max_batch: int | None = typer.Option(None, "--max-batch", help="LLM requests per engine call"),
     window: int | None = typer.Option(None, "--window", help="Inputs in flight"),
     hardware: str | None = typer.Option(None, "--hardware", "-H",
@@ -263,9 +286,8 @@ def run(
     checked = check_program(program)
     checked.raise_on_error()
     plan = plans.build(checked, workflow)
-    rejected: list[batches.RowError] = []
-    rows = _stream_rows(input, plan.params, limit, rejected)
-    opts = RunOptions(**MODES[mode])
+    rows = _stream_rows(input, plan.params, limit)
+    opts = RunOptions(**MODES[mode], retry_in_doubt=retry_in_doubt)
     if max_batch:
         opts.max_batch = max_batch
     if window:
@@ -275,13 +297,14 @@ def run(
 
         sample = list(itertools.islice(rows, opts.window))
         rows = itertools.chain(sample, rows)
-        report = explain_report(plan, batches.Batch(rows=sample), hardware=hardware, calibration=calib.load(),
+        valid = [r for r in sample if not isinstance(r, batches.RowError)]
+        report = explain_report(plan, batches.Batch(rows=valid), hardware=hardware, calibration=calib.load(),
                                 policy=_policy(max_batch, None))
         planned = _planned_policy(report)
         opts.max_batch, opts.batch_tokens = planned.max_batch, planned.batch_tokens
         opts.priority = _plan_order(report)
-        typer.echo(f"{report['batching']['text']}; planned on {len(sample):,} inputs", err=True)
-    engine_options = _engine_options(model_map, engine_opt)
+        typer.echo(f"{report['batching']['text']}; planned on {len(valid):,} inputs", err=True)
+    engine_options = _engine_options(model_map, engine_opt, plan)
     if base_url:
         engine_options["base_url"] = base_url
     fp = fingerprint(plan, [m.source for m in program.modules.values()], input)
@@ -291,22 +314,28 @@ def run(
     result = _with_progress(total, quiet, lambda progress: execute(
         plan, rows, output, fp, engine=engine, engine_options=engine_options, options=opts,
         resume=resume, progress=progress))
-    _write_rejected(output, rejected)
-    _summary(result.stats, output, len(rejected))
+    _summary(result.stats, output)
+    if result.failed_records:   # exit status: 0 every input succeeded, 1 some failed or were rejected
+        raise typer.Exit(1)
 
 
-def _stream_rows(path: Path, params, limit: int | None, rejected: list):
-    """Valid rows one at a time (memory stays bounded); rejected rows are reported and kept for the output."""
-    taken = 0
-    for item in batches.iter_rows(path, params):
-        if isinstance(item, batches.RowError):
-            typer.echo(f"{path}: row {item.row}: {item.reason} (recorded, not run)", err=True)
-            rejected.append(item)
-            continue
-        if limit is not None and taken >= limit:
-            return
-        taken += 1
-        yield item
+def _stream_rows(path: Path, params, limit: int | None):
+    """Rows one at a time (memory stays bounded): valid ones, and rejected ones (reported) as RowErrors.
+    The file-level checks run now, before anything is opened or run."""
+    items = batches.iter_rows(path, params)
+
+    def rows():
+        taken = 0
+        for item in items:
+            if isinstance(item, batches.RowError):
+                typer.echo(f"{path}: row {item.row}: {item.reason} (recorded, not run)", err=True)
+                yield item
+                continue
+            if limit is not None and taken >= limit:
+                return
+            taken += 1
+            yield item
+    return rows()
 
 
 def _count_lines(path: Path) -> int:
@@ -331,26 +360,19 @@ def _stderr():
     return Console(stderr=True)
 
 
-def _write_rejected(output: Path, rejected: list) -> None:
-    """Rejected rows are part of the output too: one record each, with the reason."""
-    if not rejected:
-        return
-    with output.open("a", encoding="utf-8") as f:
-        for e in rejected:
-            f.write(json.dumps({"row": e.row, "inputs": None, "outputs": None,
-                                "error": [{"node": "input", "error": e.reason}]}) + "\n")
-
-
-def _summary(stats, output: Path, rejected: int) -> None:
+def _summary(stats, output: Path) -> None:
     t = stats.totals()
     lines = [
         f"{t['inputs']:,} inputs in {t['seconds']:.1f} s ({t['inputs_per_s']:.2f} inputs/s); "
-        f"{t['failed']:,} failed, {rejected:,} rejected, {t['resumed']:,} resumed from the journal",
+        f"{t['failed']:,} failed, {t['rejected']:,} rejected, {t['resumed']:,} resumed from the journal",
         f"calls executed {t['calls']:,} for {t['instances']:,} operator instances "
         f"({t['merged']:,} merged); tokens: {t['prompt_tokens']:,} prompt "
         f"({t['cached_tokens']:,} from prefix cache), {t['completion_tokens']:,} generated; "
         f"model loads {t['model_loads']} ({t['load_seconds']:.1f} s)",
     ]
+    if t["in_doubt"]:
+        lines.append(f"{t['in_doubt']:,} inputs in doubt: a side effect may have run before the crash and was not "
+                     "repeated (--resume --retry-in-doubt runs it again, for idempotent effects)")
     if t["substitutions"]:
         lines.append("models substituted on this engine: " +
                      ", ".join(f"{k} -> {v}" for k, v in t["substitutions"].items()))
@@ -363,9 +385,9 @@ def _summary(stats, output: Path, rejected: int) -> None:
 def bench(
     file: Path = typer.Argument(..., help="Workflow file (.halo)"),
     input: Path = typer.Option(..., "--input", "-i"),
-    limit: int | None = typer.Option(None, "--limit", help="Use only the first N valid inputs"),
+    limit: int | None = typer.Option(None, "--limit", min=0, help="Use only the first N valid inputs"),
     modes: str = typer.Option("naive,opwise,halo", "--modes", help="Comma-separated: naive, opwise, halo"),
-    engine: str = typer.Option("hf", "--engine", "-e"),
+    engine: str = typer.Option("hf", "--engine", "-e", callback=_engine_name),
     model_map: list[str] = typer.Option([], "--model-map", help="DECLARED=ACTUAL model substitution"),
     engine_opt: list[str] = typer.Option([], "--engine-opt", help="Engine option KEY=VALUE (e.g. random_weights=true)"),
     hardware: str = typer.Option("cpu", "--hardware", "-H", help="Hardware the prediction is made for"),
@@ -378,7 +400,7 @@ def bench(
     import datetime as dt
 
     from halo import calibration as calib
-    from halo.bench import MODES, run_modes, table
+    from halo.bench import MODES, check_isolable, run_modes, table
     from halo.pipeline import explain_report
     from halo.runtime.run import fingerprint
 
@@ -390,6 +412,7 @@ def bench(
     checked = check_program(program)
     checked.raise_on_error()
     plan = plans.build(checked)
+    check_isolable(plan)
     batch = batches.load(input, plan.params, limit=limit)
     policy = _policy(max_batch, batch_tokens)
     report = explain_report(plan, batch, hardware=hardware, calibration=calib.load(), policy=policy)
@@ -398,7 +421,7 @@ def bench(
     fp = fingerprint(plan, [m.source for m in program.modules.values()], input)
     workdir = Path(".halo") / "bench" / plan.name
     policy = _planned_policy(report)
-    stats = run_modes(plan, batch.rows, workdir, fp, engine, _engine_options(model_map, engine_opt), chosen, order,
+    stats = run_modes(plan, batch.rows, workdir, fp, engine, _engine_options(model_map, engine_opt, plan), chosen, order,
                       {"max_batch": policy.max_batch, "batch_tokens": policy.batch_tokens})
     md = table(f"{file.stem} ({plan.name})", len(batch), stats, predicted, engine, note)
     results.mkdir(parents=True, exist_ok=True)
@@ -417,7 +440,7 @@ def bench(
 @_guard
 def calibrate(
     models: list[str] = typer.Argument(..., help="Model ids as workflows declare them"),
-    engine: str = typer.Option("hf", "--engine", "-e"),
+    engine: str = typer.Option("hf", "--engine", "-e", callback=_engine_name),
     hardware: str = typer.Option("cpu", "--hardware", "-H", help="What the engine runs on (names the device)"),
     sizes: str = typer.Option("1,8,32", "--sizes", help="Batch sizes (requests per engine call)"),
     steps: str = typer.Option("16,64", "--steps", help="New tokens per request"),
@@ -430,14 +453,13 @@ def calibrate(
     """Time a grid of synthetic batches on a real engine and fit its batch-time law into the calibration."""
     from halo import calibration as calib
     from halo.calibration import engine_key
-    from halo.cost import reference_device
-    from halo.hw_models import hardware as hw_parse
+    from halo.cost import parse_hardware, reference_device
     from halo.probe import probe
     from halo.runtime.engines import make_engine
 
     grid = {name: _int_list(name, value) for name, value in (("--sizes", sizes), ("--steps", steps),
                                                              ("--prompts", prompts))}
-    device = reference_device(hw_parse.parse(hardware)).name
+    device = reference_device(parse_hardware(hardware)).name
     cal = calib.load(calibration) if calibration is None or calibration.exists() else \
         calib.Calibration(path=str(calibration))
     options = _engine_options(model_map, engine_opt)
@@ -490,8 +512,8 @@ def simulate(
     input: Path = typer.Option(..., "--input", "-i", help="Batch of inputs"),
     hardware: str = typer.Option(..., "--hardware", "-H", help='e.g. "8 x H100-SXM + cpu:32" or "1 x NeuPIMs"'),
     workflow: str | None = typer.Option(None, "--workflow", "-w"),
-    limit: int | None = typer.Option(None, "--limit"),
-    optimizer: str = typer.Option("auto", "--optimizer", help="auto | ilp | heuristic"),
+    limit: int | None = typer.Option(None, "--limit", min=0),
+    optimizer: str = typer.Option("auto", "--optimizer", callback=_one_of("auto", "ilp", "heuristic"), help="auto | ilp | heuristic"),
     time_limit: float = typer.Option(10.0, "--time-limit"),
     gantt: Path | None = typer.Option(None, "--gantt", help="Also draw the Gantt chart to this .png or .svg"),
 ) -> None:

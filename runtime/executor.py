@@ -11,6 +11,7 @@ depend on it; everything is journaled so that a crashed run resumes without losi
 from __future__ import annotations
 
 import hashlib
+import json
 import queue
 import time
 from collections import Counter, OrderedDict, defaultdict
@@ -22,12 +23,14 @@ from typing import Any
 
 import networkx as nx
 
+from halo.batch import RowError
 from halo.batching import BatchPolicy, decoding_key, fusion_sets
 from halo.consolidate import call_key
 from halo.plan import LogicalPlan, OpNode, evaluate
 from halo.runtime import structured
 from halo.runtime.engines.base import Engine, GenRequest, GenResult
 from halo.runtime.journal import Journal
+from halo.runtime.records import dumps, rejected_record
 from halo.runtime.stats import NodeStats, RunStats
 from halo.runtime.toolbox import Toolbox
 from halo.template import Template
@@ -48,6 +51,8 @@ class RunOptions:
     llm_retries: int = 1
     priority: list[str] = field(default_factory=list)   # node order from the physical plan
     kv_ttl_s: float | None = 30.0      # keep an LLM call's KV this long for a follow-up (None/0: off)
+    memo_bytes: int = 64 * 2**20       # results kept in memory, by JSON size (the journal keeps them all)
+    retry_in_doubt: bool = False       # on resume, run again a side effect that may have run (idempotent ones)
 
 
 @dataclass
@@ -58,17 +63,62 @@ class _Input:
     todo: set[str]
     running: set[str] = field(default_factory=set)
     errors: list[dict[str, str]] = field(default_factory=list)
+    in_doubt: bool = False             # a side effect of an interrupted run may have run (not repeated)
 
 
 @dataclass
 class _Call:
-    """One executed call and the (input, node) instances waiting on it."""
+    """One executed call and the (input row, node) instances waiting on it.
+
+    Identical LLM calls of different nodes share a key, so the waiters name their node.
+    """
 
     node: str
     key: str | None
-    waiters: list[int]
+    waiters: list[tuple[int, str]]
     request: GenRequest | None = None
     repaired: bool = False
+
+
+class _Memo:
+    """Finished call results by key as JSON text, least recently used first, bounded in bytes.
+
+    An entry counts its key and text plus a fixed overhead (the dict entry and its objects), so the bound
+    is close to the memory really held. Each hit decodes its own copy, so inputs never share (or alter)
+    one another's values.
+    """
+
+    def __init__(self, limit: int):
+        self.limit, self.size, self.evicted = limit, 0, 0
+        self.items: OrderedDict[str, tuple[str | None, str | None]] = OrderedDict()
+
+    def get(self, key: str) -> tuple[Any, str | None] | None:
+        hit = self.items.get(key)
+        if hit is None:
+            return None
+        self.items.move_to_end(key)
+        return decode(*hit)
+
+    def put(self, key: str, text: str | None, error: str | None) -> None:
+        old = self.items.pop(key, None)
+        self.size += _size(key, text, error) - (_size(key, *old) if old else 0)
+        self.items[key] = (text, error)
+        while self.size > self.limit and self.items:
+            k, v = self.items.popitem(last=False)
+            self.size -= _size(k, *v)
+            self.evicted += 1
+
+
+_ENTRY_BYTES = 300   # what one memo entry costs besides its key and text (measured on CPython 3.11)
+
+
+def _size(key: str, text: str | None, error: str | None) -> int:
+    return _ENTRY_BYTES + len(key) + len(text or "") + len(error or "")
+
+
+def decode(text: str | None, error: str | None) -> tuple[Any, str | None]:
+    """A stored result: (value, error)."""
+    return (None if text is None else json.loads(text)), error
 
 
 def kv_retention(plan: LogicalPlan, ttl_s: float | None) -> dict[str, float]:
@@ -148,6 +198,11 @@ class Executor:
             {n: [m for m in group if m != n] for group in fusion_sets(plan) for n in group}
         self.candidates: list[tuple[int, str]] = []
         self.topo = [op.id for op in plan.nodes()]
+        self.level = {n: i for i, n in enumerate(self.topo)}
+        # Operator at a time: node i opens once nodes 0..i-1 (topological order) are done for every input;
+        # instances of a node that is not open yet are parked on it until it opens.
+        self.opened = 0
+        self.parked: dict[str, list[int]] = defaultdict(list)
         self.preds = {n: set(plan.graph.predecessors(n)) for n in self.ops}
         self.desc = {n: nx.descendants(plan.graph, n) for n in self.ops}
         self.stats = RunStats(nodes={n: NodeStats() for n in self.ops})
@@ -156,7 +211,9 @@ class Executor:
         self.gpu = ThreadPoolExecutor(1, thread_name_prefix="halo-engine")
         self.engine_busy = False
         self.inputs: dict[int, _Input] = {}
-        self.memo: OrderedDict[str, tuple[Any, str | None]] = OrderedDict()
+        self.memo = _Memo(self.opt.memo_bytes)
+        self.resuming = False                # the journal held work when the run started: look there too
+        self.finished: list[int] = []        # rows whose every node is done, not yet flushed
         self.inflight: dict[str, _Call] = {}
         self.llm_queue: dict[str, list[_Call]] = defaultdict(list)     # by node: one node per micro-batch
         self.unstarted: dict[str, int] = defaultdict(int)                # admitted instances not yet started
@@ -167,13 +224,16 @@ class Executor:
 
     # -- driver ------------------------------------------------------------------------------------------
 
-    def run(self, rows: Iterable[tuple[int, dict[str, Any]]], sink: Callable[[dict], None],
+    def run(self, rows: Iterable[tuple[int, dict[str, Any]] | RowError], sink: Callable[[str], None],
             on_progress: Callable[[int], None] | None = None) -> RunStats:
-        """Run every row; each finished input's record goes to `sink` (after it is journaled)."""
+        """Run every row; each finished input's record goes to `sink` as JSON text (after it is journaled).
+
+        A rejected row (a `RowError`) is journaled as its record, never run.
+        """
         self.t0 = time.perf_counter()
-        finished = self.journal.finished_rows()
-        self.stats.resumed = len(finished)
-        source: Iterable = ((r, p) for r, p in rows if r not in finished)
+        self.stats.resumed = self.journal.count_finished()
+        self.resuming = self.journal.has_calls() or self.stats.resumed > 0
+        source: Iterable = self._fresh(rows)
         window = self.opt.window
         if self.opt.operator_at_a_time:
             source = list(source)
@@ -207,37 +267,61 @@ class Executor:
             self.stats.substitutions = dict(getattr(self.engine, "substitutions", {}))
         return self.stats
 
+    def _fresh(self, rows: Iterable) -> Iterable[tuple[int, dict[str, Any]]]:
+        """The rows not finished in the journal; a rejected row (a RowError) is journaled as its record."""
+        done = self.journal.is_finished if self.resuming else (lambda row: False)
+        for item in rows:
+            if isinstance(item, RowError):
+                self.stats.rejected += 1
+                if not done(item.row):
+                    self.journal.put_output(item.row, rejected_record(item.row, item.reason))
+            elif not done(item[0]):
+                yield item
+
     def _admit(self, row: int, params: dict[str, Any]) -> None:
         self.inputs[row] = _Input(row, params, dict(params), set(self.ops))
         for n in self.ops:
             self.unstarted[n] += 1
         self.candidates.extend((row, n) for n in self.ops if not self.preds[n])
+        if not self.ops:
+            self.finished.append(row)
 
     # -- dispatch ----------------------------------------------------------------------------------------
 
-    def _ready(self, inp: _Input, node: str) -> bool:
-        if any(p in inp.todo for p in self.preds[node]):
-            return False
-        if self.opt.operator_at_a_time:
-            idx = self.topo.index(node)
-            return all(self.done_count[p] >= self.total_inputs for p in self.topo[:idx])
-        return True
-
     def _dispatch(self) -> None:
-        """Start every candidate (input, node) whose inputs are ready, in plan priority order."""
+        """Start every candidate (input, node) whose inputs are ready, in plan priority order.
+
+        Each candidate is examined once: one whose predecessors are not all done is dropped (the last
+        predecessor to finish adds it again); under operator-at-a-time one whose node is not open yet is
+        parked on that node until it opens.
+        """
         rank = self.rank
-        self.candidates.sort(key=lambda c: rank[c[1]])
-        waiting = []
-        for row, node in self.candidates:
-            inp = self.inputs.get(row)
-            if inp is None or node not in inp.todo or node in inp.running:
-                continue
-            if self._ready(inp, node):
+        while True:   # a call served from memory (or the journal) finishes at once and adds its successors
+            if self.opt.operator_at_a_time:
+                self._open_nodes()
+            if not self.candidates:
+                break
+            candidates, self.candidates = self.candidates, []
+            candidates.sort(key=lambda c: rank[c[1]])
+            for row, node in candidates:
+                inp = self.inputs.get(row)
+                if inp is None or node not in inp.todo or node in inp.running:
+                    continue
+                if any(p in inp.todo for p in self.preds[node]):
+                    continue
+                if self.opt.operator_at_a_time and self.level[node] > self.opened:
+                    self.parked[node].append(row)
+                    continue
                 self._start(inp, node)
-            else:
-                waiting.append((row, node))
-        self.candidates = waiting if self.opt.operator_at_a_time else []
         self._kick_engine()
+
+    def _open_nodes(self) -> None:
+        """Operator at a time: open the next nodes whose predecessors in topological order are all done."""
+        while self.opened + 1 < len(self.topo) and \
+                self.done_count[self.topo[self.opened]] >= self.total_inputs:
+            self.opened += 1
+            node = self.topo[self.opened]
+            self.candidates.extend((row, node) for row in self.parked.pop(node, ()))
 
     def _start(self, inp: _Input, node: str) -> None:
         op = self.ops[node]
@@ -250,29 +334,22 @@ class Executor:
             return
         if key is not None:
             key = f"{node}|{key}" if op.kind != "llm" else key
-            hit = self.memo.get(key) or self.journal.get_call(key)
+            hit = self.memo.get(key)
+            if hit is None and (self.memo.evicted or self.resuming) and (stored := self.journal.get_call(key)):
+                self.memo.put(key, *stored)
+                hit = decode(*stored)
             if hit is not None:
-                self.memo[key] = hit
                 self.stats.nodes[node].memo_hits += 1
                 self._finish(inp.row, node, *hit)
                 return
             call = self.inflight.get(key)
             if call is not None:
-                call.waiters.append(inp.row)
+                call.waiters.append((inp.row, node))
                 self.stats.nodes[node].coalesced += 1
                 return
-        elif op.side_effect or op.kind == "llm":
-            prior = self.journal.get_effect(node, inp.row)
-            if prior is not None:
-                state, value, error = prior
-                if state == "intent":
-                    error = "interrupted by a crash: this call may have run; it is not repeated"
-                self.stats.nodes[node].memo_hits += 1
-                self._finish(inp.row, node, value, error)
-                return
-            if op.side_effect:
-                self.journal.intent(node, inp.row)
-        call = _Call(node, key, [inp.row])
+        elif (op.side_effect or op.kind == "llm") and self._replayed(inp, node):
+            return
+        call = _Call(node, key, [(inp.row, node)])
         if key is not None:
             self.inflight[key] = call
         if op.kind == "llm":
@@ -281,7 +358,23 @@ class Executor:
         else:
             env = inp.env
             self.outstanding += 1
-            self.pool.submit(self._run_tool, call, op, env)
+            self.pool.submit(self._run_tool, call, op, env, inp.row)
+
+    def _replayed(self, inp: _Input, node: str) -> bool:
+        """Finish a per-input call from the journal if an earlier run did it (or may have: in doubt)."""
+        prior = self.journal.get_effect(node, inp.row)
+        if prior is None:
+            return False
+        state, value, error = prior
+        if state == "intent":
+            if self.opt.retry_in_doubt:
+                return False
+            inp.in_doubt = True
+            error = ("interrupted by a crash: this call may have run; it is not repeated "
+                     "(--retry-in-doubt runs it again)")
+        self.stats.nodes[node].memo_hits += 1
+        self._finish(inp.row, node, value, error)
+        return True
 
     @cached_property
     def _retain_s(self) -> dict[str, float]:
@@ -300,13 +393,23 @@ class Executor:
                           json_schema=structured.json_schema(op.out), prefix_key=prefix,
                           retain_s=self._retain_s.get(op.id), top_p=None if top_p is None else float(top_p))
 
-    def _run_tool(self, call: _Call, op: OpNode, env: dict[str, Any]) -> None:
+    def _run_tool(self, call: _Call, op: OpNode, env: dict[str, Any], row: int) -> None:
+        """Run one tool call on a worker thread.
+
+        A side effect is journaled around the call itself: its intent is committed right before it runs
+        and its result right after, so only a call that was really running when a crash came is in doubt.
+        """
         start = time.perf_counter()
+        effect = op.side_effect and call.key is None
         try:
+            if effect:
+                self.journal.intent(op.id, row)
             value, _ = self.tools.run(op, env)
             error = None
         except Exception as e:   # a tool failure is data for the inputs that need it
             value, error = None, f"{type(e).__name__}: {e}"
+        if effect:
+            self.journal.put_effect(op.id, row, value, error)
         self.events.put(("tool", (call, value, error, start, time.perf_counter())))
 
     # -- the engine --------------------------------------------------------------------------------------
@@ -369,7 +472,7 @@ class Executor:
         """Prompt tokens (≈ chars/4) plus the p90 of output lengths seen for this node (max_tokens before)."""
         seen = self.stats.nodes[call.node].output_tokens
         if len(seen) >= 8:
-            tail = sorted(seen[-256:])
+            tail = sorted(seen)
             out = tail[int(0.9 * (len(tail) - 1))]
         else:
             out = call.request.max_tokens
@@ -413,7 +516,7 @@ class Executor:
             members = Counter(c.node for c in batch)
             for node in members:
                 self.stats.nodes[node].batches += 1
-            self.stats.engine_batches.append({
+            self.stats.record_batch({
                 "model": self.ops[batch[0].node].model, "nodes": dict(members), "n": len(batch),
                 "prompt_tokens": sum(r.prompt_tokens for r in results),
                 "cached_tokens": sum(r.cached_tokens for r in results),
@@ -431,7 +534,7 @@ class Executor:
                 st.completion_tokens += res.completion_tokens
                 st.cached_tokens += res.cached_tokens
                 if not res.error:
-                    st.output_tokens.append(res.completion_tokens)
+                    st.output_tokens.append(res.completion_tokens)   # a bounded deque
                 self._llm_done(call, res)
         self._flush(sink, on_progress)
 
@@ -459,14 +562,13 @@ class Executor:
         op = self.ops[call.node]
         if call.key is not None:
             self.inflight.pop(call.key, None)
-            self.memo[call.key] = (value, error)
-            if len(self.memo) > 100_000:
-                self.memo.popitem(last=False)
-            self.journal.put_call(call.key, value, error)
-        for row in call.waiters:
-            if call.key is None and (op.side_effect or op.kind == "llm"):
-                self.journal.put_effect(call.node, row, value, error)
-            self._finish(row, call.node, value, error)
+            text = None if error else dumps(value)
+            self.memo.put(call.key, text, error)
+            self.journal.put_call(call.key, text, error)
+        elif op.kind == "llm":   # a sampled call: journaled so that it is not drawn again (tools: `_run_tool`)
+            self.journal.put_effect(call.node, call.waiters[0][0], value, error)
+        for row, node in call.waiters:
+            self._finish(row, node, value, error)
 
     def _finish(self, row: int, node: str, value: Any, error: str | None) -> None:
         inp = self.inputs[row]
@@ -477,7 +579,12 @@ class Executor:
         if error is None:
             inp.env[node] = value
             self.candidates.extend((row, s) for s in self.plan.graph.successors(node))
-            return
+        else:
+            self._fail(inp, node, error)
+        if not inp.todo and not inp.running:
+            self.finished.append(row)
+
+    def _fail(self, inp: _Input, node: str, error: str) -> None:
         self.stats.nodes[node].errors += 1
         inp.errors.append({"node": node, "error": error})
         for d in self.desc[node]:
@@ -488,15 +595,15 @@ class Executor:
                 inp.errors.append({"node": d, "error": f"skipped: depends on failed '{node}'"})
 
     def _flush(self, sink, on_progress) -> None:
-        done = [inp for inp in self.inputs.values() if not inp.todo and not inp.running]
-        for inp in done:
+        done, self.finished = self.finished, []
+        for row in done:
+            inp = self.inputs.pop(row)
             record = {"row": inp.row, "inputs": inp.params, "outputs": self._outputs(inp),
                       "error": inp.errors or None}
-            self.journal.put_output(inp.row, record)
-            sink(record)
+            sink(self.journal.put_output(inp.row, record))
             self.stats.inputs += 1
             self.stats.failed += 1 if inp.errors else 0
-            del self.inputs[inp.row]
+            self.stats.in_doubt += inp.in_doubt
             if on_progress:
                 on_progress(1)
 

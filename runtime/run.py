@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from halo.errors import HaloError
 from halo.plan import LogicalPlan
 from halo.runtime.engines import make_engine
 from halo.runtime.executor import Executor, RunOptions
@@ -23,45 +23,79 @@ class RunResult:
     stats: RunStats
     output: Path
     journal: Path
+    failed_records: int = 0       # records with an error in the whole output, earlier runs' included
 
 
 def fingerprint(plan: LogicalPlan, sources: Iterable[str], input_path: str | Path) -> str:
-    """Identifies a run: the workflow text and the input file (path, size and mtime)."""
+    """Identifies a run: the workflow text and the input file's content (SHA-256, read in chunks)."""
     h = hashlib.sha256(plan.name.encode())
     for s in sources:
         h.update(s.encode())
-    st = os.stat(input_path)
-    h.update(f"{Path(input_path).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
+    h.update(b"\x00input\x00")
+    with open(input_path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()[:32]
 
 
 def execute(plan: LogicalPlan, rows: Iterable[tuple[int, dict[str, Any]]], output: str | Path, fp: str,
             engine: str = "hf", engine_options: dict | None = None, options: RunOptions | None = None,
             resume: bool = False, progress=None) -> RunResult:
-    """Run the plan over `rows`, appending one JSON record per input to `output`.
+    """Run the plan over `rows`, one JSON record per input in `output`.
 
-    The journal sits beside the output (`OUTPUT.journal`). With `resume`, finished inputs are kept
+    `rows` yields (row, params) and, for rows that failed validation, `RowError`s (they get a record too).
+    Records stream to `output` as inputs finish; at the end the file is rewritten from the journal in row
+    order. The journal sits beside the output (`OUTPUT.journal`). With `resume`, finished inputs are kept
     and the output file is rebuilt from the journal first, so no record is lost or duplicated.
     """
     output = Path(output)
+    tools = Toolbox(plan)
+    problems = tools.check()
+    if problems:                  # refused before the journal or the output is touched
+        tools.close()
+        raise HaloError(problems)
     journal_path = output.with_name(output.name + ".journal")
-    journal = Journal(journal_path, fp, resume=resume)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("w", encoding="utf-8") as f:
+    try:
+        journal = Journal(journal_path, fp, resume=resume)
+    except BaseException:
+        tools.close()
+        raise
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        _rebuild(journal, output)
+        stats = _stream(plan, rows, output, journal, tools, engine, engine_options, options, progress)
+        _rebuild(journal, output)
+        failed = journal.count_failed()
+    finally:
+        journal.close()
+    return RunResult(stats, output, journal_path, failed)
+
+
+def _rebuild(journal: Journal, output: Path) -> None:
+    """Write every journaled record to `output` in row order (through a temporary file, then renamed)."""
+    tmp = output.with_name(output.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
         for record in journal.outputs():
             f.write(record + "\n")
-    needs_llm = any(op.kind == "llm" for op in plan.nodes())
-    llm = make_engine(engine, **(engine_options or {})) if needs_llm else None
-    tools = Toolbox(plan)
+    os.replace(tmp, output)
+
+
+def _stream(plan: LogicalPlan, rows, output: Path, journal: Journal, tools: Toolbox, engine: str,
+            engine_options: dict | None, options: RunOptions | None, progress) -> RunStats:
+    """Run the executor, appending each record to `output` as its input finishes; closes the tools."""
+    try:
+        needs_llm = any(op.kind == "llm" for op in plan.nodes())
+        llm = make_engine(engine, **(engine_options or {})) if needs_llm else None
+    except BaseException:
+        tools.close()
+        raise
     try:
         with output.open("a", encoding="utf-8") as f:
-            def sink(record: dict) -> None:
-                f.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
+            def sink(record: str) -> None:
+                f.write(record + "\n")
                 f.flush()
-            stats = Executor(plan, llm, tools, journal, options).run(rows, sink, progress)
+            return Executor(plan, llm, tools, journal, options).run(rows, sink, progress)
     finally:
         tools.close()
-        journal.close()
         if llm is not None:
             llm.close()
-    return RunResult(stats, output, journal_path)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import asdict, dataclass, field
+
+ENGINE_RECORDS = 4096     # engine batches kept for calibration (the most recent ones)
 
 
 @dataclass
@@ -21,24 +24,26 @@ class NodeStats:
     cached_tokens: int = 0
     batches: int = 0
     repairs: int = 0
-    output_tokens: list[int] = field(default_factory=list, repr=False)
+    # The most recent output lengths (the executor's batch budget uses their p90).
+    output_tokens: deque[int] = field(default_factory=lambda: deque(maxlen=256), repr=False)
 
     def span(self, start: float, end: float) -> None:
         self.first_start = start if self.first_start is None else min(self.first_start, start)
         self.last_end = end if self.last_end is None else max(self.last_end, end)
 
     def as_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("output_tokens")
+        d = {k: v for k, v in asdict(self).items() if k != "output_tokens"}
         d["wall_seconds"] = (self.last_end - self.first_start) if self.first_start is not None else 0.0
         return d
 
 
 @dataclass
 class RunStats:
-    inputs: int = 0
-    failed: int = 0
-    resumed: int = 0
+    inputs: int = 0             # inputs run (to the end) by this run
+    failed: int = 0             # of those, inputs with an error
+    rejected: int = 0           # input rows that failed validation (never run)
+    in_doubt: int = 0           # failed inputs with a side effect that an interrupted run may have done
+    resumed: int = 0            # records already in the journal when this run started
     seconds: float = 0.0
     model_loads: int = 0
     load_seconds: float = 0.0
@@ -46,13 +51,21 @@ class RunStats:
     substitutions: dict[str, str] = field(default_factory=dict)
     # One record per engine call: model, nodes {node: requests}, n, prompt_tokens, cached_tokens,
     # steps (the longest reply: decode iterations), node_steps {node: its longest reply},
-    # seconds (wall time without model loading).
+    # seconds (wall time without model loading). At most 2 x ENGINE_RECORDS, the most recent.
     engine_batches: list[dict] = field(default_factory=list)
+    engine_calls: int = 0
+
+    def record_batch(self, record: dict) -> None:
+        self.engine_calls += 1
+        self.engine_batches.append(record)
+        if len(self.engine_batches) >= 2 * ENGINE_RECORDS:
+            del self.engine_batches[:ENGINE_RECORDS]
 
     def totals(self) -> dict:
         ns = self.nodes.values()
         return {
-            "inputs": self.inputs, "failed": self.failed, "resumed": self.resumed,
+            "inputs": self.inputs, "failed": self.failed, "rejected": self.rejected, "in_doubt": self.in_doubt,
+            "resumed": self.resumed, "engine_calls": self.engine_calls,
             "seconds": round(self.seconds, 3),
             "inputs_per_s": round(self.inputs / self.seconds, 3) if self.seconds else 0.0,
             "calls": sum(n.calls for n in ns), "instances": sum(n.instances for n in ns),
