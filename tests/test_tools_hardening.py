@@ -215,9 +215,9 @@ def test_missing_read_only_duckdb_reported_not_created(tmp_path):
     }}''', tmp_path)
     [diag] = Toolbox(plan).check()
     assert diag.pos.line == 2 and "does not exist" in diag.message and "read-only" in diag.message
-    _, out = run(plan, [(1, {"q": 1}), (2, {"q": 2})], tmp_path)
-    assert all("does not exist" in errors_of(r) for r in out.values())
-    assert not missing.exists()
+    with pytest.raises(HaloError, match="does not exist"):      # refused before anything runs
+        run(plan, [(1, {"q": 1}), (2, {"q": 2})], tmp_path)
+    assert not missing.exists() and not (tmp_path / "out.jsonl").exists()
 
 
 def test_duckdb_opened_read_only_unless_the_plan_writes(tmp_path):
