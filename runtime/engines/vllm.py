@@ -38,6 +38,14 @@ def _import_vllm():
     return vllm
 
 
+def _default_memory_share() -> float:
+    """Share of device memory vLLM reserves: 0.85 of a GPU; on the CPU the flag reserves host memory, which
+    the driver, the tools and other processes share, so a quarter of it."""
+    import torch
+
+    return 0.85 if torch.cuda.is_available() else 0.25
+
+
 class VLLMEngine(Engine):
     """vLLM offline engine (one active model; others sleep). Public methods are serialized by a lock."""
 
@@ -50,7 +58,7 @@ class VLLMEngine(Engine):
         sleep_mode: bool = True,
         dtype: str = "auto",
         max_model_len: int | None = None,
-        gpu_memory_utilization: float = 0.85,
+        gpu_memory_utilization: float | None = None,
         seed: int = 0,
         cache_dir=None,
         **llm_options,
@@ -61,7 +69,7 @@ class VLLMEngine(Engine):
         self.options = dict(
             enforce_eager=enforce_eager,
             dtype=dtype,
-            gpu_memory_utilization=gpu_memory_utilization,
+            gpu_memory_utilization=gpu_memory_utilization or _default_memory_share(),
             seed=seed,
             enable_prefix_caching=True,
             disable_log_stats=False,  # keeps prefix-cache counters readable through get_metrics()
