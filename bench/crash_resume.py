@@ -54,17 +54,22 @@ def trial(work: Path, inputs: int, kills: int, delay: float, rng: random.Random)
     batch.write_text("".join(json.dumps({"item": i}) + "\n" for i in range(1, inputs + 1)))
     out = work / "out.jsonl"
     env = {**os.environ, "PYTHONPATH": str(HERE)}
-    cmd = [sys.executable, "-m", "halo", "run", str(wf), "-i", str(batch), "-o", str(out), "-q"]
+    cmd = [sys.executable, "-m", "halo", "run", str(wf), "-i", str(batch), "-o", str(out), "-q", "--window", "32"]
     expected_s = inputs * delay / TOOL_WORKERS
-    killed = 0
+    killed, at = 0, []
     for attempt in range(kills + 1):
+        before = _lines(out)
         proc = subprocess.Popen(cmd + (["--resume"] if attempt else []), env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if attempt < kills:
-            time.sleep(rng.uniform(0.05, max(0.1, expected_s)) + (1.0 if attempt == 0 else 0.5))
+            while proc.poll() is None and _lines(out) <= before:   # kill only once work is under way
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, expected_s / 2))
             if proc.poll() is None:
+                done = _lines(out)
                 os.kill(proc.pid, signal.SIGKILL)
                 killed += 1
+                at.append(done)
         proc.wait(timeout=600)
     err = proc.stderr.read().decode()
     if proc.returncode not in (0, 1):
@@ -82,11 +87,20 @@ def trial(work: Path, inputs: int, kills: int, delay: float, rng: random.Random)
     for line in marks.read_text().splitlines() if marks.exists() else []:
         appends[int(line)] = appends.get(int(line), 0) + 1
     rows = range(1, inputs + 1)
-    return {"inputs": inputs, "kills": killed,
+    return {"inputs": inputs, "kills": killed, "records_at_kills": at,
             "lost": sum(1 for r in rows if r not in records),
             "duplicated": sum(1 for r in rows if records.get(r, 0) > 1),
             "repeated": sum(1 for c in (*writes.values(), *appends.values()) if c > 1),
             "in_doubt": doubt, "in_doubt_bound": killed * TOOL_WORKERS}
+
+
+def _lines(path: Path) -> int:
+    """Records in the output file so far (it holds finished inputs only)."""
+    try:
+        with path.open("rb") as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
 
 
 def main() -> None:
@@ -94,7 +108,7 @@ def main() -> None:
     ap.add_argument("--kills", type=int, default=20, help="kills in all, spread over the trials")
     ap.add_argument("--per-trial", type=int, default=4, help="kills per trial (run + resumes)")
     ap.add_argument("--inputs", type=int, default=300)
-    ap.add_argument("--delay", type=float, default=0.02, help="seconds per pure Python step")
+    ap.add_argument("--delay", type=float, default=0.05, help="seconds per pure Python step")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -110,13 +124,14 @@ def main() -> None:
     total = {k: sum(r[k] for r in results) for k in (*keys, "kills")}
     lines = [f"# Crash and resume: kill -9 at {total['kills']} random points ({dt.date.today().isoformat()})", "",
              f"- machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; `{' '.join(sys.argv)}`",
-             f"- workflow per input: pure py ({args.delay} s), DuckDB INSERT, impure py appending to a file; "
+             f"- workflow per input: pure py ({args.delay} s), DuckDB INSERT, impure py appending to a file (32 inputs in flight); "
              f"{args.inputs} inputs per trial, {args.per_trial} kills per trial (the run and its resumes)",
              f"- in doubt may be at most {TOOL_WORKERS} per kill (the tool workers that can be inside a call)", "",
-             "| trial | kills | lost | duplicated | repeated | in doubt | in-doubt bound |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {i + 1} | {r['kills']} | {r['lost']} | {r['duplicated']} | {r['repeated']} | {r['in_doubt']} | "
+             "| trial | kills | records when killed | lost | duplicated | repeated | in doubt | in-doubt bound |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {i + 1} | {r['kills']} | {', '.join(map(str, r['records_at_kills']))} | {r['lost']} | {r['duplicated']} | {r['repeated']} | {r['in_doubt']} | "
               f"{r['in_doubt_bound']} |" for i, r in enumerate(results)]
-    lines.append(f"| all | {total['kills']} | {total['lost']} | {total['duplicated']} | {total['repeated']} | "
+    lines.append(f"| all | {total['kills']} | | {total['lost']} | {total['duplicated']} | {total['repeated']} | "
                  f"{total['in_doubt']} | {total['in_doubt_bound']} |")
     text = "\n".join(lines) + "\n"
     print(text)
