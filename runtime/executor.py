@@ -6,34 +6,38 @@ queue per model and run in micro-batches sized by a token budget that uses the o
 far; batches keep prefix groups together and order prompts by length. Tools run on a thread pool
 while the engine works, so CPU tool work overlaps LLM work. A failed call fails only the inputs that
 depend on it; everything is journaled so that a crashed run resumes without losing or repeating work.
+
+This module is the event loop (admit, dispatch, start, complete, finish, flush); its rules live beside
+it: `batch_formation` (engine batches), `call_cache` (memo, calls in flight, journal lookups),
+`llm_requests` (requests, their token budget, retries) and `kv_retention`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import queue
 import time
-from collections import Counter, OrderedDict, defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from typing import Any
 
 import networkx as nx
 
 from halo.batch import RowError
-from halo.batching import BatchPolicy, decoding_key, fusion_sets
+from halo.batching import BatchPolicy, fusion_sets
 from halo.consolidate import call_key
 from halo.plan import LogicalPlan, OpNode, evaluate
 from halo.runtime import structured
-from halo.runtime.engines.base import Engine, GenRequest, GenResult
+from halo.runtime.batch_formation import BatchFormation
+from halo.runtime.call_cache import Call, CallCache
+from halo.runtime.engines.base import Engine, GenResult
 from halo.runtime.journal import Journal
-from halo.runtime.records import dumps, rejected_record
+from halo.runtime.kv_retention import kv_retention
+from halo.runtime.llm_requests import build_request, expected_tokens, retryable
+from halo.runtime.records import rejected_record
 from halo.runtime.stats import NodeStats, RunStats
 from halo.runtime.toolbox import Toolbox
-from halo.template import Template
 
 
 @dataclass
@@ -66,124 +70,6 @@ class _Input:
     in_doubt: bool = False             # a side effect of an interrupted run may have run (not repeated)
 
 
-@dataclass
-class _Call:
-    """One executed call and the (input row, node) instances waiting on it.
-
-    Identical LLM calls of different nodes share a key, so the waiters name their node.
-    """
-
-    node: str
-    key: str | None
-    waiters: list[tuple[int, str]]
-    request: GenRequest | None = None
-    repaired: bool = False
-
-
-class _Memo:
-    """Finished call results by key as JSON text, least recently used first, bounded in bytes.
-
-    An entry counts its key and text plus a fixed overhead (the dict entry and its objects), so the bound
-    is close to the memory really held. Each hit decodes its own copy, so inputs never share (or alter)
-    one another's values.
-    """
-
-    def __init__(self, limit: int):
-        self.limit, self.size, self.evicted = limit, 0, 0
-        self.items: OrderedDict[str, tuple[str | None, str | None]] = OrderedDict()
-
-    def get(self, key: str) -> tuple[Any, str | None] | None:
-        hit = self.items.get(key)
-        if hit is None:
-            return None
-        self.items.move_to_end(key)
-        return decode(*hit)
-
-    def put(self, key: str, text: str | None, error: str | None) -> None:
-        old = self.items.pop(key, None)
-        self.size += _size(key, text, error) - (_size(key, *old) if old else 0)
-        self.items[key] = (text, error)
-        while self.size > self.limit and self.items:
-            k, v = self.items.popitem(last=False)
-            self.size -= _size(k, *v)
-            self.evicted += 1
-
-
-_ENTRY_BYTES = 300   # what one memo entry costs besides its key and text (measured on CPython 3.11)
-
-
-def _size(key: str, text: str | None, error: str | None) -> int:
-    return _ENTRY_BYTES + len(key) + len(text or "") + len(error or "")
-
-
-def decode(text: str | None, error: str | None) -> tuple[Any, str | None]:
-    """A stored result: (value, error)."""
-    return (None if text is None else json.loads(text)), error
-
-
-def kv_retention(plan: LogicalPlan, ttl_s: float | None) -> dict[str, float]:
-    """LLM nodes whose KV the engine should keep for ``ttl_s`` seconds after the call (Continuum's TTL).
-
-    The rule: LLM node A retains when some LLM node B (for the same input) satisfies all of
-      1. B runs on A's model;
-      2. B is reachable from A through tool nodes only (sql/http/py; a direct edge counts), so B is issued
-         after A finishes, with at most tool calls in between;
-      3. B's conversation starts with A's: equal system templates (or both absent), equal JSON schemas
-         (a schema extends the system message), and B's prompt template begins with A's: every piece of
-         A's template but the last is the same piece of B's, and A's last piece is the same hole or a
-         text that B's next piece starts with (e.g. A = "User: {q}\nAssistant:", B = "User: {q}\nAssistant:
-         {a}\nUser: ...").
-    Then B's tokens begin with A's system + prompt, and the engine serves them from A's retained KV.
-    A B whose prompt merely starts with the hole ``{a}`` does not qualify: chat formatting puts A's reply
-    after A's prompt and the assistant header, so B could share only the system prompt with A, which
-    ``prefix_key`` reuse already serves without holding a per-input KV.
-    Returns {node id: ttl_s}; empty when ``ttl_s`` is None or <= 0.
-    """
-    if not ttl_s or ttl_s <= 0:
-        return {}
-    graph = plan.graph
-    ops = {n: graph.nodes[n]["op"] for n in graph}
-    out: dict[str, float] = {}
-    for a, op_a in ops.items():
-        if op_a.kind != "llm" or "prompt" not in op_a.templates:
-            continue
-        seen, stack = {a}, list(graph.successors(a))
-        while stack:
-            b = stack.pop()
-            if b in seen:
-                continue
-            seen.add(b)
-            op_b = ops[b]
-            if op_b.kind != "llm":
-                stack.extend(graph.successors(b))
-            elif _continues(op_a, op_b):
-                out[a] = float(ttl_s)
-                break
-    return out
-
-
-def _continues(a: OpNode, b: OpNode) -> bool:
-    """Rules 1 and 3 of `kv_retention`: same model, same system and schema, B's prompt starts with A's."""
-    if a.model != b.model or _pieces(a.templates.get("system")) != _pieces(b.templates.get("system")):
-        return False
-    if structured.json_schema(a.out) != structured.json_schema(b.out) or "prompt" not in b.templates:
-        return False
-    pa, pb = _pieces(a.templates["prompt"]), _pieces(b.templates["prompt"])
-    n = len(pa)
-    if n == 0 or len(pb) < n or pa[: n - 1] != pb[: n - 1]:
-        return False
-    if isinstance(pa[-1], str):
-        return isinstance(pb[n - 1], str) and pb[n - 1].startswith(pa[-1])
-    return pa[-1] == pb[n - 1]
-
-
-def _pieces(t: Template | None) -> tuple | None:
-    """A template's pieces with holes reduced to what they render (their position is irrelevant)."""
-    if t is None:
-        return None
-    return tuple(p if isinstance(p, str) else (p.parts, p.as_json) for p in t.pieces)
-
-
 class Executor:
     def __init__(self, plan: LogicalPlan, engine: Engine | None, toolbox: Toolbox, journal: Journal,
                  options: RunOptions | None = None):
@@ -194,8 +80,12 @@ class Executor:
         self.order = sorted(self.ops, key=lambda n: rank.get(n, len(rank)))
         self.rank = {n: i for i, n in enumerate(self.order)}
         # Nodes that share engine batches wait for each other (the plan's fusion sets; not in the baseline).
-        self.siblings = {} if self.opt.operator_at_a_time else \
+        siblings = {} if self.opt.operator_at_a_time else \
             {n: [m for m in group if m != n] for group in fusion_sets(plan) for n in group}
+        llm = [n for n, op in self.ops.items() if op.kind == "llm"]
+        self.batches = BatchFormation(self.opt.max_batch, self.opt.batch_tokens, siblings, self.rank,
+                                      {n: self.ops[n].model for n in llm}, self._expected_tokens)
+        self.retain_s = kv_retention(plan, self.opt.kv_ttl_s)
         self.candidates: list[tuple[int, str]] = []
         self.topo = [op.id for op in plan.nodes()]
         self.level = {n: i for i, n in enumerate(self.topo)}
@@ -211,11 +101,8 @@ class Executor:
         self.gpu = ThreadPoolExecutor(1, thread_name_prefix="halo-engine")
         self.engine_busy = False
         self.inputs: dict[int, _Input] = {}
-        self.memo = _Memo(self.opt.memo_bytes)
-        self.resuming = False                # the journal held work when the run started: look there too
+        self.cache = CallCache(journal, self.opt.memo_bytes)
         self.finished: list[int] = []        # rows whose every node is done, not yet flushed
-        self.inflight: dict[str, _Call] = {}
-        self.llm_queue: dict[str, list[_Call]] = defaultdict(list)     # by node: one node per micro-batch
         self.unstarted: dict[str, int] = defaultdict(int)                # admitted instances not yet started
         self.done_count: dict[str, int] = defaultdict(int)
         self.total_inputs = 0
@@ -232,7 +119,7 @@ class Executor:
         """
         self.t0 = time.perf_counter()
         self.stats.resumed = self.journal.count_finished()
-        self.resuming = self.journal.has_calls() or self.stats.resumed > 0
+        self.cache.resuming = self.journal.has_calls() or self.stats.resumed > 0
         source: Iterable = self._fresh(rows)
         window = self.opt.window
         if self.opt.operator_at_a_time:
@@ -269,7 +156,7 @@ class Executor:
 
     def _fresh(self, rows: Iterable) -> Iterable[tuple[int, dict[str, Any]]]:
         """The rows not finished in the journal; a rejected row (a RowError) is journaled as its record."""
-        done = self.journal.is_finished if self.resuming else (lambda row: False)
+        done = self.journal.is_finished if self.cache.resuming else (lambda row: False)
         for item in rows:
             if isinstance(item, RowError):
                 self.stats.rejected += 1
@@ -334,27 +221,21 @@ class Executor:
             return
         if key is not None:
             key = f"{node}|{key}" if op.kind != "llm" else key
-            hit = self.memo.get(key)
-            if hit is None and (self.memo.evicted or self.resuming) and (stored := self.journal.get_call(key)):
-                self.memo.put(key, *stored)
-                hit = decode(*stored)
+            hit = self.cache.finished(key)
             if hit is not None:
                 self.stats.nodes[node].memo_hits += 1
                 self._finish(inp.row, node, *hit)
                 return
-            call = self.inflight.get(key)
-            if call is not None:
-                call.waiters.append((inp.row, node))
+            if self.cache.join(key, inp.row, node):
                 self.stats.nodes[node].coalesced += 1
                 return
         elif (op.side_effect or op.kind == "llm") and self._replayed(inp, node):
             return
-        call = _Call(node, key, [(inp.row, node)])
-        if key is not None:
-            self.inflight[key] = call
+        call = Call(node, key, [(inp.row, node)])
+        self.cache.open(call)
         if op.kind == "llm":
-            call.request = self._request(op, inp.env)
-            self.llm_queue[node].append(call)
+            call.request = build_request(op, inp.env, self.opt.prefix_keys, self.retain_s.get(node))
+            self.batches.add(call)
         else:
             env = inp.env
             self.outstanding += 1
@@ -362,38 +243,16 @@ class Executor:
 
     def _replayed(self, inp: _Input, node: str) -> bool:
         """Finish a per-input call from the journal if an earlier run did it (or may have: in doubt)."""
-        prior = self.journal.get_effect(node, inp.row)
+        prior = self.cache.replay(node, inp.row, self.opt.retry_in_doubt)
         if prior is None:
             return False
-        state, value, error = prior
-        if state == "intent":
-            if self.opt.retry_in_doubt:
-                return False
-            inp.in_doubt = True
-            error = ("interrupted by a crash: this call may have run; it is not repeated "
-                     "(--retry-in-doubt runs it again)")
+        value, error, in_doubt = prior
+        inp.in_doubt |= in_doubt
         self.stats.nodes[node].memo_hits += 1
         self._finish(inp.row, node, value, error)
         return True
 
-    @cached_property
-    def _retain_s(self) -> dict[str, float]:
-        return kv_retention(self.plan, self.opt.kv_ttl_s)
-
-    def _request(self, op: OpNode, env: dict[str, Any]) -> GenRequest:
-        system = op.templates["system"].render(env) if "system" in op.templates else None
-        prefix = None
-        if self.opt.prefix_keys:
-            head = (system or "") + "\x00" + op.templates["prompt"].static_prefix()
-            prefix = hashlib.blake2b(f"{op.model}\x00{head}".encode(), digest_size=8).hexdigest()
-        top_p = op.option("top_p")
-        return GenRequest(model=op.model, prompt=op.templates["prompt"].render(env), system=system,
-                          max_tokens=int(op.option("max_tokens", 256)),
-                          temperature=float(op.option("temperature", 0.0)), seed=op.option("seed"),
-                          json_schema=structured.json_schema(op.out), prefix_key=prefix,
-                          retain_s=self._retain_s.get(op.id), top_p=None if top_p is None else float(top_p))
-
-    def _run_tool(self, call: _Call, op: OpNode, env: dict[str, Any], row: int) -> None:
+    def _run_tool(self, call: Call, op: OpNode, env: dict[str, Any], row: int) -> None:
         """Run one tool call on a worker thread.
 
         A side effect is journaled around the call itself: its intent is committed right before it runs
@@ -415,85 +274,44 @@ class Executor:
     # -- the engine --------------------------------------------------------------------------------------
 
     def _kick_engine(self) -> None:
-        """Give the idle engine one node's micro-batch.
-
-        A node is ready to go when its queue (with those of the nodes it shares batches with) fills a batch,
-        or when none of their instances is still waiting upstream: one full batch costs about as much as a
-        small one on a GPU, so a node whose requests are still on their way waits while other work runs.
-        When nothing else is in flight, the largest queue goes anyway. Among ready nodes: resident model
-        first, then plan priority.
-        """
+        """Give the idle engine the next micro-batch (`BatchFormation.next_batch`)."""
         if self.engine_busy or self.engine is None:
             return
-        nodes = [n for n, q in self.llm_queue.items() if q]
-        if not nodes:
+        batch = self.batches.next_batch(self.unstarted, set(self.engine.resident_models()),
+                                        idle=self.outstanding == 0)
+        if not batch:
             return
-        ready = [n for n in nodes if self._batch_ready(n)]
-        if not ready:
-            if self.outstanding > 0:
-                return
-            ready = [max(nodes, key=lambda n: len(self.llm_queue[n]))]
-        resident = set(self.engine.resident_models())
-        node = min(ready, key=lambda n: (self.ops[n].model not in resident, self.rank[n]))
-        batch = self._take_batch(node, [])
-        for other in sorted(ready, key=self.rank.get):   # fuse ready nodes that decode alike into one batch
-            if other != node and self._same_decoding(node, other) and len(batch) < self.opt.max_batch:
-                batch = self._take_batch(other, batch)
         self.engine_busy = True
         self.outstanding += 1
-        self.gpu.submit(self._run_engine, self.ops[node].model, batch)
+        self.gpu.submit(self._run_engine, self.ops[batch[0].node].model, batch)
 
-    def _batch_ready(self, node: str) -> bool:
-        group = [node, *self.siblings.get(node, ())]
-        return (sum(len(self.llm_queue[n]) for n in group) >= self.opt.max_batch
-                or all(self.unstarted[n] <= 0 for n in group))
+    def _expected_tokens(self, call: Call) -> int:
+        return expected_tokens(self.ops[call.node], call.request, self.stats.nodes[call.node].output_tokens)
 
-    def _same_decoding(self, a: str, b: str) -> bool:
-        """Two nodes can share a micro-batch: same model, output length and sampling."""
-        return decoding_key(self.ops[a]) == decoding_key(self.ops[b])
-
-    def _take_batch(self, node: str, batch: list[_Call]) -> list[_Call]:
-        """Add the node's calls to `batch`: prefix groups together, short prompts first, within the budgets."""
-        calls = self.llm_queue[node]
-        calls.sort(key=lambda c: (c.request.prefix_key or "", len(c.request.prompt)))
-        budget = sum(self._expected_tokens(c) for c in batch)
-        taken = 0
-        for c in calls:
-            cost = self._expected_tokens(c)
-            if batch and (len(batch) >= self.opt.max_batch or budget + cost > self.opt.batch_tokens):
-                break
-            batch.append(c)
-            budget += cost
-            taken += 1
-        self.llm_queue[node] = calls[taken:]
-        return batch
-
-    def _expected_tokens(self, call: _Call) -> int:
-        """Prompt tokens (≈ chars/4) plus the p90 of output lengths seen for this node (max_tokens before)."""
-        seen = self.stats.nodes[call.node].output_tokens
-        if len(seen) >= 8:
-            tail = sorted(seen)
-            out = tail[int(0.9 * (len(tail) - 1))]
-        else:
-            out = call.request.max_tokens
-        return (len(call.request.prompt) + len(call.request.system or "")) // 4 + out
-
-    def _run_engine(self, model: str, batch: list[_Call]) -> None:
+    def _run_engine(self, model: str, batch: list[Call]) -> None:
+        """Run one batch; requests that failed for a reason that may pass (an engine error, a timeout; not an
+        invalid request or a greedy reply cut at max_tokens) are sent again, up to `llm_retries` times."""
         start = time.perf_counter()
         load_s = 0.0
+        results: list[GenResult] = []
         try:
             load_s = self.engine.load(model)
-            results = self.engine.generate([c.request for c in batch])
-            for attempt in range(self.opt.llm_retries):
-                bad = [i for i, r in enumerate(results) if r.error]
-                if not bad:
-                    break
-                time.sleep(0.2 * 2 ** attempt)
-                again = self.engine.generate([batch[i].request for i in bad])
-                for i, r in zip(bad, again, strict=True):
+            pending = list(range(len(batch)))
+            results = [GenResult.failed("not run")] * len(batch)
+        except Exception as e:   # the model did not load: every request of the batch fails
+            results, pending = [GenResult.failed(f"{type(e).__name__}: {e}") for _ in batch], []
+        for attempt in range(self.opt.llm_retries + 1):
+            if not pending:
+                break
+            if attempt:
+                time.sleep(0.2 * 2 ** (attempt - 1))
+            try:
+                for i, r in zip(pending, self.engine.generate([batch[i].request for i in pending]), strict=True):
                     results[i] = r
-        except Exception as e:   # the engine itself failed: every request of the batch fails
-            results = [GenResult.failed(f"{type(e).__name__}: {e}") for _ in batch]
+            except Exception as e:   # the engine itself failed: every pending request fails this attempt
+                for i in pending:
+                    results[i] = GenResult.failed(f"{type(e).__name__}: {e}")
+            pending = [i for i in pending if results[i].error and retryable(batch[i].request, results[i].error)]
         self.events.put(("llm", (batch, results, load_s, start, time.perf_counter())))
 
     # -- completions -------------------------------------------------------------------------------------
@@ -538,7 +356,7 @@ class Executor:
                 self._llm_done(call, res)
         self._flush(sink, on_progress)
 
-    def _llm_done(self, call: _Call, res: GenResult) -> None:
+    def _llm_done(self, call: Call, res: GenResult) -> None:
         op = self.ops[call.node]
         if res.error:
             self._complete(call, None, f"LLM call failed: {res.error}")
@@ -554,19 +372,12 @@ class Executor:
                 r = call.request
                 call.request = replace(r, prompt=structured.repair_prompt(r.prompt, op.out, str(e)))
                 call.repaired = True
-                self.llm_queue[call.node].append(call)
+                self.batches.add(call)
             else:
                 self._complete(call, None, f"invalid structured output: {e}; reply was {res.text[:120]!r}")
 
-    def _complete(self, call: _Call, value: Any, error: str | None) -> None:
-        op = self.ops[call.node]
-        if call.key is not None:
-            self.inflight.pop(call.key, None)
-            text = None if error else dumps(value)
-            self.memo.put(call.key, text, error)
-            self.journal.put_call(call.key, text, error)
-        elif op.kind == "llm":   # a sampled call: journaled so that it is not drawn again (tools: `_run_tool`)
-            self.journal.put_effect(call.node, call.waiters[0][0], value, error)
+    def _complete(self, call: Call, value: Any, error: str | None) -> None:
+        self.cache.close(call, value, error, sampled=self.ops[call.node].kind == "llm")
         for row, node in call.waiters:
             self._finish(row, node, value, error)
 

@@ -8,11 +8,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from halo import plan as plans
-from halo.check import check
-from halo.program import load_source
+from halo import api
 from halo.runtime.engines import SMOLLM2_ID, GenRequest, make_engine
-from halo.runtime.executor import RunOptions, kv_retention
+from halo.runtime.executor import RunOptions
+from halo.runtime.kv_retention import kv_retention
 from halo.runtime.run import execute
 
 pytestmark = pytest.mark.slow
@@ -122,7 +121,7 @@ def build(tmp_path: Path):
     con.execute("INSERT INTO items VALUES (1), (2)")
     con.close()
     src = WORKFLOW.format(model=SMOLLM2_ID, db=db, system=SYSTEM)
-    return plans.build(check(load_source(src, str(tmp_path / "w.halo"))))
+    return api.compile(src, filename=str(tmp_path / "w.halo")).plan
 
 
 def test_rule_fires_for_a_then_tool_then_b(tmp_path):

@@ -15,9 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from halo import plan as plans
-from halo.check import check
-from halo.program import load_source
+from halo import api
 from halo.runtime.executor import RunOptions
 from halo.runtime.run import execute
 
@@ -26,7 +24,7 @@ sys.path.insert(0, str(FIXTURES))
 
 
 def build(src: str, tmp_path: Path):
-    return plans.build(check(load_source(src, str(tmp_path / "w.halo"))))
+    return api.compile(src, filename=str(tmp_path / "w.halo")).plan
 
 
 def records(path: Path) -> dict[int, dict]:

@@ -64,12 +64,12 @@ def test_memo_is_bounded_by_bytes_and_evicted_results_come_from_the_journal(tmp_
 
 
 def test_memo_eviction_keeps_the_byte_total():
-    from halo.runtime.executor import _ENTRY_BYTES, _Memo
+    from halo.runtime.call_cache import ENTRY_BYTES, Memo
 
-    memo = _Memo(3 * (_ENTRY_BYTES + 33) + 10)
+    memo = Memo(3 * (ENTRY_BYTES + 33) + 10)
     for i in range(50):
         memo.put(f"k{i:02}", json.dumps("x" * 28), None)     # 3 + 30 characters each
-    assert memo.size == 3 * (_ENTRY_BYTES + 33) and len(memo.items) == 3
+    assert memo.size == 3 * (ENTRY_BYTES + 33) and len(memo.items) == 3
     assert memo.get("k49") == ("x" * 28, None) and memo.get("k00") is None
     memo.put("k50", None, "e" * 800)                         # larger than the bound: nothing stays
     assert memo.size == 0 and not memo.items
