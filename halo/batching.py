@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import networkx as nx
 
 from halo.plan import LogicalPlan, OpNode
+from halo.types import OPS
 
 DECODING_OPTIONS = ("max_tokens", "temperature", "seed")
 
@@ -48,8 +50,20 @@ def candidates() -> list[BatchPolicy]:
 
 
 def decoding_key(op: OpNode) -> tuple:
-    """Calls of nodes with equal keys can run in one engine batch."""
-    return (op.model, *(op.option(k) for k in DECODING_OPTIONS))
+    """Calls of nodes with equal keys can run in one engine batch: the model and the decoding options as
+    they resolve (an option left out is its registry default, so `max_tokens = 256` equals leaving it out);
+    an option that varies per input makes the node's key its own."""
+    return (op.model, *(_setting(op, k) for k in DECODING_OPTIONS))
+
+
+_PER_INPUT = object()
+
+
+def _setting(op: OpNode, name: str) -> Any:
+    if name not in op.args:
+        return op.option(name)
+    value = op.option(name, _PER_INPUT)
+    return ("per input", op.id) if value is _PER_INPUT else value
 
 
 def llm_depth(plan: LogicalPlan) -> dict[str, int]:
@@ -57,8 +71,8 @@ def llm_depth(plan: LogicalPlan) -> dict[str, int]:
     depth: dict[str, int] = {}
     for nid in nx.topological_sort(plan.graph):
         up = max((depth.get(p, 0) for p in plan.graph.predecessors(nid)), default=0)
-        depth[nid] = up + (plan.node(nid).kind == "llm")
-    return {n: d for n, d in depth.items() if plan.node(n).kind == "llm"}
+        depth[nid] = up + (not OPS[plan.node(nid).kind].tool)
+    return {n: d for n, d in depth.items() if not OPS[plan.node(n).kind].tool}
 
 
 def fusion_sets(plan: LogicalPlan) -> list[list[str]]:

@@ -57,6 +57,7 @@ class Calibration:
 
 
 ENGINE_TERMS = ("batch_s", "step_s", "seq_step_s", "token_s")
+ENGINE_PHASES = ("prefill", "decode", "decode", "prefill")     # the phase each term's time belongs to
 
 
 def llm_key(model: str, device: str, phase: str) -> str:
@@ -135,9 +136,18 @@ def _fit_engine(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return fitted
 
 
+def engine_phases(fitted: dict[str, Any], n: float, steps: float, prefill_tokens: float) -> tuple[float, float]:
+    """One engine batch of `n` requests under a fitted law: (prefill seconds, decode seconds)."""
+    out = {"prefill": 0.0, "decode": 0.0}
+    terms = zip(ENGINE_TERMS, ENGINE_PHASES, engine_features(n, steps, prefill_tokens), strict=True)
+    for term, phase, x in terms:
+        out[phase] += fitted[term] * x
+    return out["prefill"], out["decode"]
+
+
 def engine_seconds(fitted: dict[str, Any], n: float, steps: float, prefill_tokens: float) -> float:
     """One engine batch's seconds under a fitted law."""
-    return sum(fitted[t] * x for t, x in zip(ENGINE_TERMS, engine_features(n, steps, prefill_tokens), strict=True))
+    return sum(engine_phases(fitted, n, steps, prefill_tokens))
 
 
 def _acc(sums, what: str, key: str, num: float, den: float) -> None:

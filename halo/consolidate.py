@@ -20,17 +20,12 @@ from halo import urls as url
 from halo.batch import Batch
 from halo.calibration import Calibration
 from halo.plan import LogicalPlan, OpNode, evaluate
-from halo.prefix import PrefixPlan, prefix_groups
+from halo.prefix import PrefixPlan, prefix_groups, prefix_key
 from halo.template import Hole, Template, format_value, lookup
 from halo.tokens import counter
-from halo.types import REDIRECT_POLICIES, json_schema
+from halo.types import OPS, SAFE_METHODS, json_schema
 
-_WHAT = {"llm": "identical model, rendered prompt, sampling and output schema",
-         "sql": "identical database, normalized query and parameter values",
-         "http": "identical GET/HEAD request: URL, query, headers and body",
-         "py": "pure function, identical arguments"}
 _SCALARS = {str, int, float, bool, type(None)}
-_KIND = {"llm": "LLM", "sql": "SQL", "http": "HTTP", "py": "Python"}
 _LLM_TEMPLATES = ("system", "prompt")
 
 
@@ -84,7 +79,7 @@ def _make_spec(op: OpNode) -> _Spec:
     if op.kind == "sql":
         const = canonical(["sql", [op.db.kind, op.db.target] if op.db else None, normalized_sql(op)])
     elif op.kind == "http":
-        const = canonical(["http", op.option("follow_redirects", REDIRECT_POLICIES[0])])
+        const = canonical(["http", op.option("follow_redirects")])
     else:
         const = canonical(["py", op.option("function")])
     return _Spec(const, None)
@@ -100,12 +95,12 @@ def never_merges(op: OpNode) -> str | None:
             return "not a single read-only query"
         if op.reads_written_db:
             return "reads a database this workflow writes: each input may see its own writes"
-    if op.kind == "http" and str(op.option("method", "GET")).upper() not in ("GET", "HEAD"):
+    if op.kind == "http" and str(op.option("method")).upper() not in SAFE_METHODS:
         return f"HTTP {str(op.option('method')).upper()} is not a safe method"
-    if op.kind == "py" and not op.option("pure", False):
+    if op.kind == "py" and op.option("pure") is not True:
         return "impure Python function"
     if op.kind == "llm" and isinstance(op.args.get("temperature"), ast.Num) and "seed" not in op.args:
-        if float(op.option("temperature", 0.0)) > 0:
+        if float(op.option("temperature")) > 0:
             return f"sampling at temperature {op.option('temperature')} without a seed"
     return None
 
@@ -122,7 +117,7 @@ def tool_args(op: OpNode, env: dict[str, Any]) -> dict[str, Any]:
         return {k: evaluate(v, env) for k, v in op.bound_args().items()}
     value = {k: evaluate(op.args[k], env) if k in op.args else None for k in ("query", "headers", "body")}
     link = url.with_query(url.render(op.templates["url"], env), value.pop("query"))
-    return {"method": str(op.option("method", "GET")).upper(), "url": link, **value}
+    return {"method": str(op.option("method")).upper(), "url": link, **value}
 
 
 def call_parts(op: OpNode, env: dict[str, Any]) -> list[str] | None:
@@ -134,10 +129,20 @@ def call_parts(op: OpNode, env: dict[str, Any]) -> list[str] | None:
         return None
     if op.kind != "llm":
         return [spec.const, canonical(tool_args(op, env))]
-    values = {k: evaluate(e, env) for k, e in spec.exprs}
+    values = _llm_settings({k: evaluate(e, env) for k, e in spec.exprs})
     if float(values.get("temperature") or 0.0) > 0 and values.get("seed") is None:
         return None
     return [spec.const, *(t.render(env) for _, t in spec.templates), canonical(values)]
+
+
+_LLM = OPS["llm"]
+
+
+def _llm_settings(given: dict[str, Any]) -> dict[str, Any]:
+    """An LLM call's settings as they resolve: registry defaults for those left out, whole-number floats
+    as floats (`max_tokens = 256` and `temperature = 0` are the call that leaves them out)."""
+    values = {**_LLM.defaults, **given}
+    return {k: float(v) if _LLM.keywords.get(k) == "float" and type(v) is int else v for k, v in values.items()}
 
 
 def call_key(op: OpNode, env: dict[str, Any]) -> str | None:
@@ -157,7 +162,9 @@ class OpGroup:
     `row_call[i]` is the call (exact) or class (estimated) of input i; `call_rows[c]` a representative
     input of call c. For LLM groups, `texts[c]` is the plan-time-known prompt text of call c (system and
     prompt; upstream outputs left out), `leads[c]` its part before the first upstream output (a prefix of
-    the real prompt), `upstream_holes` the upstream nodes whose outputs fill the prompt.
+    the real prompt), `upstream_holes` the upstream nodes whose outputs fill the prompt, and `prefix_key`
+    the `halo.prefix.prefix_key` every call's request carries, when they all carry the same one and it names
+    some text (a system prompt or a static prompt prefix).
     """
 
     id: str
@@ -172,6 +179,7 @@ class OpGroup:
     leads: list[str] = field(default_factory=list)
     upstream_holes: list[str] = field(default_factory=list)
     prefix: PrefixPlan | None = None
+    prefix_key: str | None = None         # LLM: the engine prefix all calls share (None: differ, or no text)
 
     @property
     def kind(self) -> str:
@@ -203,6 +211,7 @@ def consolidate(plan: LogicalPlan, batch: Batch | list[dict[str, Any]],
         graph.add_edges_from((d, op.id) for d in plan.graph.predecessors(op.id))
         if op.kind == "llm" and g.calls:
             g.prefix = prefix_groups(g.leads, counter(op.model, calibration))
+            g.prefix_key = _shared_prefix_key(op, rows, g.call_rows, plan.graph)
         rewrites += _rewrites(g)
     return ConsolidatedPlan(plan, graph, groups, rewrites, len(rows))
 
@@ -240,11 +249,24 @@ def _group(plan: LogicalPlan, op: OpNode, rows: list[dict], done: dict[str, OpGr
     call_of_rep, first = _index([tuple(k) for k in keyed])
     row_call = [call_of_rep[rep_of[i]] for i in range(n)]
     call_rows = [reps[r] for r in first]
-    g = OpGroup(op.id, op, n, len(call_rows), False, f"{len(call_rows):,} distinct calls ({_WHAT[op.kind]})",
+    g = OpGroup(op.id, op, n, len(call_rows), False, f"{len(call_rows):,} distinct calls ({OPS[op.kind].identity})",
                 row_call, call_rows)
     if op.kind == "llm":
         g.texts = g.leads = [_llm_text(keyed[r]) for r in first]
     return g
+
+
+def _shared_prefix_key(op: OpNode, rows: list[dict], call_rows: list[int], graph: nx.DiGraph) -> str | None:
+    """The prefix key of every call of `op`, when its system text renders the same for all of them (known
+    at plan time: it reads no upstream output); None when the calls differ or share no text."""
+    system = op.templates.get("system")
+    if system is None:
+        return prefix_key(op, None) if op.templates["prompt"].static_prefix() else None
+    heads = {h.parts[0] for h in system.holes()}
+    if heads & set(graph):
+        return None
+    texts = {system.render(rows[r]) for r in (call_rows if heads else call_rows[:1])}
+    return prefix_key(op, texts.pop()) if len(texts) == 1 else None
 
 
 def _index(items: list) -> tuple[list[int], list[int]]:
@@ -299,13 +321,13 @@ def _known_texts(op: OpNode, rows: list[dict], proj: list[tuple], reps: list[int
 
 def _rewrites(g: OpGroup) -> list[str]:
     out = []
-    what = f"{_KIND[g.kind]} calls of `{g.id}`"
+    what = f"{OPS[g.kind].label} calls of `{g.id}`"
     if g.instances and g.calls < g.instances:
         if g.estimated:
             out.append(f"merge {g.instances:,} {what} into ≤ {g.calls:,} (estimated: identical inputs and "
                        "identical upstream calls)")
         else:
-            out.append(f"merged {g.instances:,} {what} into {g.calls:,} ({_WHAT[g.kind]})")
+            out.append(f"merged {g.instances:,} {what} into {g.calls:,} ({OPS[g.kind].identity})")
     if g.prefix and g.prefix.saved_tokens:
         out.append(f"prefix sharing in `{g.id}`: {g.prefix.text}")
     return out

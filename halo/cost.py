@@ -12,13 +12,15 @@ failing that a measured tokens/s rate replaces it.
 
 from __future__ import annotations
 
-import hashlib
+import importlib.util
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from halo.batching import BatchPolicy, fusion_sets
-from halo.calibration import Calibration, engine_key, llm_key
+from halo.calibration import Calibration, engine_key, engine_phases, llm_key
 from halo.consolidate import ConsolidatedPlan, OpGroup
 from halo.errors import HaloError
 from halo.hw_models import backends, hardware, roofline, specs
@@ -27,12 +29,10 @@ from halo.hw_models.hardware import Hardware
 from halo.hw_models.specs import DeviceSpec
 from halo.optimizer.problem import Device, Problem, Task
 from halo.tokens import counter, output_tokens
+from halo.types import OPS
 
 DEFAULT_DEVICE = "H100-SXM"
 CPU_ENGINE = "cpu-engine"       # the device an LLM engine on the host is planned on
-TOOL_LATENCY_S = {"sql": 0.005, "http": 0.2, "py": 0.001}      # per call, when nothing is measured
-TOOL_CONCURRENCY = {"sql": 4, "http": 16, "py": 1}
-UPSTREAM_TOKENS = {"sql": 64, "http": 128, "py": 32}          # tool output pasted into a prompt
 
 
 @dataclass
@@ -119,7 +119,7 @@ def group_costs(cplan: ConsolidatedPlan, device: DeviceSpec, cal: Calibration, p
                 out.pop(g.id, None)
 
     for gid, g in cplan.groups.items():
-        if g.kind == "llm":
+        if not OPS[g.kind].tool:
             price([g])
         else:
             out[gid] = _tool_cost(cplan, g, cal)
@@ -156,7 +156,7 @@ def _shape(cplan: ConsolidatedPlan, g: OpGroup, cal: Calibration) -> _Shape:
     out = max(1, round(out))
     saved = g.prefix.saved_tokens if g.prefix else 0
     cached = min(prompt - 1, round(saved / g.calls)) if g.calls else 0
-    steps = cal.output_max.get(key, float(op.option("max_tokens", out)) if out_source != "measured" else out)
+    steps = cal.output_max.get(key, float(op.option("max_tokens")) if out_source != "measured" else out)
     return _Shape(g.calls, prompt, cached, out, steps, known, upstream, out_source, tc.source)
 
 
@@ -185,8 +185,8 @@ def _llm_cost(cplan: ConsolidatedPlan, groups: list[OpGroup], device: DeviceSpec
     sizes = policy.sizes(calls, prompt + out)
     fitted = cal.engine.get(engine_key(op.model, device.name))
     if fitted is not None:
-        prefill_s = sum(fitted["batch_s"] + fitted["token_s"] * n * (prompt - cached) for n in sizes)
-        decode_s = sum((fitted["step_s"] + fitted["seq_step_s"] * n) * steps for n in sizes)
+        phases = [engine_phases(fitted, n, steps, n * (prompt - cached)) for n in sizes]
+        prefill_s, decode_s = sum(p for p, _ in phases), sum(d for _, d in phases)
         ran_as = f", ran as {fitted['ran_as']}" if fitted.get("ran_as") else ""
         calibrated.append(f"engine law from {fitted['batches']} batches{ran_as}: {len(sizes)} batch(es) x "
                           f"{steps:.0f} steps")
@@ -243,20 +243,21 @@ def _calibrate(cal: Calibration, model: str, device: str, prefill_s: float, deco
 def _upstream_tokens(cplan: ConsolidatedPlan, up: OpGroup, cal: Calibration) -> float:
     """Tokens an upstream output adds to a prompt it is pasted into."""
     key = f"{cplan.plan.name}.{up.id}"
-    if up.kind == "llm":
+    if not OPS[up.kind].tool:
         return output_tokens(up.op, key, cal)[0]
-    return cal.output_tokens.get(key, UPSTREAM_TOKENS[up.kind])
+    return cal.output_tokens.get(key, OPS[up.kind].upstream_tokens)
 
 
 def _tool_cost(cplan: ConsolidatedPlan, g: OpGroup, cal: Calibration) -> GroupCost:
     op = g.op
     keys = [g.id, f"{op.kind}:{op.db.name}" if op.db else None, op.kind]
     hit = next((k for k in keys if k and k in cal.tool_s), None)
-    latency = cal.tool_s[hit] if hit else TOOL_LATENCY_S[op.kind]
+    sig = OPS[op.kind]
+    latency = cal.tool_s[hit] if hit else sig.latency_s
     timeout = op.option("timeout")
     if op.kind == "http" and timeout is not None and not hit:
         latency = min(latency, float(timeout))
-    concurrency = 1 if op.side_effect else max(1, min(g.calls, TOOL_CONCURRENCY[op.kind]))
+    concurrency = 1 if op.side_effect else max(1, min(g.calls, sig.concurrency))
     seconds = g.calls * latency / concurrency
     source = f"latency: measured ({hit})" if hit else f"latency: default {latency * 1e3:.1f} ms"
     return GroupCost(g.id, op.kind, "cpu", seconds,
@@ -278,6 +279,31 @@ def parse_hardware(source: str | Path) -> Hardware:
 def reference_device(hw: Hardware) -> DeviceSpec:
     """The device LLM estimates are reported on: the first accelerator, else the first CPU host."""
     return (hw.accelerators or hw.devices)[0].spec
+
+
+def gpu_spec_name(device_name: str, memory_bytes: float) -> str:
+    """The GPU spec closest to a CUDA device (e.g. "NVIDIA H100 80GB HBM3", 85e9 -> H100-SXM): same family
+    word (h100, a10, l40s, ...), PCIe or not as the name says, then nearest memory; else DEFAULT_DEVICE."""
+    name = device_name.lower()
+    gpus = [s for s in map(specs.device, specs.device_names()) if s.kind == "gpu"]
+    family = [s for s in gpus if re.search(rf"\b{re.escape(s.name.split('-')[0].lower())}\b", name)]
+    if not family:
+        return DEFAULT_DEVICE
+    pcie = "pcie" in name
+    return min(family, key=lambda s: (("pcie" in s.name.lower()) != pcie, abs(s.mem_capacity - memory_bytes))).name
+
+
+def detect_hardware() -> str:
+    """This machine as a hardware description: `N x GPU-SPEC + cpu:CORES` when torch sees CUDA GPUs
+    (the NVIDIA driver present), else `cpu:CORES`."""
+    cores = os.cpu_count() or 1
+    if Path("/dev/nvidiactl").exists() and importlib.util.find_spec("torch") is not None:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.device_count():
+            props = torch.cuda.get_device_properties(0)
+            return f"{torch.cuda.device_count()} x {gpu_spec_name(props.name, props.total_memory)} + cpu:{cores}"
+    return f"cpu:{cores}"
 
 
 def to_problem(costed: CostedPlan, hw: str | Hardware | None = None) -> Problem:
@@ -303,7 +329,7 @@ def to_problem(costed: CostedPlan, hw: str | Hardware | None = None) -> Problem:
     tasks, model_bytes, load_s, wake_s = [], {}, {}, {}
     for gid, g in cplan.groups.items():
         deps = list(cplan.graph.predecessors(gid))
-        if g.kind != "llm":
+        if OPS[g.kind].tool:
             tasks.append(Task(gid, g.kind, deps, {cpu_kind: costed.groups[gid].seconds}))
             continue
         model = specs.model(g.op.model)
@@ -320,15 +346,9 @@ def to_problem(costed: CostedPlan, hw: str | Hardware | None = None) -> Problem:
             wake_s[(g.op.model, kind_of[spec.name])] = roofline.load_time(model, spec, source="sleep",
                                                                           calibration=cal.hw or None).seconds
         model_bytes[g.op.model] = int(model.weight_bytes())
+        # Groups whose requests carry the same engine prefix key (halo.prefix.prefix_key) share a prefix group.
         tasks.append(Task(gid, "llm", deps, duration, g.op.model, mem or 0, shardable=g.calls > 1,
-                          prefix_group=_prefix_id(g)))
+                          prefix_group=g.prefix_key))
     prices = {d.spec.name: d.spec.price_per_hour for d in hw.devices}
     return Problem(tasks, devices, model_bytes, load_s, wake_s, price_per_hour=prices)
 
-
-def _prefix_id(g: OpGroup) -> str | None:
-    """Groups of any node whose calls all start with the same model and prompt prefix share this id."""
-    if not g.prefix or not g.prefix.root.prefix_tokens:
-        return None
-    text = g.leads[g.prefix.order[0]][:g.prefix.root.prefix_chars]
-    return f"{g.op.model}#{hashlib.blake2b(text.encode(), digest_size=6).hexdigest()}"

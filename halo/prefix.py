@@ -3,17 +3,28 @@
 Calls are sorted by their rendered prompt text, so calls with a common prefix become neighbours; the
 prefix common to all calls (system prompt, static template text) is the root group, and runs of
 neighbours that share a longer prefix (e.g. the same rendered context) form sub-groups. Running calls
-in this order lets the engine compute each prefix once and reuse its KV cache for every member.
+in this order lets the engine compute each prefix once and reuse its KV cache for every member; those
+groups measure the prefill *saved*. The *identity* of a shared prefix, by which the engine groups and
+caches requests and the optimizer co-locates groups, is `prefix_key`.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
+from halo.plan import OpNode
 from halo.tokens import TokenCounter
 
 MIN_EXTRA_CHARS = 64     # a sub-group must share this much beyond the root prefix (~16 tokens, one KV block)
 MAX_GROUPS = 2000        # sub-groups kept, by tokens saved
+
+
+def prefix_key(op: OpNode, system_text: str | None) -> str:
+    """The one identity of a shared prefix: requests of `op`'s model whose rendered system text is
+    `system_text` and whose prompt template has the same static prefix (the text before its first hole)."""
+    head = f"{op.model}\x00{system_text or ''}\x00{op.templates['prompt'].static_prefix()}"
+    return hashlib.blake2b(head.encode(), digest_size=8).hexdigest()
 
 
 @dataclass

@@ -20,7 +20,6 @@ from halo.types import Type
 
 CHARS_PER_TOKEN = {"text": 4.0, "code": 3.0}     # English prose; SQL, JSON and tables
 TEXT_FILL = 0.5                                   # free-text answers use about half of max_tokens
-DEFAULT_MAX_TOKENS = 256
 _FIELD_TOKENS = {"int": 3, "float": 4, "bool": 2, "text": 16, "list": 24, "json": 24, "table": 48, "struct": 24}
 
 
@@ -84,13 +83,26 @@ def _load(path: str):
 
 def output_tokens(op: OpNode, key: str, calibration: Calibration | None = None) -> tuple[float, str]:
     """Expected output tokens of one call and where the number comes from ("measured", "schema", "default")."""
-    limit = int(op.option("max_tokens", DEFAULT_MAX_TOKENS))
+    limit = int(op.option("max_tokens"))
     measured = (calibration or Calibration()).output_tokens.get(key)
     if measured is not None:
         return min(float(measured), limit), "measured"
     if op.out.kind == "struct" and op.out.fields:
         return min(float(schema_tokens(op.out)), limit), "schema"
     return limit * TEXT_FILL, "default"
+
+
+P90_AFTER = 8     # output lengths seen before their p90 replaces max_tokens in a request's budget
+
+
+def expected_output_tokens(op: OpNode, seen: list[int] | None = None) -> int:
+    """Output tokens one request of `op` is budgeted when engine batches are packed to their token budget:
+    max_tokens until P90_AFTER lengths have been `seen` for the node, then their 90th percentile. (The cost
+    model's `output_tokens` is the mean a call is expected to decode, which prices the work instead.)"""
+    if seen is not None and len(seen) >= P90_AFTER:
+        ordered = sorted(seen)
+        return ordered[int(0.9 * (len(ordered) - 1))]
+    return int(op.option("max_tokens"))
 
 
 def schema_tokens(t: Type) -> int:

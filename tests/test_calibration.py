@@ -4,13 +4,10 @@ import json
 
 import pytest
 
-from halo import calibration
-from halo import plan as plans
+from halo import api, calibration
 from halo.batching import BatchPolicy, fusion_sets
-from halo.check import check
 from halo.consolidate import consolidate
 from halo.cost import estimate
-from halo.program import load_source
 
 LAW = {"batch_s": 0.05, "step_s": 0.02, "seq_step_s": 0.0004, "token_s": 2e-5}
 
@@ -70,7 +67,7 @@ workflow w(q: text) {
 
 
 def plan_of(src):
-    return plans.build(check(load_source(src, "t.halo")))
+    return api.compile(src, filename="t.halo").plan
 
 
 def _costed(n, cal, policy):

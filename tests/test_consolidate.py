@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from halo import plan as plans
-from halo.check import check
+from halo import api
 from halo.consolidate import call_key, consolidate
 from halo.prefix import lcp, prefix_groups
-from halo.program import load_source
 from halo.tokens import TokenCounter
 
 HEAD = '''workflow w(q: text, n: int, doc: text = "") {
@@ -19,7 +17,7 @@ HEAD = '''workflow w(q: text, n: int, doc: text = "") {
 
 def build(body: str, ret: str = "k = 1"):
     src = HEAD + body + f"\n  return {ret}\n}}\n"
-    return plans.build(check(load_source(src, "t.halo")))
+    return api.compile(src, filename="t.halo").plan
 
 
 def groups(body: str, rows: list[dict], ret: str = "k = 1"):

@@ -7,11 +7,10 @@ import json
 
 import pytest
 
+from halo import api
 from halo import calibration as calib
-from halo import plan as plans
 from halo.batch import Batch
 from halo.batching import BatchPolicy
-from halo.check import check
 from halo.consolidate import consolidate
 from halo.cost import HARDWARE_ERRORS, estimate, group_costs, parse_hardware, reference_device, to_problem
 from halo.explain import render_text
@@ -19,7 +18,6 @@ from halo.hw_models import hardware, specs
 from halo.optimizer import optimize
 from halo.optimizer.problem import check as check_problem
 from halo.pipeline import explain_report, physical_plan
-from halo.program import load_source
 from halo.tokens import counter, output_tokens
 
 SRC = '''workflow w(q: text, doc: text, region: text) {{
@@ -35,7 +33,7 @@ SRC = '''workflow w(q: text, doc: text, region: text) {{
 
 
 def build(model: str = "Qwen/Qwen3-8B"):
-    return plans.build(check(load_source(SRC.format(model=model), "t.halo")))
+    return api.compile(SRC.format(model=model), filename="t.halo").plan
 
 
 def rows(n: int, doc_len: int = 200) -> list[dict]:

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from halo.models import SMOLLM2_ID
+from halo.types import DEFAULT_MAX_TOKENS
 
 SMOLLM2_ALIASES = frozenset({SMOLLM2_ID, SMOLLM2_ID.lower(), "smollm2-135m-instruct", "smollm2"})
 RANDOM_WEIGHTS_NOTE = "random weights, timing only"
@@ -30,7 +31,7 @@ class GenRequest:
     model: str
     prompt: str
     system: str | None = None
-    max_tokens: int = 128
+    max_tokens: int = DEFAULT_MAX_TOKENS      # llm()'s registry default (halo.types.OPS)
     temperature: float = 0.0
     seed: int | None = None
     json_schema: dict | None = None
@@ -154,3 +155,8 @@ def validate(req: GenRequest, max_tokens_limit: int) -> str | None:
     if req.retain_s is not None and req.retain_s < 0:
         return f"retain_s must be >= 0, got {req.retain_s}"
     return None
+
+
+def invalid(req: GenRequest, error: str) -> bool:
+    """Whether ``error`` is `validate`'s verdict on ``req`` under any engine's limit: the request is wrong."""
+    return error == validate(req, 1 << 62) or error.startswith(f"max_tokens={req.max_tokens} exceeds the limit")
