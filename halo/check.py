@@ -465,16 +465,10 @@ class _WorkflowChecker:
 
 
 def has_side_effect(bi: BindingInfo) -> bool:
-    """Writes, non-GET HTTP and impure Python calls change the world; they always run and never merge."""
-    if bi.op == "sql":
-        return bi.sql_write
-    if bi.op == "http":
-        m = bi.args.get("method")
-        return isinstance(m, ast.Str) and m.value.upper() not in ("GET", "HEAD", "OPTIONS")
-    if bi.op == "py":
-        pure = bi.args.get("pure")
-        return not (isinstance(pure, ast.Bool) and pure.value)
-    return False
+    """Writes, unsafe HTTP methods and impure Python calls change the world (the registry's rule,
+    `OpSig.side_effect`); they always run and never merge. Workflow calls are judged by their operators."""
+    sig = types.OPS.get(bi.op)
+    return sig is not None and sig.side_effect(bi.args, bi.sql_write)
 
 
 def _not_bindable(expr: ast.Expr, t: Type | None) -> str | None:

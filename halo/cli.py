@@ -11,8 +11,7 @@ from pathlib import Path
 
 import typer
 
-from halo import batch as batches
-from halo import plan as plans
+from halo import api
 from halo.check import check as check_program
 from halo.errors import HaloError
 from halo.explain import logical_report, render_dot, render_text
@@ -73,12 +72,12 @@ def _guard(fn: Callable) -> Callable:
     return wrapper
 
 
-def _load_plan(file: Path, workflow: str | None):
-    program = load(file)
-    checked = check_program(program)
-    for d in checked.warnings:
-        typer.echo(d.render(program.source(d.pos.file)), err=True)
-    return plans.build(checked, workflow)
+def _compile(file: Path, workflow: str | None = None):
+    """Compile the workflow and print its warnings (located, with the source line)."""
+    compiled = api.compile(file, workflow)
+    for d in compiled.warnings:
+        typer.echo(compiled.render(d), err=True)
+    return compiled
 
 
 @app.command()
@@ -116,7 +115,8 @@ def explain(
     fmt: str = typer.Option("text", "--format", "-f", help="text | json | dot"),
     limit: int | None = typer.Option(None, "--limit", min=0, help="Use only the first N valid inputs"),
     hardware: str | None = typer.Option(None, "--hardware", "-H",
-                                        help='What the plan runs on, e.g. "2 x H100-SXM + cpu:16", or a TOML file'),
+                                        help='What the plan runs on, e.g. "2 x H100-SXM + cpu:16", or a TOML file '
+                                             '(default: this machine, detected)'),
     optimizer: str = typer.Option("auto", "--optimizer", callback=_one_of("auto", "ilp", "heuristic"), help="auto | ilp | heuristic"),
     time_limit: float = typer.Option(10.0, "--time-limit", help="Planning-time budget (s)"),
     simulate: bool = typer.Option(False, "--simulate", help="Run the physical plan in virtual time"),
@@ -131,43 +131,26 @@ def explain(
     batch_tokens: int | None = typer.Option(None, "--batch-tokens", help="Token budget per engine call"),
 ) -> None:
     """Show the plan Halo would run: rewrites, estimates, placement; with --analyze, run it and compare."""
-    from halo import calibration as calib
-
-    plan = _load_plan(file, workflow)
-    batch = batches.load(input, plan.params, limit=limit) if input else None
     if fmt not in ("text", "json", "dot"):
         raise typer.BadParameter("--format must be text, json or dot")
-    policy = _policy(max_batch, batch_tokens)
-    fresh = analyze and calibration is not None and not calibration.exists()
-    cal = calib.Calibration(path=str(calibration)) if fresh else calib.load(calibration)
-    if batch is None:
-        report = logical_report(plan)
-    else:
-        from halo.pipeline import explain_report
-
-        if analyze and hardware is None:
-            hardware = "cpu"
-        report = explain_report(plan, batch, hardware=hardware, optimizer=optimizer, simulate=simulate,
-                                calibration=cal, time_limit_s=time_limit, policy=policy)
-    if analyze:
-        if batch is None:
+    compiled = _compile(file, workflow)
+    if input is None:
+        if analyze:
             raise typer.BadParameter("--analyze needs --input")
-        from halo.analyze import annotate, measurements
-        from halo.runtime.executor import RunOptions
-        from halo.runtime.run import execute, fingerprint
-
-        program = load(file)
-        fp = fingerprint(plan, [m.source for m in program.modules.values()], input)
-        planned = _planned_policy(report)
-        order = _plan_order(report)
-        result = _with_progress(len(batch), fmt != "text", lambda progress: execute(
-            plan, batch.rows, output, fp, engine=engine, engine_options=_engine_options(model_map, engine_opt, plan),
-            options=RunOptions(priority=order, max_batch=planned.max_batch, batch_tokens=planned.batch_tokens),
+        return _render(logical_report(compiled.plan), fmt)
+    planned = api.plan(compiled, input, hardware, optimizer=optimizer, time_limit_s=time_limit, limit=limit,
+                       calibration=api.load_calibration(calibration, create=analyze),
+                       policy=_policy(max_batch, batch_tokens), simulate=simulate)
+    report = planned.report
+    if analyze:
+        options = _engine_options(model_map, engine_opt, compiled.plan)
+        report = _with_progress(len(planned.batch), fmt != "text", lambda progress: api.analyze(
+            compiled, planned, input, output, engine=engine, engine_options=options, calibration=calibration,
             progress=progress))
-        annotate(report, result.stats)
-        saved = calib.save(cal.add(*measurements(report, result.stats)), calibration)
-        report["analyze"]["calibration"] = str(saved)
-        report["analyze"]["text"] += f"\nCalibration updated: {saved}; results: {output}"
+    _render(report, fmt)
+
+
+def _render(report: dict, fmt: str) -> None:
     if fmt == "json":
         typer.echo(json.dumps(report, indent=2, default=str))
     elif fmt == "dot":
@@ -196,31 +179,14 @@ def data(
 
 def _policy(max_batch: int | None, batch_tokens: int | None):
     """The engine batching asked for (None: let the cost model choose); runs use what the plan priced."""
-    from halo.batching import TOKENS_PER_REQUEST, BatchPolicy
-
-    if max_batch is None and batch_tokens is None:
-        return None
-    size = max_batch or BatchPolicy.max_batch
     try:
-        return BatchPolicy(size, batch_tokens or max(BatchPolicy.batch_tokens, size * TOKENS_PER_REQUEST))
+        return api.batch_policy(max_batch, batch_tokens)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
 
 
-def _plan_order(report: dict) -> list[str]:
-    """Node ids by their planned start: the priority the executor follows."""
-    return [n["id"] for n in sorted(report["nodes"], key=lambda n: (n.get("placement") or {}).get("start", 0))]
-
-
-def _planned_policy(report: dict):
-    from halo.batching import BatchPolicy
-
-    b = report.get("batching") or {}
-    return BatchPolicy(b["max_batch"], b["batch_tokens"]) if b else BatchPolicy()
-
-
-def _engine_options(model_map: list[str], engine_opt: list[str], plan=None) -> dict:
-    """--model-map and --engine-opt KEY=VALUE (VALUE read as JSON when it parses: true, 64, "x").
+def _engine_options(model_map: list[str], engine_opt: list[str], plan=None, base_url: str | None = None) -> dict:
+    """--model-map, --engine-opt KEY=VALUE (VALUE read as JSON when it parses: true, 64, "x") and --base-url.
     With a plan, every mapped model must be one the plan declares."""
     opts: dict = {"model_map": _parse_map(model_map)}
     if plan is not None:
@@ -235,6 +201,8 @@ def _engine_options(model_map: list[str], engine_opt: list[str], plan=None) -> d
             opts[k.strip()] = json.loads(v)
         except json.JSONDecodeError:
             opts[k.strip()] = v
+    if base_url:
+        opts["base_url"] = base_url
     return opts
 
 
@@ -268,74 +236,28 @@ def run(
     max_batch: int | None = typer.Option(None, "--max-batch", help="LLM requests per engine call"),
     window: int | None = typer.Option(None, "--window", help="Inputs in flight"),
     hardware: str | None = typer.Option(None, "--hardware", "-H",
-                                        help="Plan for this hardware: batch size and operator order from the "
-                                             "cost model, planned on the first --window inputs"),
+                                        help="Plan for this hardware (default: this machine, detected): batch "
+                                             "size and operator order, planned on the first --window inputs"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar"),
 ) -> None:
-    """Run a workflow over a batch on a real engine and real tools; results stream to --output."""
-    import itertools
-
-    from halo import calibration as calib
-    from halo.bench import MODES
-    from halo.runtime.executor import RunOptions
-    from halo.runtime.run import execute, fingerprint
-
-    if mode not in MODES:
-        raise typer.BadParameter("--mode must be halo, naive or opwise")
-    program = load(file)
-    checked = check_program(program)
-    checked.raise_on_error()
-    plan = plans.build(checked, workflow)
-    rows = _stream_rows(input, plan.params, limit)
-    opts = RunOptions(**MODES[mode], retry_in_doubt=retry_in_doubt)
-    if max_batch:
-        opts.max_batch = max_batch
-    if window:
-        opts.window = window
-    if hardware and mode == "halo":   # plan on a sample; the run streams the rest
-        from halo.pipeline import explain_report
-
-        sample = list(itertools.islice(rows, opts.window))
-        rows = itertools.chain(sample, rows)
-        valid = [r for r in sample if not isinstance(r, batches.RowError)]
-        report = explain_report(plan, batches.Batch(rows=valid), hardware=hardware, calibration=calib.load(),
-                                policy=_policy(max_batch, None))
-        planned = _planned_policy(report)
-        opts.max_batch, opts.batch_tokens = planned.max_batch, planned.batch_tokens
-        opts.priority = _plan_order(report)
-        typer.echo(f"{report['batching']['text']}; planned on {len(valid):,} inputs", err=True)
-    engine_options = _engine_options(model_map, engine_opt, plan)
-    if base_url:
-        engine_options["base_url"] = base_url
-    fp = fingerprint(plan, [m.source for m in program.modules.values()], input)
+    """Run a workflow over a batch on a real engine and real tools; results stream to --output.
+    The Halo mode plans first, on the first --window inputs, for --hardware (default: this machine)."""
+    compiled = api.compile(file, workflow)
+    options = _engine_options(model_map, engine_opt, compiled.plan, base_url)
     total = _count_lines(input) if input.suffix.lower() in (".jsonl", ".ndjson", ".json") else None
     if limit is not None:
         total = min(total, limit) if total is not None else limit
-    result = _with_progress(total, quiet, lambda progress: execute(
-        plan, rows, output, fp, engine=engine, engine_options=engine_options, options=opts,
-        resume=resume, progress=progress))
-    _summary(result.stats, output)
+
+    def rejected(e) -> None:
+        typer.echo(f"{input}: row {e.row}: {e.reason} (recorded, not run)", err=True)
+
+    result = _with_progress(total, quiet, lambda progress: api.run(
+        compiled, input, output, mode=mode, engine=engine, engine_options=options, resume=resume,
+        retry_in_doubt=retry_in_doubt, window=window, max_batch=max_batch, limit=limit, hardware=hardware,
+        on_rejected=rejected, progress=progress))
+    _summary(result, output)
     if result.failed_records:   # exit status: 0 every input succeeded, 1 some failed or were rejected
         raise typer.Exit(1)
-
-
-def _stream_rows(path: Path, params, limit: int | None):
-    """Rows one at a time (memory stays bounded): valid ones, and rejected ones (reported) as RowErrors.
-    The file-level checks run now, before anything is opened or run."""
-    items = batches.iter_rows(path, params)
-
-    def rows():
-        taken = 0
-        for item in items:
-            if isinstance(item, batches.RowError):
-                typer.echo(f"{path}: row {item.row}: {item.reason} (recorded, not run)", err=True)
-                yield item
-                continue
-            if limit is not None and taken >= limit:
-                return
-            taken += 1
-            yield item
-    return rows()
 
 
 def _count_lines(path: Path) -> int:
@@ -360,9 +282,12 @@ def _stderr():
     return Console(stderr=True)
 
 
-def _summary(stats, output: Path) -> None:
-    t = stats.totals()
-    lines = [
+def _summary(result, output: Path) -> None:
+    t, planned = result.stats.totals(), result.planned
+    lines = [] if planned is None else [
+        f"{planned.report['batching']['text']}; planned on {len(planned.batch):,} inputs for {planned.hardware} "
+        f"({'detected' if planned.detected else 'given'}) in {planned.seconds:.2f} s"]
+    lines += [
         f"{t['inputs']:,} inputs in {t['seconds']:.1f} s ({t['inputs_per_s']:.2f} inputs/s); "
         f"{t['failed']:,} failed, {t['rejected']:,} rejected, {t['resumed']:,} resumed from the journal",
         f"calls executed {t['calls']:,} for {t['instances']:,} operator instances "
@@ -397,43 +322,18 @@ def bench(
     batch_tokens: int | None = typer.Option(None, "--batch-tokens", help="Token budget per engine call (default: grows with --max-batch)"),
 ) -> None:
     """Run a workload under the baselines and the Halo plan; print and save a markdown table."""
-    import datetime as dt
-
-    from halo import calibration as calib
-    from halo.bench import MODES, check_isolable, run_modes, table
-    from halo.pipeline import explain_report
-    from halo.runtime.run import fingerprint
+    from halo.bench import MODES
 
     chosen = [m.strip() for m in modes.split(",") if m.strip()]
     bad = [m for m in chosen if m not in MODES]
     if bad:
         raise typer.BadParameter(f"unknown mode(s) {', '.join(bad)}")
-    program = load(file)
-    checked = check_program(program)
-    checked.raise_on_error()
-    plan = plans.build(checked)
-    check_isolable(plan)
-    batch = batches.load(input, plan.params, limit=limit)
-    policy = _policy(max_batch, batch_tokens)
-    report = explain_report(plan, batch, hardware=hardware, calibration=calib.load(), policy=policy)
-    order = _plan_order(report)
-    predicted = (report.get("optimizer") or {}).get("makespan")
-    fp = fingerprint(plan, [m.source for m in program.modules.values()], input)
-    workdir = Path(".halo") / "bench" / plan.name
-    policy = _planned_policy(report)
-    stats = run_modes(plan, batch.rows, workdir, fp, engine, _engine_options(model_map, engine_opt, plan), chosen, order,
-                      {"max_batch": policy.max_batch, "batch_tokens": policy.batch_tokens})
-    md = table(f"{file.stem} ({plan.name})", len(batch), stats, predicted, engine, note)
-    results.mkdir(parents=True, exist_ok=True)
-    path = results / f"{file.stem}_{engine}_{dt.date.today().isoformat()}.md"
-    path.write_text(md)
-    detail = {"workload": file.stem, "inputs": len(batch), "engine": engine, "predicted_s": predicted,
-              "policy": {"max_batch": policy.max_batch, "batch_tokens": policy.batch_tokens},
-              "modes": {m: {"totals": s.totals(), "nodes": {n: ns.as_dict() for n, ns in s.nodes.items()},
-                            "engine_batches": s.engine_batches} for m, s in stats.items()}}
-    path.with_suffix(".json").write_text(json.dumps(detail, indent=1))
-    typer.echo(md)
-    typer.echo(f"saved {path} (+ .json with per-node figures and every engine batch)", err=True)
+    compiled = api.compile(file)
+    result = api.bench(compiled, input, chosen, engine=engine, hardware=hardware, limit=limit, results=results,
+                       engine_options=_engine_options(model_map, engine_opt, compiled.plan),
+                       policy=_policy(max_batch, batch_tokens), note=note)
+    typer.echo(result.markdown)
+    typer.echo(f"saved {result.path} (+ .json with per-node figures and every engine batch)", err=True)
 
 
 @app.command()
@@ -451,48 +351,19 @@ def calibrate(
     base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible server (engine openai)"),
 ) -> None:
     """Time a grid of synthetic batches on a real engine and fit its batch-time law into the calibration."""
-    from halo import calibration as calib
-    from halo.calibration import engine_key
-    from halo.cost import parse_hardware, reference_device
-    from halo.probe import probe
-    from halo.runtime.engines import make_engine
-
     grid = {name: _int_list(name, value) for name, value in (("--sizes", sizes), ("--steps", steps),
                                                              ("--prompts", prompts))}
-    device = reference_device(parse_hardware(hardware)).name
-    cal = calib.load(calibration) if calibration is None or calibration.exists() else \
-        calib.Calibration(path=str(calibration))
-    options = _engine_options(model_map, engine_opt)
-    if base_url:
-        options["base_url"] = base_url
-
-    def show(r: dict) -> None:
-        typer.echo(f"n={r['n']:>4} steps={r['steps']:>4} prefill={r['prefill_tokens']:>7,} tok  {r['seconds']:8.3f} s",
-                   err=True)
-
-    records: list[dict] = []
-    probed: dict[str, str] = {}          # actual model -> the declared id whose records it already has
-    with make_engine(engine, **options) as eng:
-        for model in models:
-            eng.load(model)
-            actual = eng.substitutions.get(model)
-            if actual and actual in probed:  # another declared id runs as the same model: same law
-                records += [{**r, "model": model} for r in records if r["model"] == probed[actual]]
-                continue
-            typer.echo(f"probing {model}{f' (runs as {actual})' if actual else ''}", err=True)
-            records += probe(eng, model, device, grid["--sizes"], grid["--steps"], grid["--prompts"], show)
-            if actual:
-                probed[actual] = model
-    cal = cal.add(*records)
-    path = calib.save(cal, calibration)
-    for model in models:
-        law = cal.engine[engine_key(model, device)]
+    done = api.calibrate(models, engine=engine, engine_options=_engine_options(model_map, engine_opt,
+                                                                                base_url=base_url),
+                         hardware=hardware, sizes=grid["--sizes"], steps=grid["--steps"], prompts=grid["--prompts"],
+                         calibration=calibration, log=lambda line: typer.echo(line, err=True))
+    for model, law in done.laws.items():
         ran_as = f" (ran as {law['ran_as']})" if law.get("ran_as") else ""
-        typer.echo(f"{model}{ran_as} on {device} [{engine}]: batch ≈ {law['batch_s'] * 1e3:.1f} ms + steps x "
+        typer.echo(f"{model}{ran_as} on {done.device} [{engine}]: batch ≈ {law['batch_s'] * 1e3:.1f} ms + steps x "
                    f"({law['step_s'] * 1e3:.2f} ms + n x {law['seq_step_s'] * 1e3:.3f} ms) + prefill tokens x "
                    f"{law['token_s'] * 1e6:.2f} us; rms error {law['rms_s'] * 1e3:.1f} ms over {law['batches']} "
                    "batches")
-    typer.echo(f"saved {path}", err=True)
+    typer.echo(f"saved {done.path}", err=True)
 
 
 def _int_list(name: str, value: str) -> list[int]:
@@ -518,48 +389,25 @@ def simulate(
     gantt: Path | None = typer.Option(None, "--gantt", help="Also draw the Gantt chart to this .png or .svg"),
 ) -> None:
     """Run the optimized plan and the baseline plans in virtual time on the hardware (labelled simulated)."""
-    from halo import calibration as calib
-    from halo.consolidate import consolidate
-    from halo.cost import estimate, to_problem
-    from halo.optimizer import (
-        gantt_text,
-        optimize,
-        opwise,
-        per_query,
-        per_query_problem,
-        round_robin,
-        save_gantt,
-    )
-    from halo.optimizer import simulate as replay
-    from halo.pipeline import batched_estimate
+    from halo.optimizer import gantt_text, save_gantt
 
-    plan = _load_plan(file, workflow)
-    batch = batches.load(input, plan.params, limit=limit)
-    cal = calib.load()
-    cplan = consolidate(plan, batch, cal)
-    costed, batching = batched_estimate(cplan, hardware, cal, None)
-    problem = to_problem(costed, hardware)
-    unfused = to_problem(estimate(cplan, hardware, cal, costed.policy, fuse=False), hardware)
-    best = optimize(problem, method=optimizer, time_limit_s=time_limit)
-    one = batches.Batch(rows=batch.rows[:1])
-    per_input = to_problem(estimate(consolidate(plan, one, cal), hardware, cal, costed.policy), hardware)
-    rows = [("halo", problem, best), ("operator-at-a-time", unfused, opwise(unfused)),
-            ("round-robin", unfused, round_robin(unfused)),
-            ("naive per-input", per_query_problem(per_input, len(batch)), per_query(per_input, len(batch)))]
-    typer.echo(f"Simulated on {hardware}: {plan.name}, {len(batch):,} inputs (cost model estimates, not measured)")
-    typer.echo(batching["text"])
+    compiled = _compile(file, workflow)
+    sim = api.simulate(compiled, input, hardware, optimizer=optimizer, time_limit_s=time_limit, limit=limit)
+    halo_s = sim.rows[0][1].makespan
+    typer.echo(f"Simulated on {hardware}: {compiled.plan.name}, {sim.inputs:,} inputs "
+               "(cost model estimates, not measured)")
+    typer.echo(sim.batching)
     typer.echo("| plan | makespan (s) | inputs/s | model switches | speedup of halo |")
     typer.echo("|---|---|---|---|---|")
-    halo_s = replay(problem, best, n_inputs=len(batch)).makespan
-    for name, prob, phys in rows:
-        r = replay(prob, phys, n_inputs=len(batch))
+    for name, r in sim.rows:
         typer.echo(f"| {name} | {r.makespan:.2f} | {r.throughput or 0:.2f} | {r.switches} | "
                    f"{r.makespan / halo_s:.2f}x |")
+    best = sim.best
     typer.echo(f"\nOptimizer: {best.method} ({best.status}), gap "
                f"{'n/a' if best.gap is None else f'{best.gap:.1%}'}, solved in {best.solve_s:.2f} s")
-    typer.echo(gantt_text(problem, best))
+    typer.echo(gantt_text(sim.problem, best))
     if gantt is not None:
-        save_gantt(problem, best, str(gantt))
+        save_gantt(sim.problem, best, str(gantt))
         typer.echo(f"wrote {gantt}", err=True)
 
 

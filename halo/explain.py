@@ -13,9 +13,9 @@ from typing import Any
 from halo import ast
 from halo.batch import Batch
 from halo.plan import LogicalPlan, OpNode
+from halo.types import OPS
 
 SCHEMA_VERSION = 1
-_KIND = {"llm": "LLM", "sql": "SQL", "http": "HTTP", "py": "Python"}
 
 
 def logical_report(plan: LogicalPlan, batch: Batch | None = None) -> dict[str, Any]:
@@ -45,7 +45,7 @@ def _node(op: OpNode, plan: LogicalPlan, n: int | None) -> dict[str, Any]:
     }
     if op.kind == "llm":
         d.update(model=op.model, model_name=op.model_name,
-                 max_tokens=op.option("max_tokens", 256), temperature=op.option("temperature", 0.0),
+                 max_tokens=op.option("max_tokens"), temperature=op.option("temperature"),
                  seed=op.option("seed"),
                  output="text" if op.out.kind == "text" else [f for f, _ in op.out.fields or ()])
         d["inputs"] = sorted({".".join(h.parts) for t in op.templates.values() for h in t.holes()})
@@ -56,11 +56,11 @@ def _node(op: OpNode, plan: LogicalPlan, n: int | None) -> dict[str, Any]:
                  query=" ".join(str(op.option("query", "")).split()),
                  params={k: _expr(v) for k, v in op.bound_args().items()})
     elif op.kind == "http":
-        d.update(method=str(op.option("method", "GET")).upper(),
+        d.update(method=str(op.option("method")).upper(),
                  url="".join(p if isinstance(p, str) else "{" + ".".join(p.parts) + "}"
                              for p in op.templates["url"].pieces) if "url" in op.templates else None)
     elif op.kind == "py":
-        d.update(function=op.option("function"), pure=bool(op.option("pure", False)),
+        d.update(function=op.option("function"), pure=op.option("pure") is True,
                  args={k: _expr(v) for k, v in op.bound_args().items()})
     return d
 
@@ -118,7 +118,7 @@ def _tree(nodes, node_id: str, depth: int, lines: list[str], shown: set[str]) ->
     n = nodes[node_id]
     pad = "  " * depth
     if node_id in shown:
-        lines.append(f"{pad}->  {_KIND[n['kind']]} {node_id}  (shared, see above)")
+        lines.append(f"{pad}->  {OPS[n['kind']].label} {node_id}  (shared, see above)")
         return
     shown.add(node_id)
     lines.append(f"{pad}->  {_title(n)}")
@@ -129,7 +129,7 @@ def _tree(nodes, node_id: str, depth: int, lines: list[str], shown: set[str]) ->
 
 
 def _title(n: dict[str, Any]) -> str:
-    kind = _KIND[n["kind"]]
+    kind = OPS[n["kind"]].label
     parts = [f"{kind} {n['id']}"]
     if n["kind"] == "llm":
         parts.append(f"model={n['model_name']} ({n['model']})")
@@ -183,7 +183,7 @@ def _footer(report: dict[str, Any]) -> list[str]:
     out = []
     for r in report.get("rewrites", []):
         out.append(f"Rewrite: {r}")
-    for key in ("totals", "batching", "optimizer", "simulation", "calibration", "analyze"):
+    for key in ("totals", "batching", "hardware", "optimizer", "simulation", "calibration", "analyze"):
         block = report.get(key)
         if block and block.get("text"):
             out.append(block["text"])

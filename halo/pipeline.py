@@ -44,9 +44,9 @@ def explain_report(plan: LogicalPlan, batch: Batch, hardware: str | None = None,
 
 def physical_plan(plan: LogicalPlan, batch: Batch, hardware: str, optimizer: str = "auto",
                   calibration: Calibration | None = None, time_limit_s: float = 10.0,
-                  policy: BatchPolicy | None = None) -> tuple[dict[str, Any], PhysicalPlan]:
-    """The report and the physical plan for the runtime."""
-    return _run(plan, batch, hardware, optimizer, False, calibration, time_limit_s, policy)
+                  policy: BatchPolicy | None = None, simulate: bool = False) -> tuple[dict[str, Any], PhysicalPlan]:
+    """The report and the physical plan for the runtime (`simulate`: with the report's simulation block)."""
+    return _run(plan, batch, hardware, optimizer, simulate, calibration, time_limit_s, policy)
 
 
 def _run(plan, batch, hardware, method, sim, calibration, time_limit_s, policy):

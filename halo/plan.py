@@ -15,6 +15,7 @@ from halo.template import Hole, Template, format_value, lookup
 from halo.types import OPS, Type
 
 MAX_OPERATORS = 10_000              # operators in one plan, after workflow calls are inlined
+_REGISTRY: Any = object()           # OpNode.option's default: the operator kind's registry default
 
 
 @dataclass
@@ -36,8 +37,11 @@ class OpNode:
     reads_written_db: bool = False    # a read of a database the plan also writes (never merged across inputs)
     deps: list[str] = field(default_factory=list)
 
-    def option(self, name: str, default: Any = None) -> Any:
-        """A constant argument's value (max_tokens, temperature, method, ...)."""
+    def option(self, name: str, default: Any = _REGISTRY) -> Any:
+        """A constant argument's value (max_tokens, temperature, method, ...); when the workflow does not give
+        it as a constant, `default`, else the operator kind's registry default (`OPS[kind].defaults`)."""
+        if default is _REGISTRY:
+            return OPS[self.kind].option(self.args, name)
         expr = self.args.get(name)
         if expr is None:
             return default
@@ -48,7 +52,8 @@ class OpNode:
 
     def bound_args(self) -> dict[str, ast.Expr]:
         """SQL parameters or py keyword arguments: the keywords that are not the operator's own."""
-        own = OPS[self.kind].keywords if self.kind in ("sql", "py") else ()
+        sig = OPS[self.kind]
+        own = sig.keywords if sig.extra_keywords else ()
         return {k: v for k, v in self.args.items() if k not in own}
 
 

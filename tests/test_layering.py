@@ -29,15 +29,16 @@ PACKAGE_DIRS = {
 # Top-level `halo.*` modules by layer; sub-packages are placed whole in `PACKAGE_LAYERS`.
 MODULE_LAYERS = {
     "base": {
-        "halo", "halo.errors", "halo.ast", "halo.types", "halo.template", "halo.sql", "halo.urls",
+        "halo.errors", "halo.ast", "halo.types", "halo.template", "halo.sql", "halo.urls",
         "halo.models",
     },
     "front end": {"halo.parser", "halo.program", "halo.check", "halo.plan", "halo.batch"},
     "logical": {"halo.consolidate", "halo.prefix", "halo.tokens", "halo.batching", "halo.calibration"},
     "cost": {"halo.cost"},
+    # `halo` itself is top: its namespace exports the library API (`halo.api`).
     "top": {
-        "halo.pipeline", "halo.explain", "halo.analyze", "halo.bench", "halo.probe", "halo.importer",
-        "halo.cli", "halo.__main__",
+        "halo", "halo.api", "halo.pipeline", "halo.explain", "halo.analyze", "halo.bench", "halo.probe",
+        "halo.importer", "halo.cli", "halo.__main__",
     },
 }
 PACKAGE_LAYERS = {

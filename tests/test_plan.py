@@ -8,7 +8,7 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
-from halo import ast
+from halo import api, ast
 from halo.check import check
 from halo.errors import HaloError, Pos
 from halo.plan import build, evaluate
@@ -18,7 +18,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def plan_of(src: str, workflow: str | None = None):
-    return build(check(load_source(src, "t.halo")), workflow)
+    return api.compile(src, workflow, filename="t.halo").plan
 
 
 def test_fixture_plan_edges_and_inlining():

@@ -7,11 +7,9 @@ import json
 import duckdb
 import pytest
 
-from halo import plan as plans
+from halo import api
 from halo.bench import MODES
-from halo.check import check
 from halo.explain import logical_report, render_dot, render_text
-from halo.program import load_source
 from halo.runtime.executor import RunOptions
 from halo.runtime.run import execute
 
@@ -31,7 +29,7 @@ SRC = '''workflow w(item: int, label: text) {
 
 
 def build(src: str, file: str):
-    return plans.build(check(load_source(src, file)))
+    return api.compile(src, filename=file).plan
 
 
 def order_edges(plan) -> dict[tuple[str, str], str]:

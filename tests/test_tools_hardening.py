@@ -14,6 +14,7 @@ import duckdb
 import pytest
 from pg import postgres_dsn  # noqa: F401  (session fixture)
 
+from halo import api
 from halo import plan as plans
 from halo import urls as url
 from halo.check import check
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent / "runtime_fixtures"))
 
 
 def build(src: str, tmp_path: Path):
-    return plans.build(check(load_source(src, str(tmp_path / "w.halo"))))
+    return api.compile(src, filename=str(tmp_path / "w.halo")).plan
 
 
 def run(plan, rows, tmp_path: Path, **opts):
