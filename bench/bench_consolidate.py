@@ -49,12 +49,22 @@ workflow bench(question: text, region: text, year: int, doc: text, user: int) {
 def rows(n: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     regions = ["ASIA", "EUROPE", "AFRICA", "AMERICA", "MIDDLE EAST"]
-    docs = [f"Quarterly report {i}. " + "Revenue grew in several markets while costs held steady. " * rng.randint(4, 12)
-            for i in range(50)]
-    return [{"question": f"What was the revenue of {rng.choice(regions)} in {rng.randint(1992, 1998)}, "
-                         f"variant {rng.randint(0, n // 4)}?",
-             "region": rng.choice(regions), "year": rng.randint(1992, 1998), "doc": rng.choice(docs),
-             "user": rng.randint(1, 500)} for _ in range(n)]
+    docs = [
+        f"Quarterly report {i}. "
+        + "Revenue grew in several markets while costs held steady. " * rng.randint(4, 12)
+        for i in range(50)
+    ]
+    return [
+        {
+            "question": f"What was the revenue of {rng.choice(regions)} in {rng.randint(1992, 1998)}, "
+            f"variant {rng.randint(0, n // 4)}?",
+            "region": rng.choice(regions),
+            "year": rng.randint(1992, 1998),
+            "doc": rng.choice(docs),
+            "user": rng.randint(1, 500),
+        }
+        for _ in range(n)
+    ]
 
 
 def run(n: int, repeat: int) -> dict:
@@ -84,20 +94,29 @@ def cpu_model() -> str:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return platform.processor() or "unknown"
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
-                "unknown")
+    return next(
+        (line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
+        "unknown",
+    )
 
 
 def report(n: int, r: dict) -> str:
-    lines = [f"# Consolidation + cost benchmark ({date.today().isoformat()})", "",
-             f"Machine: {cpu_model()}, {os.cpu_count()} cores (one used); Python {platform.python_version()}; "
-             f"1-min load average {os.getloadavg()[0]:.1f} during the run (shared machine).",
-             f"Workload: {n:,} inputs x {r['nodes']} operators (`bench/bench_consolidate.py`), best of repeats.", "",
-             "| stage | seconds |", "|---|---|",
-             f"| consolidate (keys, merges, prefix groups) | {r['consolidate_s']:.3f} |",
-             f"| cost (tokens, roofline, tools) | {r['cost_s']:.3f} |",
-             f"| **total** (target < 1 s) | **{r['total_s']:.3f}** |", "",
-             "| node | instances | calls | estimated |", "|---|---|---|---|"]
+    lines = [
+        f"# Consolidation + cost benchmark ({date.today().isoformat()})",
+        "",
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores (one used); Python {platform.python_version()}; "
+        f"1-min load average {os.getloadavg()[0]:.1f} during the run (shared machine).",
+        f"Workload: {n:,} inputs x {r['nodes']} operators (`bench/bench_consolidate.py`), best of repeats.",
+        "",
+        "| stage | seconds |",
+        "|---|---|",
+        f"| consolidate (keys, merges, prefix groups) | {r['consolidate_s']:.3f} |",
+        f"| cost (tokens, roofline, tools) | {r['cost_s']:.3f} |",
+        f"| **total** (target < 1 s) | **{r['total_s']:.3f}** |",
+        "",
+        "| node | instances | calls | estimated |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {gid} | {i:,} | {c:,} | {'yes' if e else 'no'} |" for gid, (i, c, e) in r["groups"].items()]
     return "\n".join(lines) + "\n"
 

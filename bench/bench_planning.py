@@ -37,25 +37,39 @@ def run(n: int, repeat: int, hardware: str) -> dict:
         planned = api.plan(compiled, batch, hardware, time_limit_s=10)
         runs.append((planned.seconds, time.process_time() - cpu, planned))
     wall, cpu, best = min(runs, key=lambda r: r[0])
-    return {"seconds": wall, "cpu_s": cpu, "nodes": len(compiled.plan.nodes()), "optimizer": best.report["optimizer"],
-            "batching": best.report["batching"]["text"]}
+    return {
+        "seconds": wall,
+        "cpu_s": cpu,
+        "nodes": len(compiled.plan.nodes()),
+        "optimizer": best.report["optimizer"],
+        "batching": best.report["batching"]["text"],
+    }
 
 
 def report(n: int, hardware: str, r: dict) -> str:
     opt = r["optimizer"]
-    return "\n".join([
-        f"# Planning benchmark ({date.today().isoformat()})", "",
-        f"Machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}; "
-        f"1-min load average {os.getloadavg()[0]:.1f} during the run (shared machine).",
-        f"Workload: {n:,} inputs x {r['nodes']} operators (`bench/bench_planning.py`, the workflow of "
-        f"`bench_consolidate.py`), planned for `{hardware}` with `halo.api.plan`, best of repeats.", "",
-        "| stage | seconds |", "|---|---|",
-        f"| optimizer ({opt['method']}, {opt['status']}) | {opt['solve_s']:.3f} |",
-        f"| **planning in all** (consolidate, cost under each batching, optimize, report; target < 1 s) | "
-        f"**{r['seconds']:.3f}** |",
-        f"| the same, CPU time of this process (the machine is shared) | {r['cpu_s']:.3f} |", "",
-        f"{r['batching']}", "",
-        f"Predicted makespan {opt['makespan']:.1f} s, {opt['loads']} model load(s).", ""])
+    return "\n".join(
+        [
+            f"# Planning benchmark ({date.today().isoformat()})",
+            "",
+            f"Machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}; "
+            f"1-min load average {os.getloadavg()[0]:.1f} during the run (shared machine).",
+            f"Workload: {n:,} inputs x {r['nodes']} operators (`bench/bench_planning.py`, the workflow of "
+            f"`bench_consolidate.py`), planned for `{hardware}` with `halo.api.plan`, best of repeats.",
+            "",
+            "| stage | seconds |",
+            "|---|---|",
+            f"| optimizer ({opt['method']}, {opt['status']}) | {opt['solve_s']:.3f} |",
+            f"| **planning in all** (consolidate, cost under each batching, optimize, report; target < 1 s) | "
+            f"**{r['seconds']:.3f}** |",
+            f"| the same, CPU time of this process (the machine is shared) | {r['cpu_s']:.3f} |",
+            "",
+            f"{r['batching']}",
+            "",
+            f"Predicted makespan {opt['makespan']:.1f} s, {opt['loads']} model load(s).",
+            "",
+        ]
+    )
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 import duckdb
 
 HERE = Path(__file__).resolve().parent
-WORKFLOW = '''
+WORKFLOW = """
 workflow crash(item: int) {{
   db shop = duckdb("{db}")
   slow = py("crash_tools:slow_double", x = item, delay = {delay}, pure = true)
@@ -39,8 +39,8 @@ workflow crash(item: int) {{
   mark = py("crash_tools:append_line", path = "{marks}", row = item, after = note.rowcount)
   return slow, mark
 }}
-'''
-TOOL_WORKERS = 8   # RunOptions.tool_workers: at most this many tool calls are running at a kill
+"""
+TOOL_WORKERS = 8  # RunOptions.tool_workers: at most this many tool calls are running at a kill
 
 
 def trial(work: Path, inputs: int, kills: int, delay: float, rng: random.Random) -> dict:
@@ -54,15 +54,32 @@ def trial(work: Path, inputs: int, kills: int, delay: float, rng: random.Random)
     batch.write_text("".join(json.dumps({"item": i}) + "\n" for i in range(1, inputs + 1)))
     out = work / "out.jsonl"
     env = {**os.environ, "PYTHONPATH": str(HERE)}
-    cmd = [sys.executable, "-m", "halo", "run", str(wf), "-i", str(batch), "-o", str(out), "-q", "--window", "32"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "halo",
+        "run",
+        str(wf),
+        "-i",
+        str(batch),
+        "-o",
+        str(out),
+        "-q",
+        "--window",
+        "32",
+    ]
     expected_s = inputs * delay / TOOL_WORKERS
     killed, at = 0, []
     for attempt in range(kills + 1):
         before = _lines(out)
-        proc = subprocess.Popen(cmd + (["--resume"] if attempt else []), env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            cmd + (["--resume"] if attempt else []),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         if attempt < kills:
-            while proc.poll() is None and _lines(out) <= before:   # kill only once work is under way
+            while proc.poll() is None and _lines(out) <= before:  # kill only once work is under way
                 time.sleep(0.01)
             time.sleep(rng.uniform(0.0, expected_s / 2))
             if proc.poll() is None:
@@ -87,11 +104,16 @@ def trial(work: Path, inputs: int, kills: int, delay: float, rng: random.Random)
     for line in marks.read_text().splitlines() if marks.exists() else []:
         appends[int(line)] = appends.get(int(line), 0) + 1
     rows = range(1, inputs + 1)
-    return {"inputs": inputs, "kills": killed, "records_at_kills": at,
-            "lost": sum(1 for r in rows if r not in records),
-            "duplicated": sum(1 for r in rows if records.get(r, 0) > 1),
-            "repeated": sum(1 for c in (*writes.values(), *appends.values()) if c > 1),
-            "in_doubt": doubt, "in_doubt_bound": killed * TOOL_WORKERS}
+    return {
+        "inputs": inputs,
+        "kills": killed,
+        "records_at_kills": at,
+        "lost": sum(1 for r in rows if r not in records),
+        "duplicated": sum(1 for r in rows if records.get(r, 0) > 1),
+        "repeated": sum(1 for c in (*writes.values(), *appends.values()) if c > 1),
+        "in_doubt": doubt,
+        "in_doubt_bound": killed * TOOL_WORKERS,
+    }
 
 
 def _lines(path: Path) -> int:
@@ -122,22 +144,34 @@ def main() -> None:
         print(json.dumps(results[-1]), flush=True)
     keys = ("lost", "duplicated", "repeated", "in_doubt", "in_doubt_bound")
     total = {k: sum(r[k] for r in results) for k in (*keys, "kills")}
-    lines = [f"# Crash and resume: kill -9 at {total['kills']} random points ({dt.date.today().isoformat()})", "",
-             f"- machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; `{' '.join(sys.argv)}`",
-             f"- workflow per input: pure py ({args.delay} s), DuckDB INSERT, impure py appending to a file (32 inputs in flight); "
-             f"{args.inputs} inputs per trial, {args.per_trial} kills per trial (the run and its resumes)",
-             f"- in doubt may be at most {TOOL_WORKERS} per kill (the tool workers that can be inside a call)", "",
-             "| trial | kills | records when killed | lost | duplicated | repeated | in doubt | in-doubt bound |",
-             "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {i + 1} | {r['kills']} | {', '.join(map(str, r['records_at_kills']))} | {r['lost']} | {r['duplicated']} | {r['repeated']} | {r['in_doubt']} | "
-              f"{r['in_doubt_bound']} |" for i, r in enumerate(results)]
-    lines.append(f"| all | {total['kills']} | | {total['lost']} | {total['duplicated']} | {total['repeated']} | "
-                 f"{total['in_doubt']} | {total['in_doubt_bound']} |")
+    lines = [
+        f"# Crash and resume: kill -9 at {total['kills']} random points ({dt.date.today().isoformat()})",
+        "",
+        f"- machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; `{' '.join(sys.argv)}`",
+        f"- workflow per input: pure py ({args.delay} s), DuckDB INSERT, impure py appending to a file (32 inputs in flight); "
+        f"{args.inputs} inputs per trial, {args.per_trial} kills per trial (the run and its resumes)",
+        f"- in doubt may be at most {TOOL_WORKERS} per kill (the tool workers that can be inside a call)",
+        "",
+        "| trial | kills | records when killed | lost | duplicated | repeated | in doubt | in-doubt bound |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {i + 1} | {r['kills']} | {', '.join(map(str, r['records_at_kills']))} | {r['lost']} | {r['duplicated']} | {r['repeated']} | {r['in_doubt']} | "
+        f"{r['in_doubt_bound']} |"
+        for i, r in enumerate(results)
+    ]
+    lines.append(
+        f"| all | {total['kills']} | | {total['lost']} | {total['duplicated']} | {total['repeated']} | "
+        f"{total['in_doubt']} | {total['in_doubt_bound']} |"
+    )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
         args.out.write_text(text)
-    ok = total["lost"] == total["duplicated"] == total["repeated"] == 0 and total["in_doubt"] <= total["in_doubt_bound"]
+    ok = (
+        total["lost"] == total["duplicated"] == total["repeated"] == 0
+        and total["in_doubt"] <= total["in_doubt_bound"]
+    )
     sys.exit(0 if ok else 1)
 
 

@@ -33,15 +33,56 @@ from halo.errors import HaloError  # noqa: E402
 from halo.plan import build  # noqa: E402
 from halo.program import load  # noqa: E402
 
-SEEDS = [p.read_text() for p in sorted([*(ROOT / "workloads").glob("*.halo"), *(ROOT / "tests/fixtures").glob("*.halo")])]
-TOKENS = ["workflow", "model", "db", "return", "import", "llm", "sql", "http", "py", "(", ")", "{", "}", "[", "]",
-          "[]", ",", ":", "=", "->", ".", '"', '"""', "{x}", "#", "\n", "x", "3", "-1.5e3", "true", "null", "\x00",
-          "SELECT", "INSERT INTO t VALUES (1) RETURNING id", ":n", "((((", "))))", "\\", "9" * 80]
+SEEDS = [
+    p.read_text()
+    for p in sorted([*(ROOT / "workloads").glob("*.halo"), *(ROOT / "tests/fixtures").glob("*.halo")])
+]
+TOKENS = [
+    "workflow",
+    "model",
+    "db",
+    "return",
+    "import",
+    "llm",
+    "sql",
+    "http",
+    "py",
+    "(",
+    ")",
+    "{",
+    "}",
+    "[",
+    "]",
+    "[]",
+    ",",
+    ":",
+    "=",
+    "->",
+    ".",
+    '"',
+    '"""',
+    "{x}",
+    "#",
+    "\n",
+    "x",
+    "3",
+    "-1.5e3",
+    "true",
+    "null",
+    "\x00",
+    "SELECT",
+    "INSERT INTO t VALUES (1) RETURNING id",
+    ":n",
+    "((((",
+    "))))",
+    "\\",
+    "9" * 80,
+]
 LEX = re.compile(r'"""[\s\S]*?"""|"(?:\\.|[^"\\\n])*"|\w+|->|\[\]|\S')
 
 
 def wf(body: str, params: str = "q: text") -> str:
-    return f"workflow w({params}) {{\n  db d = duckdb(\":memory:\")\n{body}\n}}\n"
+    return f'workflow w({params}) {{\n  db d = duckdb(":memory:")\n{body}\n}}\n'
 
 
 def mutate(rng: random.Random, src: str) -> str:
@@ -60,9 +101,9 @@ def mutate(rng: random.Random, src: str) -> str:
         elif op == 4:
             parts = LEX.findall(src)
             k = rng.randrange(len(parts)) if parts else 0
-            src = " ".join(parts[:k] + parts[k + 1:])
+            src = " ".join(parts[:k] + parts[k + 1 :])
         else:
-            src = src[:i] + src[j:j + (j - i)] + src[i:j] + src[j + (j - i):]
+            src = src[:i] + src[j : j + (j - i)] + src[i:j] + src[j + (j - i) :]
     return src
 
 
@@ -75,15 +116,21 @@ def nested(rng: random.Random) -> str:
 def sql_parens(rng: random.Random) -> str:
     n = rng.choice([5, 32, 33, 46, 200, 5000])
     kind = rng.randrange(3)
-    q = ("SELECT " + "(" * n + "1" + ")" * n + " AS x" if kind == 0 else
-         "SELECT " + "NOT " * n + "true AS x" if kind == 1 else
-         "SELECT " + " + ".join(["1"] * n) + " AS x")
+    q = (
+        "SELECT " + "(" * n + "1" + ")" * n + " AS x"
+        if kind == 0
+        else "SELECT " + "NOT " * n + "true AS x"
+        if kind == 1
+        else "SELECT " + " + ".join(["1"] * n) + " AS x"
+    )
     return wf(f'  a = sql(d, "{q}")\n  return a.x')
 
 
 def long_number(rng: random.Random) -> str:
     digits = "9" * rng.choice([64, 65, 300, 4300, 4301, 100000])
-    return wf("  return q", rng.choice([f"q: int = {digits}", f"q: float = 1.{digits}", f"q: float = 1e{digits}"]))
+    return wf(
+        "  return q", rng.choice([f"q: int = {digits}", f"q: float = 1.{digits}", f"q: float = 1e{digits}"])
+    )
 
 
 def long_string(rng: random.Random) -> str:
@@ -93,16 +140,31 @@ def long_string(rng: random.Random) -> str:
 
 
 def bad_import(rng: random.Random, tmp: Path) -> str:
-    target = rng.choice(["/dev/zero", "/dev/null", "/proc/self/status", ".", "nope.halo", "a\x00b.halo",
-                         "big.halo", "empty.halo", "../" * 50 + "x", "x" * 5000, "loop.halo"])
+    target = rng.choice(
+        [
+            "/dev/zero",
+            "/dev/null",
+            "/proc/self/status",
+            ".",
+            "nope.halo",
+            "a\x00b.halo",
+            "big.halo",
+            "empty.halo",
+            "../" * 50 + "x",
+            "x" * 5000,
+            "loop.halo",
+        ]
+    )
     return f'import "{target}"\n' + wf("  return q")
 
 
 def call_chain(rng: random.Random) -> str:
     n = rng.choice([5, 31, 32, 33, 200, 1500])
     if rng.random() < 0.5:
-        return "".join(f"workflow w{i}() {{\n  a = w{i + 1}()\n  return a\n}}\n" for i in range(n)) + \
-            f"workflow w{n}() {{ return x = 1 }}\n"
+        return (
+            "".join(f"workflow w{i}() {{\n  a = w{i + 1}()\n  return a\n}}\n" for i in range(n))
+            + f"workflow w{n}() {{ return x = 1 }}\n"
+        )
     src = 'workflow w0() {\n  a = py("m:f", pure = true)\n  return a\n}\n'
     for i in range(1, min(n, 30)):
         src += f"workflow w{i}() {{\n  a = w{i - 1}()\n  b = w{i - 1}()\n  return a, b\n}}\n"
@@ -111,8 +173,10 @@ def call_chain(rng: random.Random) -> str:
 
 def many_bindings(rng: random.Random) -> str:
     n = rng.choice([1000, 20000])
-    body = "".join(f'  a{i} = py("m:f", x = a{i - 1}, pure = true)\n' if i else '  a0 = py("m:f", pure = true)\n'
-                   for i in range(n))
+    body = "".join(
+        f'  a{i} = py("m:f", x = a{i - 1}, pure = true)\n' if i else '  a0 = py("m:f", pure = true)\n'
+        for i in range(n)
+    )
     return wf(body + f"  return a{n - 1}")
 
 
@@ -120,10 +184,17 @@ def random_bytes(rng: random.Random) -> str:
     return bytes(rng.randrange(256) for _ in range(rng.randint(0, 400))).decode("utf-8", "replace")
 
 
-FAMILIES = {"mutated workload": (None, 0.80), "nesting": (nested, 0.03), "SQL nesting": (sql_parens, 0.03),
-            "long number": (long_number, 0.03), "long string": (long_string, 0.004),
-            "bad import": (bad_import, 0.03), "call chains": (call_chain, 0.02),
-            "many bindings": (many_bindings, 0.002), "random bytes": (random_bytes, 0.054)}
+FAMILIES = {
+    "mutated workload": (None, 0.80),
+    "nesting": (nested, 0.03),
+    "SQL nesting": (sql_parens, 0.03),
+    "long number": (long_number, 0.03),
+    "long string": (long_string, 0.004),
+    "bad import": (bad_import, 0.03),
+    "call chains": (call_chain, 0.02),
+    "many bindings": (many_bindings, 0.002),
+    "random bytes": (random_bytes, 0.054),
+}
 
 
 def case(rng: random.Random, family: str, tmp: Path) -> str:
@@ -177,7 +248,7 @@ def main() -> None:
             t0 = time.perf_counter()
             try:
                 outcome = run_one(src, tmp / "main.halo")
-            except Exception as e:          # noqa: BLE001 - counting exactly these is the point
+            except Exception as e:  # noqa: BLE001 - counting exactly these is the point
                 outcome = type(e).__name__
                 if len(crashes) < 10:
                     crashes.append(f"{family}: {traceback.format_exc(limit=-3)}")
@@ -188,15 +259,20 @@ def main() -> None:
     seconds = time.perf_counter() - start
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     uncaught = sum(n for k, n in outcomes.items() if k not in ("plan", "error"))
-    lines = [f"# Checker fuzz: {args.cases:,} cases through load -> check -> plan", "",
-             f"- date: {dt.date.today().isoformat()}; machine: {machine()}",
-             f"- Python {sys.version.split()[0]}, lark {lark.__version__}, sqlglot {sqlglot.__version__}; "
-             f"seed {args.seed}; `python bench/fuzz_check.py --cases {args.cases} --seed {args.seed}`",
-             f"- **uncaught exceptions: {uncaught}**; located errors: {outcomes['error']:,}; "
-             f"plans: {outcomes['plan']:,}",
-             f"- peak RSS of the whole run: {peak_mib:,.0f} MiB; wall time {seconds:.0f} s; slowest case "
-             f"{slowest[0]:.2f} s ({slowest[1]})", "",
-             "| family | cases | located errors | plans | uncaught |", "|---|---|---|---|---|"]
+    lines = [
+        f"# Checker fuzz: {args.cases:,} cases through load -> check -> plan",
+        "",
+        f"- date: {dt.date.today().isoformat()}; machine: {machine()}",
+        f"- Python {sys.version.split()[0]}, lark {lark.__version__}, sqlglot {sqlglot.__version__}; "
+        f"seed {args.seed}; `python bench/fuzz_check.py --cases {args.cases} --seed {args.seed}`",
+        f"- **uncaught exceptions: {uncaught}**; located errors: {outcomes['error']:,}; "
+        f"plans: {outcomes['plan']:,}",
+        f"- peak RSS of the whole run: {peak_mib:,.0f} MiB; wall time {seconds:.0f} s; slowest case "
+        f"{slowest[0]:.2f} s ({slowest[1]})",
+        "",
+        "| family | cases | located errors | plans | uncaught |",
+        "|---|---|---|---|---|",
+    ]
     for f, c in per_family.items():
         bad = sum(n for k, n in c.items() if k not in ("plan", "error"))
         lines.append(f"| {f} | {sum(c.values()):,} | {c['error']:,} | {c['plan']:,} | {bad} |")

@@ -27,28 +27,30 @@ from pathlib import Path
 import duckdb
 
 WORKFLOWS = {
-    "tool-only": '''
+    "tool-only": """
 workflow tools(item: int) {{
   db d = duckdb("{db}")
   twice = py("halo.runtime.tools.builtins:regex_params", text = "region {{item}}", pure = true) -> {{ region: text }}
   one = sql(d, "SELECT :k AS k, name FROM items WHERE id = 1", k = item)
   return k = one.k, twice
 }}
-''',
-    "large-result": '''
+""",
+    "large-result": """
 workflow large(item: int) {{
   db d = duckdb("{db}")
   rows = sql(d, "SELECT :k AS k, id, name, note FROM items ORDER BY id LIMIT 200", k = item)
   return first = rows.id
 }}
-''',
+""",
 }
 
 
 def make_db(path: Path) -> None:
     con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE items AS SELECT range AS id, 'item ' || range AS name, "
-                "repeat('x', 12) AS note FROM range(1, 1001)")
+    con.execute(
+        "CREATE TABLE items AS SELECT range AS id, 'item ' || range AS name, "
+        "repeat('x', 12) AS note FROM range(1, 1001)"
+    )
     con.close()
 
 
@@ -72,8 +74,14 @@ def run_once(kind: str, n: int, work: Path) -> dict:
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{kind} at {n}: halo run failed:\n{err}")
     journal = out.with_name(out.name + ".journal")
-    result = {"workflow": kind, "inputs": n, "peak_rss_mb": usage.ru_maxrss / 1024, "seconds": seconds,
-              "journal_mb": journal.stat().st_size / 2**20, "records": sum(1 for _ in out.open())}
+    result = {
+        "workflow": kind,
+        "inputs": n,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "seconds": seconds,
+        "journal_mb": journal.stat().st_size / 2**20,
+        "records": sum(1 for _ in out.open()),
+    }
     for p in (out, journal):
         p.unlink()
     return result
@@ -102,14 +110,21 @@ def main() -> None:
                 r = run_once(kind, n, work)
                 print(json.dumps(r), file=sys.stderr)
                 rows.append(r)
-    lines = [f"# `halo run` peak memory against batch size ({dt.date.today().isoformat()})", "",
-             f"Machine: {machine()}. Each row is one `halo run` process (default options: window 512, call memo "
-             "bounded at 64 MiB of JSON); peak RSS is the process's own `ru_maxrss`.", "",
-             "| workflow | inputs | peak RSS (MB) | seconds | inputs/s | journal (MB) |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# `halo run` peak memory against batch size ({dt.date.today().isoformat()})",
+        "",
+        f"Machine: {machine()}. Each row is one `halo run` process (default options: window 512, call memo "
+        "bounded at 64 MiB of JSON); peak RSS is the process's own `ru_maxrss`.",
+        "",
+        "| workflow | inputs | peak RSS (MB) | seconds | inputs/s | journal (MB) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         assert r["records"] == r["inputs"], r
-        lines.append(f"| {r['workflow']} | {r['inputs']:,} | {r['peak_rss_mb']:.0f} | {r['seconds']:.1f} | "
-                     f"{r['inputs'] / r['seconds']:.0f} | {r['journal_mb']:.1f} |")
+        lines.append(
+            f"| {r['workflow']} | {r['inputs']:,} | {r['peak_rss_mb']:.0f} | {r['seconds']:.1f} | "
+            f"{r['inputs'] / r['seconds']:.0f} | {r['journal_mb']:.1f} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -27,7 +27,7 @@ from halo.program import load_source  # noqa: E402
 from halo.runtime.executor import RunOptions  # noqa: E402
 from halo.runtime.run import execute  # noqa: E402
 
-WORKFLOW = '''
+WORKFLOW = """
 workflow chain(x: int) {
   db d = duckdb(":memory:")
   a = sql(d, "SELECT :v + 1 AS v", v = x)
@@ -38,7 +38,7 @@ workflow chain(x: int) {
   g = sql(d, "SELECT :v - 1 AS v", v = f.v)
   return g.v
 }
-'''
+"""
 
 
 def timed(mode: str, n: int, work: Path) -> float:
@@ -56,10 +56,15 @@ def main() -> None:
     ap.add_argument("--sizes", default="200,1600")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    lines = [f"# Operator-at-a-time dispatch cost ({dt.date.today().isoformat()})", "",
-             f"Machine: {machine()}. `{Path(__file__).name}`: a 6-node tool-only workflow (one-row DuckDB "
-             "queries), every input distinct; wall time of `execute` in one process.", "",
-             "| inputs | halo (s) | opwise (s) | opwise / halo |", "|---|---|---|---|"]
+    lines = [
+        f"# Operator-at-a-time dispatch cost ({dt.date.today().isoformat()})",
+        "",
+        f"Machine: {machine()}. `{Path(__file__).name}`: a 6-node tool-only workflow (one-row DuckDB "
+        "queries), every input distinct; wall time of `execute` in one process.",
+        "",
+        "| inputs | halo (s) | opwise (s) | opwise / halo |",
+        "|---|---|---|---|",
+    ]
     with tempfile.TemporaryDirectory(prefix="halo-opwise-") as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
             halo_s, opwise_s = timed("halo", n, Path(tmp)), timed("opwise", n, Path(tmp))

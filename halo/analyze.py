@@ -21,12 +21,21 @@ def annotate(report: dict[str, Any], stats: RunStats) -> dict[str, Any]:
         est = (node.get("estimate") or {}).get("seconds")
         merged = st.memo_hits + st.coalesced
         busy = st.engine_s if node["kind"] == "llm" and st.engine_s else st.seconds
-        actual = {**st.as_dict(), "merged": merged, "estimate_s": est, "busy_s": busy,
-                  "ratio": round(busy / est, 3) if est else None}
-        parts = [f"actual: {busy:.2f} s busy over {actual['wall_seconds']:.2f} s",
-                 f"{st.calls:,} calls for {st.instances:,} instances ({merged:,} merged)"]
+        actual = {
+            **st.as_dict(),
+            "merged": merged,
+            "estimate_s": est,
+            "busy_s": busy,
+            "ratio": round(busy / est, 3) if est else None,
+        }
+        parts = [
+            f"actual: {busy:.2f} s busy over {actual['wall_seconds']:.2f} s",
+            f"{st.calls:,} calls for {st.instances:,} instances ({merged:,} merged)",
+        ]
         if st.prompt_tokens:
-            parts.append(f"tokens {st.prompt_tokens:,} in ({st.cached_tokens:,} cached) / {st.completion_tokens:,} out")
+            parts.append(
+                f"tokens {st.prompt_tokens:,} in ({st.cached_tokens:,} cached) / {st.completion_tokens:,} out"
+            )
         if st.errors:
             parts.append(f"{st.errors:,} errors")
         if est:
@@ -43,7 +52,8 @@ def annotate(report: dict[str, Any], stats: RunStats) -> dict[str, Any]:
         text += f"; predicted {predicted:.2f} s ({err:+.0%})"
     if t["substitutions"]:
         text += "\nModels substituted on this engine: " + ", ".join(
-            f"{k} ran as {v}" for k, v in t["substitutions"].items())
+            f"{k} ran as {v}" for k, v in t["substitutions"].items()
+        )
     block["text"] = text
     report["analyze"] = block
     return report
@@ -54,18 +64,33 @@ def measurements(report: dict[str, Any], stats: RunStats) -> list[dict[str, Any]
     out: list[dict[str, Any]] = []
     llm = [n for n in report["nodes"] if n["kind"] == "llm"]
     device = {n["model"]: (n.get("estimate") or {}).get("device", "cpu") for n in llm}
-    if stats.model_loads and len(device) == 1:      # one model: every load was that model's
+    if stats.model_loads and len(device) == 1:  # one model: every load was that model's
         model = next(iter(device))
-        out.append({"kind": "load", "model": model, "device": device[model],
-                    "seconds": stats.load_seconds / stats.model_loads})
+        out.append(
+            {
+                "kind": "load",
+                "model": model,
+                "device": device[model],
+                "seconds": stats.load_seconds / stats.model_loads,
+            }
+        )
     longest: dict[str, list[int]] = {}
     for b in stats.engine_batches:
         if b["model"] not in device or b["seconds"] <= 0:
             continue
         ran_as = stats.substitutions.get(b["model"])
-        out.append({"kind": "llm_batch", "model": b["model"], "device": device[b["model"]], "n": b["n"],
-                    "prefill_tokens": b["prompt_tokens"] - b["cached_tokens"], "steps": b["steps"],
-                    "seconds": b["seconds"], **({"ran_as": ran_as} if ran_as else {})})
+        out.append(
+            {
+                "kind": "llm_batch",
+                "model": b["model"],
+                "device": device[b["model"]],
+                "n": b["n"],
+                "prefill_tokens": b["prompt_tokens"] - b["cached_tokens"],
+                "steps": b["steps"],
+                "seconds": b["seconds"],
+                **({"ran_as": ran_as} if ran_as else {}),
+            }
+        )
         for node, steps in b["node_steps"].items():
             longest.setdefault(node, []).append(steps)
     for node in report["nodes"]:
@@ -75,14 +100,27 @@ def measurements(report: dict[str, Any], stats: RunStats) -> list[dict[str, Any]
         est = node.get("estimate") or {}
         if node["kind"] == "llm":
             predicted = (est.get("breakdown") or {}).get("roofline_s")
-            out.append({"kind": "llm", "model": node["model"], "device": est.get("device", "cpu"),
-                        "phase": "group", "tokens": st.completion_tokens, "seconds": st.seconds,
-                        **({"predicted_s": predicted} if predicted else {})})
-            record = {"kind": "output", "node": f"{report['workflow']}.{node['id']}",
-                      "tokens": st.completion_tokens / st.calls}
+            out.append(
+                {
+                    "kind": "llm",
+                    "model": node["model"],
+                    "device": est.get("device", "cpu"),
+                    "phase": "group",
+                    "tokens": st.completion_tokens,
+                    "seconds": st.seconds,
+                    **({"predicted_s": predicted} if predicted else {}),
+                }
+            )
+            record = {
+                "kind": "output",
+                "node": f"{report['workflow']}.{node['id']}",
+                "tokens": st.completion_tokens / st.calls,
+            }
             if longest.get(node["id"]):
                 record["batch_max"] = sum(longest[node["id"]]) / len(longest[node["id"]])
             out.append(record)
         else:
-            out.append({"kind": "tool", "tool": node["kind"], "key": node["id"], "seconds": st.seconds / st.calls})
+            out.append(
+                {"kind": "tool", "tool": node["kind"], "key": node["id"], "seconds": st.seconds / st.calls}
+            )
     return out

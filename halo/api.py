@@ -68,10 +68,10 @@ class Planned:
     report: dict[str, Any]
     batch: batches.Batch
     hardware: str
-    detected: bool            # the hardware is this machine, found by detect_hardware
-    policy: BatchPolicy       # the engine batches priced (requests and tokens per engine call)
-    order: list[str]          # node ids by planned start: the executor's priority
-    seconds: float            # planning time: consolidation, cost model, optimizer
+    detected: bool  # the hardware is this machine, found by detect_hardware
+    policy: BatchPolicy  # the engine batches priced (requests and tokens per engine call)
+    order: list[str]  # node ids by planned start: the executor's priority
+    seconds: float  # planning time: consolidation, cost model, optimizer
 
     @property
     def predicted_s(self) -> float | None:
@@ -100,9 +100,18 @@ def load_calibration(path: str | Path | None, create: bool = False) -> calib.Cal
     return calib.load(path)
 
 
-def plan(compiled: Compiled, batch: batches.Batch | str | Path, hardware: str | None = None, *,
-         optimizer: str = "auto", time_limit_s: float = 10.0, calibration: calib.Calibration | None = None,
-         policy: BatchPolicy | None = None, simulate: bool = False, limit: int | None = None) -> Planned:
+def plan(
+    compiled: Compiled,
+    batch: batches.Batch | str | Path,
+    hardware: str | None = None,
+    *,
+    optimizer: str = "auto",
+    time_limit_s: float = 10.0,
+    calibration: calib.Calibration | None = None,
+    policy: BatchPolicy | None = None,
+    simulate: bool = False,
+    limit: int | None = None,
+) -> Planned:
     """Consolidate, cost and place the batch on `hardware` (None: this machine, detected).
     `policy` fixes the engine batching; None lets the cost model choose. `limit` applies to a path."""
     from halo.cost import detect_hardware
@@ -113,30 +122,42 @@ def plan(compiled: Compiled, batch: batches.Batch | str | Path, hardware: str | 
     detected = hardware is None
     hw = detect_hardware() if detected else hardware
     start = time.perf_counter()
-    report, _ = physical_plan(compiled.plan, batch, hw, optimizer, calibration or calib.load(), time_limit_s,
-                              policy, simulate)
+    report, _ = physical_plan(
+        compiled.plan, batch, hw, optimizer, calibration or calib.load(), time_limit_s, policy, simulate
+    )
     seconds = time.perf_counter() - start
-    report["hardware"] = {"description": hw, "detected": detected, "planning_s": round(seconds, 4),
-                          "text": f"Hardware: {hw} ({'detected' if detected else 'given'}); "
-                                  f"planned in {seconds:.2f} s"}
+    report["hardware"] = {
+        "description": hw,
+        "detected": detected,
+        "planning_s": round(seconds, 4),
+        "text": f"Hardware: {hw} ({'detected' if detected else 'given'}); planned in {seconds:.2f} s",
+    }
     b = report["batching"]
-    order = [n["id"] for n in sorted(report["nodes"], key=lambda n: (n.get("placement") or {}).get("start", 0))]
-    return Planned(report, batch, hw, detected, BatchPolicy(b["max_batch"], b["batch_tokens"]), order, seconds)
+    order = [
+        n["id"] for n in sorted(report["nodes"], key=lambda n: (n.get("placement") or {}).get("start", 0))
+    ]
+    return Planned(
+        report, batch, hw, detected, BatchPolicy(b["max_batch"], b["batch_tokens"]), order, seconds
+    )
 
 
 @dataclass
 class RunResult:
     """What a run measured and where its records are; `planned` is the plan it followed (halo mode)."""
 
-    stats: Any                # halo.runtime.stats.RunStats
+    stats: Any  # halo.runtime.stats.RunStats
     output: Path
     journal: Path
     failed_records: int
     planned: Planned | None = None
 
 
-def stream_rows(compiled: Compiled, path: str | Path, limit: int | None = None,
-                on_rejected: Callable[[batches.RowError], None] | None = None) -> Iterator:
+def stream_rows(
+    compiled: Compiled,
+    path: str | Path,
+    limit: int | None = None,
+    on_rejected: Callable[[batches.RowError], None] | None = None,
+) -> Iterator:
     """Rows one at a time (memory stays bounded): valid ones, and rejected ones as RowErrors (each passed
     to `on_rejected`). The file-level checks run now, before anything is opened or run."""
     items = batches.iter_rows(path, compiled.plan.params)
@@ -153,14 +174,29 @@ def stream_rows(compiled: Compiled, path: str | Path, limit: int | None = None,
                 return
             taken += 1
             yield item
+
     return rows()
 
 
-def run(compiled: Compiled, input_path: str | Path, output: str | Path, *, planned: Planned | None = None,
-        mode: str = "halo", engine: str = "hf", engine_options: dict | None = None, resume: bool = False,
-        retry_in_doubt: bool = False, window: int | None = None, max_batch: int | None = None,
-        limit: int | None = None, hardware: str | None = None, calibration: calib.Calibration | None = None,
-        on_rejected: Callable[[batches.RowError], None] | None = None, progress: Progress = None) -> RunResult:
+def run(
+    compiled: Compiled,
+    input_path: str | Path,
+    output: str | Path,
+    *,
+    planned: Planned | None = None,
+    mode: str = "halo",
+    engine: str = "hf",
+    engine_options: dict | None = None,
+    resume: bool = False,
+    retry_in_doubt: bool = False,
+    window: int | None = None,
+    max_batch: int | None = None,
+    limit: int | None = None,
+    hardware: str | None = None,
+    calibration: calib.Calibration | None = None,
+    on_rejected: Callable[[batches.RowError], None] | None = None,
+    progress: Progress = None,
+) -> RunResult:
     """Run the workflow over the batch file on a real engine; records stream to `output`.
     In halo mode without `planned`, the first window of inputs is planned first for `hardware`
     (None: this machine), and the run follows that plan's engine batches and operator order."""
@@ -176,14 +212,30 @@ def run(compiled: Compiled, input_path: str | Path, output: str | Path, *, plann
         sample = list(itertools.islice(rows, opts.window))
         rows = itertools.chain(sample, rows)
         valid = [r for r in sample if not isinstance(r, batches.RowError)]
-        planned = plan(compiled, batches.Batch(rows=valid), hardware, calibration=calibration,
-                       policy=batch_policy(max_batch))
-    return _execute(compiled, rows, input_path, output, opts, planned, engine, engine_options, resume, progress)
+        planned = plan(
+            compiled,
+            batches.Batch(rows=valid),
+            hardware,
+            calibration=calibration,
+            policy=batch_policy(max_batch),
+        )
+    return _execute(
+        compiled, rows, input_path, output, opts, planned, engine, engine_options, resume, progress
+    )
 
 
-def _execute(compiled: Compiled, rows: Iterable, input_path: str | Path, output: str | Path, opts,
-             planned: Planned | None, engine: str, engine_options: dict | None, resume: bool,
-             progress: Progress) -> RunResult:
+def _execute(
+    compiled: Compiled,
+    rows: Iterable,
+    input_path: str | Path,
+    output: str | Path,
+    opts,
+    planned: Planned | None,
+    engine: str,
+    engine_options: dict | None,
+    resume: bool,
+    progress: Progress,
+) -> RunResult:
     """Execute `rows` with `opts`, following `planned`'s engine batches and operator order when given."""
     from halo.runtime.run import execute, fingerprint
 
@@ -191,21 +243,48 @@ def _execute(compiled: Compiled, rows: Iterable, input_path: str | Path, output:
         opts.max_batch, opts.batch_tokens = planned.policy.max_batch, planned.policy.batch_tokens
         opts.priority = planned.order
     fp = fingerprint(compiled.plan, compiled.sources, input_path)
-    result = execute(compiled.plan, rows, output, fp, engine=engine, engine_options=engine_options, options=opts,
-                     resume=resume, progress=progress)
+    result = execute(
+        compiled.plan,
+        rows,
+        output,
+        fp,
+        engine=engine,
+        engine_options=engine_options,
+        options=opts,
+        resume=resume,
+        progress=progress,
+    )
     return RunResult(result.stats, result.output, result.journal, result.failed_records, planned)
 
 
-def analyze(compiled: Compiled, planned: Planned, input_path: str | Path, output: str | Path, *,
-            engine: str = "hf", engine_options: dict | None = None,
-            calibration: str | Path | None = None, progress: Progress = None) -> dict[str, Any]:
+def analyze(
+    compiled: Compiled,
+    planned: Planned,
+    input_path: str | Path,
+    output: str | Path,
+    *,
+    engine: str = "hf",
+    engine_options: dict | None = None,
+    calibration: str | Path | None = None,
+    progress: Progress = None,
+) -> dict[str, Any]:
     """EXPLAIN ANALYZE: run the planned batch, put measured figures beside the estimates in the report,
     and add the run's measurements to the calibration (saved to `calibration`, or the default file)."""
     from halo.analyze import annotate, measurements
     from halo.runtime.executor import RunOptions
 
-    result = _execute(compiled, planned.batch.rows, input_path, output, RunOptions(), planned, engine,
-                      engine_options, False, progress)
+    result = _execute(
+        compiled,
+        planned.batch.rows,
+        input_path,
+        output,
+        RunOptions(),
+        planned,
+        engine,
+        engine_options,
+        False,
+        progress,
+    )
     report = annotate(planned.report, result.stats)
     cal = load_calibration(calibration, create=True)
     saved = calib.save(cal.add(*measurements(report, result.stats)), calibration)
@@ -217,14 +296,24 @@ def analyze(compiled: Compiled, planned: Planned, input_path: str | Path, output
 @dataclass
 class BenchResult:
     markdown: str
-    path: Path                # the markdown file; the per-node figures are beside it as .json
-    stats: dict[str, Any]     # RunStats by mode
+    path: Path  # the markdown file; the per-node figures are beside it as .json
+    stats: dict[str, Any]  # RunStats by mode
     planned: Planned
 
 
-def bench(compiled: Compiled, input_path: str | Path, modes: list[str], *, engine: str = "hf",
-          engine_options: dict | None = None, hardware: str | None = "cpu", policy: BatchPolicy | None = None,
-          limit: int | None = None, results: str | Path = "bench/results", note: str = "") -> BenchResult:
+def bench(
+    compiled: Compiled,
+    input_path: str | Path,
+    modes: list[str],
+    *,
+    engine: str = "hf",
+    engine_options: dict | None = None,
+    hardware: str | None = "cpu",
+    policy: BatchPolicy | None = None,
+    limit: int | None = None,
+    results: str | Path = "bench/results",
+    note: str = "",
+) -> BenchResult:
     """Run the batch under each mode on its own copies of the databases it writes; save a markdown table
     and a .json of per-node figures and engine batches under `results`."""
     import datetime as dt
@@ -241,16 +330,38 @@ def bench(compiled: Compiled, input_path: str | Path, modes: list[str], *, engin
     planned = plan(compiled, batch, hardware, policy=policy)
     fp = fingerprint(compiled.plan, compiled.sources, input_path)
     batching = {"max_batch": planned.policy.max_batch, "batch_tokens": planned.policy.batch_tokens}
-    stats = run_modes(compiled.plan, batch.rows, Path(".halo") / "bench" / compiled.plan.name, fp, engine,
-                      engine_options or {}, modes, planned.order, batching)
-    md = table(f"{compiled.name} ({compiled.plan.name})", len(batch), stats, planned.predicted_s, engine, note)
+    stats = run_modes(
+        compiled.plan,
+        batch.rows,
+        Path(".halo") / "bench" / compiled.plan.name,
+        fp,
+        engine,
+        engine_options or {},
+        modes,
+        planned.order,
+        batching,
+    )
+    md = table(
+        f"{compiled.name} ({compiled.plan.name})", len(batch), stats, planned.predicted_s, engine, note
+    )
     path = Path(results) / f"{compiled.name}_{engine}_{dt.date.today().isoformat()}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(md)
-    detail = {"workload": compiled.name, "inputs": len(batch), "engine": engine, "predicted_s": planned.predicted_s,
-              "policy": batching,
-              "modes": {m: {"totals": s.totals(), "nodes": {n: ns.as_dict() for n, ns in s.nodes.items()},
-                            "engine_batches": s.engine_batches} for m, s in stats.items()}}
+    detail = {
+        "workload": compiled.name,
+        "inputs": len(batch),
+        "engine": engine,
+        "predicted_s": planned.predicted_s,
+        "policy": batching,
+        "modes": {
+            m: {
+                "totals": s.totals(),
+                "nodes": {n: ns.as_dict() for n, ns in s.nodes.items()},
+                "engine_batches": s.engine_batches,
+            }
+            for m, s in stats.items()
+        },
+    }
     path.with_suffix(".json").write_text(json.dumps(detail, indent=1))
     return BenchResult(md, path, stats, planned)
 
@@ -261,14 +372,21 @@ class Simulation:
 
     hardware: str
     inputs: int
-    batching: str             # the batching line of the report
-    rows: list[tuple[str, Any]]   # (plan name, SimResult), halo first
-    problem: Any              # the optimizer's Problem of the Halo plan
-    best: Any                 # its PhysicalPlan
+    batching: str  # the batching line of the report
+    rows: list[tuple[str, Any]]  # (plan name, SimResult), halo first
+    problem: Any  # the optimizer's Problem of the Halo plan
+    best: Any  # its PhysicalPlan
 
 
-def simulate(compiled: Compiled, batch: batches.Batch | str | Path, hardware: str, *, optimizer: str = "auto",
-             time_limit_s: float = 10.0, limit: int | None = None) -> Simulation:
+def simulate(
+    compiled: Compiled,
+    batch: batches.Batch | str | Path,
+    hardware: str,
+    *,
+    optimizer: str = "auto",
+    time_limit_s: float = 10.0,
+    limit: int | None = None,
+) -> Simulation:
     """Replay the optimized plan, operator-at-a-time, round-robin and naive per-input on `hardware`."""
     from halo.consolidate import consolidate
     from halo.cost import estimate, to_problem
@@ -286,9 +404,12 @@ def simulate(compiled: Compiled, batch: batches.Batch | str | Path, hardware: st
     best = optimize(problem, method=optimizer, time_limit_s=time_limit_s)
     one = consolidate(compiled.plan, batches.Batch(rows=batch.rows[:1]), cal)
     per_input = to_problem(estimate(one, hardware, cal, costed.policy), hardware)
-    plans_ = [("halo", problem, best), ("operator-at-a-time", unfused, opwise(unfused)),
-              ("round-robin", unfused, round_robin(unfused)),
-              ("naive per-input", per_query_problem(per_input, n), per_query(per_input, n))]
+    plans_ = [
+        ("halo", problem, best),
+        ("operator-at-a-time", unfused, opwise(unfused)),
+        ("round-robin", unfused, round_robin(unfused)),
+        ("naive per-input", per_query_problem(per_input, n), per_query(per_input, n)),
+    ]
     rows = [(name, replay(prob, phys, n_inputs=n)) for name, prob, phys in plans_]
     return Simulation(hardware, n, batching["text"], rows, problem, best)
 
@@ -298,13 +419,21 @@ class Calibrated:
     calibration: calib.Calibration
     path: Path
     device: str
-    laws: dict[str, dict[str, Any]]   # declared model -> its fitted engine law
+    laws: dict[str, dict[str, Any]]  # declared model -> its fitted engine law
 
 
-def calibrate(models: list[str], *, engine: str = "hf", engine_options: dict | None = None,
-              hardware: str = "cpu", sizes: Sequence[int] = (1, 8, 32), steps: Sequence[int] = (16, 64),
-              prompts: Sequence[int] = (64, 512), calibration: str | Path | None = None,
-              log: Callable[[str], None] | None = None) -> Calibrated:
+def calibrate(
+    models: list[str],
+    *,
+    engine: str = "hf",
+    engine_options: dict | None = None,
+    hardware: str = "cpu",
+    sizes: Sequence[int] = (1, 8, 32),
+    steps: Sequence[int] = (16, 64),
+    prompts: Sequence[int] = (64, 512),
+    calibration: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Calibrated:
     """Time a grid of synthetic batches per model on a real engine and fit its batch-time law into the
     calibration (saved to `calibration`, or the default file). Declared ids that run as the same model
     share its records. `log` gets one line per model and per batch probed."""
@@ -315,9 +444,9 @@ def calibrate(models: list[str], *, engine: str = "hf", engine_options: dict | N
 
     say = log or (lambda _line: None)
     device = reference_device(parse_hardware(hardware)).name
-    cal = load_calibration(calibration, create=True)       # a damaged file is refused before probing
+    cal = load_calibration(calibration, create=True)  # a damaged file is refused before probing
     records: list[dict] = []
-    probed: dict[str, str] = {}          # actual model -> the declared id whose records it already has
+    probed: dict[str, str] = {}  # actual model -> the declared id whose records it already has
     with make_engine(engine, **(engine_options or {})) as eng:
         for model in models:
             eng.load(model)
@@ -326,8 +455,17 @@ def calibrate(models: list[str], *, engine: str = "hf", engine_options: dict | N
                 records += [{**r, "model": model} for r in records if r["model"] == probed[actual]]
                 continue
             say(f"probing {model}{f' (runs as {actual})' if actual else ''}")
-            records += probe(eng, model, device, list(sizes), list(steps), list(prompts), lambda r: say(
-                f"n={r['n']:>4} steps={r['steps']:>4} prefill={r['prefill_tokens']:>7,} tok  {r['seconds']:8.3f} s"))
+            records += probe(
+                eng,
+                model,
+                device,
+                list(sizes),
+                list(steps),
+                list(prompts),
+                lambda r: say(
+                    f"n={r['n']:>4} steps={r['steps']:>4} prefill={r['prefill_tokens']:>7,} tok  {r['seconds']:8.3f} s"
+                ),
+            )
             if actual:
                 probed[actual] = model
     cal = cal.add(*records)

@@ -20,12 +20,12 @@ from halo.errors import HaloError, Pos
 
 FORMATS = ("jsonl", "csv", "parquet")
 
-MAX_ROW_CHARS = 16 * 1024 * 1024   # one JSONL line or one CSV record (all its physical lines), in characters
-MAX_RECORD_LINES = 1_000           # physical lines one CSV record may span (a quoted field with newlines)
-MAX_DEPTH = 64                     # nesting of objects and arrays in a row, the row's own object included
-MAX_INT_DIGITS = 100               # digits of one integer in JSON text or in a CSV int cell
+MAX_ROW_CHARS = 16 * 1024 * 1024  # one JSONL line or one CSV record (all its physical lines), in characters
+MAX_RECORD_LINES = 1_000  # physical lines one CSV record may span (a quoted field with newlines)
+MAX_DEPTH = 64  # nesting of objects and arrays in a row, the row's own object included
+MAX_INT_DIGITS = 100  # digits of one integer in JSON text or in a CSV int cell
 
-_CHUNK = 1024 * 1024               # characters read at a time from a long physical line
+_CHUNK = 1024 * 1024  # characters read at a time from a long physical line
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SUSPECT = re.compile(r"\\u[dD][89a-fA-F]|NaN|Infinity|[eE][+]?\d{3}|\d{" + str(MAX_INT_DIGITS + 1) + "}")
 _PARQUET_BATCH = 4096
@@ -33,7 +33,7 @@ _PARQUET_BATCH = 4096
 
 @dataclass(frozen=True)
 class RowError:
-    row: int          # 1-based data row number: JSONL non-blank lines, CSV records after the header, Parquet rows
+    row: int  # 1-based data row number: JSONL non-blank lines, CSV records after the header, Parquet rows
     reason: str
 
 
@@ -71,7 +71,7 @@ def iter_rows(path: str | Path, params: list[ast.Param]) -> Iterator[tuple[int, 
     path = Path(path)
     fmt = detect_format(path)
     raw = {"jsonl": _jsonl, "csv": _csv, "parquet": _parquet}[fmt](path)
-    next(raw)                      # each reader yields None once its file-level checks have passed
+    next(raw)  # each reader yields None once its file-level checks have passed
     return _validated(raw, params, from_text=fmt == "csv")
 
 
@@ -88,10 +88,18 @@ def _validated(raw: Iterator, params: list[ast.Param], from_text: bool) -> Itera
 
 def detect_format(path: Path) -> str:
     suffix = path.suffix.lower().lstrip(".")
-    fmt = {"jsonl": "jsonl", "ndjson": "jsonl", "json": "jsonl", "csv": "csv", "parquet": "parquet",
-           "pq": "parquet"}.get(suffix)
+    fmt = {
+        "jsonl": "jsonl",
+        "ndjson": "jsonl",
+        "json": "jsonl",
+        "csv": "csv",
+        "parquet": "parquet",
+        "pq": "parquet",
+    }.get(suffix)
     if fmt is None:
-        raise HaloError.at(Pos(str(path), 1, 1), f"unknown batch format '.{suffix}' (use .jsonl, .csv or .parquet)")
+        raise HaloError.at(
+            Pos(str(path), 1, 1), f"unknown batch format '.{suffix}' (use .jsonl, .csv or .parquet)"
+        )
     if not path.exists():
         raise HaloError.at(Pos(str(path), 1, 1), "no such input file")
     if not path.is_file():
@@ -104,7 +112,9 @@ def validate(row: dict[str, Any], params: list[ast.Param], from_text: bool = Fal
     known = {p.name for p in params}
     extra = sorted(k for k in row if k not in known)
     if extra:
-        raise ValueError(f"unknown field(s) {', '.join(extra)} (parameters: {', '.join(sorted(known)) or 'none'})")
+        raise ValueError(
+            f"unknown field(s) {', '.join(extra)} (parameters: {', '.join(sorted(known)) or 'none'})"
+        )
     out: dict[str, Any] = {}
     for p in params:
         t = types.from_ref(p.type) or types.JSON
@@ -136,10 +146,12 @@ def _coerce(name: str, value: Any, t: types.Type, from_text: bool) -> Any:
         return [_coerce(f"{name}[{i}]", v, t.elem or types.JSON, from_text) for i, v in enumerate(value)]
     if from_text and isinstance(value, str):
         value = _from_text(name, value, t.kind)
-    ok = {"text": isinstance(value, str),
-          "int": isinstance(value, int) and not isinstance(value, bool),
-          "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-          "bool": isinstance(value, bool)}[t.kind]
+    ok = {
+        "text": isinstance(value, str),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+    }[t.kind]
     if not ok:
         raise ValueError(f"'{name}' must be {t.kind}, got {_kind(value)} {value!r:.40}")
     return float(value) if t.kind == "float" else value
@@ -166,8 +178,15 @@ def _from_text(name: str, value: str, kind: str) -> Any:
 
 
 def _kind(value: Any) -> str:
-    return {str: "text", bool: "bool", int: "int", float: "float", list: "list", dict: "object", type(None): "null"}.get(
-        type(value), type(value).__name__)
+    return {
+        str: "text",
+        bool: "bool",
+        int: "int",
+        float: "float",
+        list: "list",
+        dict: "object",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
 # --- values: one set of limits for every format -------------------------------------------------------------
@@ -186,7 +205,9 @@ def _int(text: str) -> int:
 
 def _finite(number: float, shown: str) -> float:
     if not math.isfinite(number):
-        raise _Refused(f"{shown} is not a finite number (NaN, Infinity and numbers beyond ±1.8e308 are not JSON)")
+        raise _Refused(
+            f"{shown} is not a finite number (NaN, Infinity and numbers beyond ±1.8e308 are not JSON)"
+        )
     return number
 
 
@@ -221,10 +242,12 @@ def _check_value(value: Any, depth: int = 0) -> None:
         elif isinstance(v, dict | list):
             if level > MAX_DEPTH:
                 raise _Refused(f"{where}nested deeper than {MAX_DEPTH} levels")
-            for k, x in (v.items() if isinstance(v, dict) else enumerate(v)):
+            for k, x in v.items() if isinstance(v, dict) else enumerate(v):
                 if isinstance(k, str):
                     _check_text(k, where, " in a key")
-                stack.append((x, level + 1, where or (f"'{k}': " if level == 1 and isinstance(k, str) else "")))
+                stack.append(
+                    (x, level + 1, where or (f"'{k}': " if level == 1 and isinstance(k, str) else ""))
+                )
 
 
 def _check_text(text: str, where: str, what: str = "") -> None:
@@ -236,7 +259,7 @@ def _bad_byte(text: str) -> tuple[int, int, int] | None:
     """(line offset, column, byte) of the first byte that was not UTF-8 (decoded with surrogateescape)."""
     if text.isascii() or not (m := _SURROGATE.search(text)):
         return None
-    before = _NEWLINE.split(text[:m.start()])
+    before = _NEWLINE.split(text[: m.start()])
     return len(before) - 1, len(before[-1]) + 1, ord(m.group()) - 0xDC00
 
 
@@ -285,18 +308,18 @@ def _json_row(number: int, line: str) -> dict[str, Any] | RowError:
 
 # --- CSV ------------------------------------------------------------------------------------------------------
 
-_START, _FIELD, _QUOTED, _QUOTE = range(4)   # at a field's start, in an unquoted field, in a quoted one, after
-                                             # a quote inside a quoted one (doubled or closing: the next char says)
+_START, _FIELD, _QUOTED, _QUOTE = range(4)  # at a field's start, in an unquoted field, in a quoted one, after
+# a quote inside a quoted one (doubled or closing: the next char says)
 _NEWLINE = re.compile("\r\n|\r|\n")
 
 
 def _csv(path: Path):
     """Rows numbered by record after the header; blank lines are skipped and not counted."""
-    csv.field_size_limit(max(csv.field_size_limit(), MAX_ROW_CHARS))   # records are capped before parsing
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_ROW_CHARS))  # records are capped before parsing
     names = _prescan(path)
     with _open(path, "") as f:
         records = (r for r in _records(f) if not r.blank)
-        next(records, None)                       # the header, checked by the pre-scan
+        next(records, None)  # the header, checked by the pre-scan
         yield None
         for number, rec in enumerate(records, start=1):
             yield number, _csv_row(number, rec, names)
@@ -308,11 +331,16 @@ def _prescan(path: Path) -> list[str]:
     with _open(path, "") as f:
         for rec in _records(f):
             if rec.unclosed:
-                raise HaloError.at(Pos(str(path), *rec.unclosed),
-                                   "this quoted field is never closed (it would swallow every row after it)")
+                raise HaloError.at(
+                    Pos(str(path), *rec.unclosed),
+                    "this quoted field is never closed (it would swallow every row after it)",
+                )
             if rec.span > MAX_RECORD_LINES:
-                raise HaloError.at(Pos(str(path), *rec.quote), f"this quoted field runs over {rec.span:,} lines "
-                                   f"(a record may span at most {MAX_RECORD_LINES:,}): is a quote not closed?")
+                raise HaloError.at(
+                    Pos(str(path), *rec.quote),
+                    f"this quoted field runs over {rec.span:,} lines "
+                    f"(a record may span at most {MAX_RECORD_LINES:,}): is a quote not closed?",
+                )
             if names is None and not rec.blank:
                 names = _header(path, rec)
     return names or []
@@ -327,7 +355,9 @@ def _header(path: Path, rec: _Record) -> list[str]:
     names = next(csv.reader([text]))
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise HaloError.at(Pos(str(path), rec.line, 1), f"duplicate column(s) {', '.join(map(repr, dup))} in the header")
+        raise HaloError.at(
+            Pos(str(path), rec.line, 1), f"duplicate column(s) {', '.join(map(repr, dup))} in the header"
+        )
     return names
 
 
@@ -336,24 +366,26 @@ def _csv_row(number: int, rec: _Record, names: list[str]) -> dict[str, str] | Ro
         return RowError(number, f"row longer than {MAX_ROW_CHARS:,} characters (line {rec.line})")
     text = "".join(rec.text)
     if bad := _bad_byte(text):
-        return RowError(number, f"not valid UTF-8: byte 0x{bad[2]:02x} at line {rec.line + bad[0]}, column {bad[1]}")
+        return RowError(
+            number, f"not valid UTF-8: byte 0x{bad[2]:02x} at line {rec.line + bad[0]}, column {bad[1]}"
+        )
     try:
         values = next(csv.reader([text]))
     except csv.Error as e:
         return RowError(number, f"not valid CSV: {e}")
     if len(values) > len(names):
         return RowError(number, "more values than header columns")
-    return dict(zip(names, values, strict=False))   # fewer values: those fields are missing
+    return dict(zip(names, values, strict=False))  # fewer values: those fields are missing
 
 
 @dataclass
 class _Record:
     """One CSV record as the csv module will read it: the physical lines it spans."""
 
-    line: int                                # physical line it starts on
-    text: list[str] | None = field(default_factory=list)   # its text; None once over MAX_ROW_CHARS
-    span: int = 1                            # physical lines it covers
-    quote: tuple[int, int] | None = None     # (line, column) of the quote whose field first ran past a line end
+    line: int  # physical line it starts on
+    text: list[str] | None = field(default_factory=list)  # its text; None once over MAX_ROW_CHARS
+    span: int = 1  # physical lines it covers
+    quote: tuple[int, int] | None = None  # (line, column) of the quote whose field first ran past a line end
     unclosed: tuple[int, int] | None = None  # (line, column) of a quote still open at the end of the file
 
     @property
@@ -375,11 +407,11 @@ def _records(f) -> Iterator[_Record]:
             rec.text.append(chunk)
             if size > MAX_ROW_CHARS:
                 rec.text = None
-        if len(body) == len(chunk):              # a long line: it goes on in the next chunk
+        if len(body) == len(chunk):  # a long line: it goes on in the next chunk
             col += len(chunk)
             continue
         line, col = line + 1, 0
-        if state == _QUOTED:                     # a newline inside a quoted field: the record goes on
+        if state == _QUOTED:  # a newline inside a quoted field: the record goes on
             rec.quote = rec.quote or opened_at
             rec.span += 1
             continue
@@ -424,8 +456,8 @@ def _parquet(path: Path):
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path, page_checksum_verification=True)   # checked where the writer stored sums
-    except Exception as e:    # pyarrow reports a damaged file with several exception types
+        pf = pq.ParquetFile(path, page_checksum_verification=True)  # checked where the writer stored sums
+    except Exception as e:  # pyarrow reports a damaged file with several exception types
         raise HaloError.at(Pos(str(path), 1, 1), f"not a readable Parquet file: {e}") from None
     try:
         try:
@@ -440,7 +472,7 @@ def _parquet(path: Path):
                 for row in _parquet_rows(batch):
                     number += 1
                     yield number, row if isinstance(row, dict) else RowError(number, row)
-        except Exception as e:    # the file changed after the check: every row left gets its record
+        except Exception as e:  # the file changed after the check: every row left gets its record
             for n in range(number + 1, pf.metadata.num_rows + 1):
                 yield n, RowError(n, f"not readable from the Parquet file: {e}")
     finally:
@@ -454,7 +486,7 @@ def _parquet_rows(batch) -> Iterator[dict[str, Any] | str]:
     try:
         rows = batch.to_pylist()
     except (ValueError, OverflowError, pa.ArrowException):
-        rows = None                              # one bad value: convert row by row to find its row
+        rows = None  # one bad value: convert row by row to find its row
     for i in range(batch.num_rows):
         try:
             row = rows[i] if rows is not None else batch.slice(i, 1).to_pylist()[0]

@@ -41,7 +41,7 @@ class BatchPolicy:
 
 
 CANDIDATE_BATCHES = (8, 16, 32, 64, 128, 256)
-TOKENS_PER_REQUEST = BatchPolicy.batch_tokens // BatchPolicy.max_batch   # the default budget's share
+TOKENS_PER_REQUEST = BatchPolicy.batch_tokens // BatchPolicy.max_batch  # the default budget's share
 
 
 def candidates() -> list[BatchPolicy]:
@@ -84,9 +84,13 @@ def fusion_sets(plan: LogicalPlan) -> list[list[str]]:
         buckets.setdefault((depth[nid], decoding_key(plan.node(nid))), []).append(nid)
     out = []
     for members in buckets.values():
-        independent = [m for m in members
-                       if not any(nx.has_path(plan.graph, m, o) or nx.has_path(plan.graph, o, m)
-                                  for o in members if o != m)]
+        independent = [
+            m
+            for m in members
+            if not any(
+                nx.has_path(plan.graph, m, o) or nx.has_path(plan.graph, o, m) for o in members if o != m
+            )
+        ]
         if len(independent) > 1:
             out.append(independent)
     return out

@@ -51,22 +51,37 @@ def check_isolable(plan: LogicalPlan) -> None:
     """Raise a HaloError located at every side effect that each mode would repeat on the same target."""
     found = [(op, why) for op in plan.nodes() if (why := _unisolable(op))]
     if found:
-        raise HaloError([Diagnostic(op.pos, f"halo bench cannot isolate '{op.id}': it {why}, and every mode "
-                                    "would do it again; bench runs workflows whose only side effects are "
-                                    "DuckDB writes (run each mode with `halo run --mode` instead)")
-                         for op, why in found])
+        raise HaloError(
+            [
+                Diagnostic(
+                    op.pos,
+                    f"halo bench cannot isolate '{op.id}': it {why}, and every mode "
+                    "would do it again; bench runs workflows whose only side effects are "
+                    "DuckDB writes (run each mode with `halo run --mode` instead)",
+                )
+                for op, why in found
+            ]
+        )
 
 
 def isolate(plan: LogicalPlan, folder: Path) -> LogicalPlan:
     """`plan` with every DuckDB file it writes copied into `folder` (fresh on each call; a file that does
     not exist yet stays absent, so the run creates it there) and its sql nodes pointed at the copies."""
-    written = {op.db.target for op in plan.nodes()
-               if op.kind == "sql" and op.sql_write and op.db is not None and op.db.kind == "duckdb"
-               and not in_memory(op.db.target)}
+    written = {
+        op.db.target
+        for op in plan.nodes()
+        if op.kind == "sql"
+        and op.sql_write
+        and op.db is not None
+        and op.db.kind == "duckdb"
+        and not in_memory(op.db.target)
+    }
     if not written:
         return plan
     folder.mkdir(parents=True, exist_ok=True)
-    copies = {t: folder / f"{Path(t).stem}-{hashlib.sha256(t.encode()).hexdigest()[:8]}.duckdb" for t in written}
+    copies = {
+        t: folder / f"{Path(t).stem}-{hashlib.sha256(t.encode()).hexdigest()[:8]}.duckdb" for t in written
+    }
     for target, copy in copies.items():
         for suffix in ("", ".wal"):
             src, dst = Path(target + suffix), Path(str(copy) + suffix)
@@ -81,48 +96,87 @@ def isolate(plan: LogicalPlan, folder: Path) -> LogicalPlan:
     return LogicalPlan(plan.workflow, graph, plan.returns)
 
 
-def run_mode(plan: LogicalPlan, rows, workdir: Path, fp: str, engine: str, engine_options: dict, mode: str,
-             priority: list[str], batching: dict[str, int] | None = None) -> RunResult:
+def run_mode(
+    plan: LogicalPlan,
+    rows,
+    workdir: Path,
+    fp: str,
+    engine: str,
+    engine_options: dict,
+    mode: str,
+    priority: list[str],
+    batching: dict[str, int] | None = None,
+) -> RunResult:
     """Run one mode on a fresh journal (`workdir/MODE.jsonl`) and its own copies of the DuckDB files
     it writes (`workdir/MODE.db/`). `batching` (max_batch, batch_tokens) applies to the batched modes;
     naive keeps its own concurrency."""
     extra = (batching or {}) if mode != "naive" else {}
     opts = RunOptions(**{**MODES[mode], **extra}, priority=priority if mode == "halo" else [])
-    return execute(isolate(plan, workdir / f"{mode}.db"), rows, workdir / f"{mode}.jsonl", f"{fp}-{mode}",
-                   engine=engine, engine_options=engine_options, options=opts)
+    return execute(
+        isolate(plan, workdir / f"{mode}.db"),
+        rows,
+        workdir / f"{mode}.jsonl",
+        f"{fp}-{mode}",
+        engine=engine,
+        engine_options=engine_options,
+        options=opts,
+    )
 
 
-def run_modes(plan: LogicalPlan, rows, workdir: Path, fp: str, engine: str, engine_options: dict,
-              modes: list[str], priority: list[str], batching: dict[str, int] | None = None) -> dict[str, Any]:
+def run_modes(
+    plan: LogicalPlan,
+    rows,
+    workdir: Path,
+    fp: str,
+    engine: str,
+    engine_options: dict,
+    modes: list[str],
+    priority: list[str],
+    batching: dict[str, int] | None = None,
+) -> dict[str, Any]:
     """Run each mode (see run_mode) after refusing side effects no copy isolates; RunStats by mode."""
     check_isolable(plan)
-    return {mode: run_mode(plan, rows, workdir, fp, engine, engine_options, mode, priority, batching).stats
-            for mode in modes}
+    return {
+        mode: run_mode(plan, rows, workdir, fp, engine, engine_options, mode, priority, batching).stats
+        for mode in modes
+    }
 
 
-def table(workload: str, n: int, stats: dict[str, Any], predicted_s: float | None, engine: str,
-          note: str = "") -> str:
+def table(
+    workload: str, n: int, stats: dict[str, Any], predicted_s: float | None, engine: str, note: str = ""
+) -> str:
     """The markdown result: makespan, throughput, tokens, cache hits, merges, prediction and speedups."""
-    rows = ["| mode | makespan (s) | inputs/s | calls | merged | prompt tok | cached tok (hit %) | "
-            "generated tok | failed | speedup vs naive | speedup vs opwise |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| mode | makespan (s) | inputs/s | calls | merged | prompt tok | cached tok (hit %) | "
+        "generated tok | failed | speedup vs naive | speedup vs opwise |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     base = {m: s.totals()["seconds"] for m, s in stats.items()}
     for mode, s in stats.items():
         t = s.totals()
         hit = 100 * t["cached_tokens"] / t["prompt_tokens"] if t["prompt_tokens"] else 0.0
-        vs = [f"{base[b] / t['seconds']:.2f}x" if b in base and t["seconds"] else "-" for b in ("naive", "opwise")]
-        rows.append(f"| {mode} | {t['seconds']:.1f} | {t['inputs_per_s']:.3f} | {t['calls']:,} | {t['merged']:,} | "
-                    f"{t['prompt_tokens']:,} | {t['cached_tokens']:,} ({hit:.0f}%) | {t['completion_tokens']:,} | "
-                    f"{t['failed']:,} | {vs[0]} | {vs[1]} |")
+        vs = [
+            f"{base[b] / t['seconds']:.2f}x" if b in base and t["seconds"] else "-"
+            for b in ("naive", "opwise")
+        ]
+        rows.append(
+            f"| {mode} | {t['seconds']:.1f} | {t['inputs_per_s']:.3f} | {t['calls']:,} | {t['merged']:,} | "
+            f"{t['prompt_tokens']:,} | {t['cached_tokens']:,} ({hit:.0f}%) | {t['completion_tokens']:,} | "
+            f"{t['failed']:,} | {vs[0]} | {vs[1]} |"
+        )
     subs = next(iter(stats.values())).substitutions if stats else {}
-    head = [f"## {workload}: {n:,} inputs",
-            "",
-            f"- date: {dt.date.today().isoformat()}; machine: {machine()}; engine: {engine}",
-            f"- models: {', '.join(f'{k} ran as {v}' for k, v in subs.items()) or 'as declared'}"]
+    head = [
+        f"## {workload}: {n:,} inputs",
+        "",
+        f"- date: {dt.date.today().isoformat()}; machine: {machine()}; engine: {engine}",
+        f"- models: {', '.join(f'{k} ran as {v}' for k, v in subs.items()) or 'as declared'}",
+    ]
     if predicted_s is not None and "halo" in stats:
         measured = stats["halo"].totals()["seconds"]
-        head.append(f"- Halo plan: predicted {predicted_s:.1f} s, measured {measured:.1f} s "
-                    f"({(predicted_s - measured) / measured:+.0%})")
+        head.append(
+            f"- Halo plan: predicted {predicted_s:.1f} s, measured {measured:.1f} s "
+            f"({(predicted_s - measured) / measured:+.0%})"
+        )
     if note:
         head.append(f"- {note}")
     return "\n".join([*head, "", *rows, ""])

@@ -57,7 +57,7 @@ class Calibration:
 
 
 ENGINE_TERMS = ("batch_s", "step_s", "seq_step_s", "token_s")
-ENGINE_PHASES = ("prefill", "decode", "decode", "prefill")     # the phase each term's time belongs to
+ENGINE_PHASES = ("prefill", "decode", "decode", "prefill")  # the phase each term's time belongs to
 
 
 def llm_key(model: str, device: str, phase: str) -> str:
@@ -73,7 +73,9 @@ def engine_features(n: float, steps: float, prefill_tokens: float) -> list[float
     return [1.0, steps, n * steps, prefill_tokens]
 
 
-def fit(measurements: list[dict[str, Any]], path: str | None = None, hw: dict[str, Any] | None = None) -> Calibration:
+def fit(
+    measurements: list[dict[str, Any]], path: str | None = None, hw: dict[str, Any] | None = None
+) -> Calibration:
     """Fit rates, efficiency factors, latencies, chars/token and engine batch laws from raw measurements."""
     sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
     batches: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -101,8 +103,15 @@ def fit(measurements: list[dict[str, Any]], path: str | None = None, hw: dict[st
         else:
             raise ValueError(f"unknown measurement kind {kind!r}")
     out = Calibration(hw=dict(hw or {}), measurements=list(measurements), path=path)
-    table = {"rate": out.llm_rate, "factor": out.llm_factor, "tool": out.tool_s, "chars": out.chars_per_token,
-             "output": out.output_tokens, "output_max": out.output_max, "load": out.load_s}
+    table = {
+        "rate": out.llm_rate,
+        "factor": out.llm_factor,
+        "tool": out.tool_s,
+        "chars": out.chars_per_token,
+        "output": out.output_tokens,
+        "output_max": out.output_max,
+        "load": out.load_s,
+    }
     for (what, key), (num, den) in sums.items():
         if den > 0:
             table[what][key] = num / den
@@ -136,7 +145,9 @@ def _fit_engine(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return fitted
 
 
-def engine_phases(fitted: dict[str, Any], n: float, steps: float, prefill_tokens: float) -> tuple[float, float]:
+def engine_phases(
+    fitted: dict[str, Any], n: float, steps: float, prefill_tokens: float
+) -> tuple[float, float]:
     """One engine batch of `n` requests under a fitted law: (prefill seconds, decode seconds)."""
     out = {"prefill": 0.0, "decode": 0.0}
     terms = zip(ENGINE_TERMS, ENGINE_PHASES, engine_features(n, steps, prefill_tokens), strict=True)

@@ -20,11 +20,11 @@ class BindingInfo:
     """What the checker learned about one binding: its arguments by slot, output type and SQL facts."""
 
     binding: ast.Binding
-    op: str                                    # llm | sql | http | py | workflow
+    op: str  # llm | sql | http | py | workflow
     args: dict[str, ast.Expr]
     out: Type
     deps: list[str] = field(default_factory=list)
-    sql: list | None = None                    # [the parsed statement]
+    sql: list | None = None  # [the parsed statement]
     sql_write: bool = False
     templates: dict[str, Template] = field(default_factory=dict)
 
@@ -56,7 +56,7 @@ class CheckResult:
             raise HaloError(self.errors)
 
 
-MAX_CALL_DEPTH = 32                 # workflows calling workflows, the outermost included
+MAX_CALL_DEPTH = 32  # workflows calling workflows, the outermost included
 
 
 def check(program: Program) -> CheckResult:
@@ -78,11 +78,14 @@ def _check_named(program: Program, name: str, result: CheckResult, done: set[str
         callee = b.call.func
         if callee in program.workflows and callee not in OPS:
             if callee in stack or callee == name:
-                result.diagnostics.append(Diagnostic(b.call.pos, f"workflow '{callee}' calls itself (recursion is not allowed)"))
+                result.diagnostics.append(
+                    Diagnostic(b.call.pos, f"workflow '{callee}' calls itself (recursion is not allowed)")
+                )
                 continue
             if len(stack) + 2 > MAX_CALL_DEPTH:
-                result.diagnostics.append(Diagnostic(
-                    b.call.pos, f"workflow calls nest more than {MAX_CALL_DEPTH} deep"))
+                result.diagnostics.append(
+                    Diagnostic(b.call.pos, f"workflow calls nest more than {MAX_CALL_DEPTH} deep")
+                )
                 continue
             _check_named(program, callee, result, done, [*stack, name])
     done.add(name)
@@ -93,7 +96,7 @@ class _WorkflowChecker:
     def __init__(self, program: Program, wf: ast.Workflow, result: CheckResult):
         self.program, self.wf, self.result = program, wf, result
         self.info = WorkflowInfo(wf)
-        self.scope: dict[str, tuple[str, Pos]] = {}      # name -> (what, where)
+        self.scope: dict[str, tuple[str, Pos]] = {}  # name -> (what, where)
         self.param_types: dict[str, Type] = {}
         self.models = {m.name: m for m in wf.models}
         self.dbs = {d.name: d for d in wf.dbs}
@@ -125,12 +128,18 @@ class _WorkflowChecker:
         return self.info
 
     def _declare(self) -> None:
-        for kind, items in (("parameter", self.wf.params), ("model", self.wf.models),
-                            ("database", self.wf.dbs), ("binding", self.wf.bindings)):
+        for kind, items in (
+            ("parameter", self.wf.params),
+            ("model", self.wf.models),
+            ("database", self.wf.dbs),
+            ("binding", self.wf.bindings),
+        ):
             for item in items:
                 if item.name in self.scope:
                     what, where = self.scope[item.name]
-                    self.error(item.pos, f"duplicate name '{item.name}' (already a {what} at line {where.line})")
+                    self.error(
+                        item.pos, f"duplicate name '{item.name}' (already a {what} at line {where.line})"
+                    )
                     continue
                 self.scope[item.name] = (kind, item.pos)
         for p in self.wf.params:
@@ -173,8 +182,9 @@ class _WorkflowChecker:
         if call.func == "http" and len(positional) == 1:
             slots = ["url"]
         if len(positional) > len(slots):
-            self.error(positional[len(slots)].pos,
-                       f"{call.func}() takes at most {len(slots)} positional argument(s)")
+            self.error(
+                positional[len(slots)].pos, f"{call.func}() takes at most {len(slots)} positional argument(s)"
+            )
         for slot, a in zip(slots, positional, strict=False):
             args[slot] = a.value
         for a in call.args:
@@ -227,10 +237,20 @@ class _WorkflowChecker:
         if bi.op == "sql":
             self._check_sql(bi)
         self._check_tool_options(bi)
-        bi.deps = sorted({r.name for e in bi.args.values() for r in ast.refs_in(e)
-                          if self.scope.get(r.name, ("",))[0] == "binding"}
-                         | {h.parts[0] for t in bi.templates.values() for h in t.holes()
-                            if self.scope.get(h.parts[0], ("",))[0] == "binding"})
+        bi.deps = sorted(
+            {
+                r.name
+                for e in bi.args.values()
+                for r in ast.refs_in(e)
+                if self.scope.get(r.name, ("",))[0] == "binding"
+            }
+            | {
+                h.parts[0]
+                for t in bi.templates.values()
+                for h in t.holes()
+                if self.scope.get(h.parts[0], ("",))[0] == "binding"
+            }
+        )
 
     def _check_arg(self, bi: BindingInfo, name: str, kind: str, expr: ast.Expr) -> None:
         match kind:
@@ -294,9 +314,13 @@ class _WorkflowChecker:
         if hole is not None:
             self.error(self._hole_pos(expr, hole) if isinstance(expr, ast.Str) else expr.pos, ORIGIN_LITERAL)
         policy = bi.args.get("follow_redirects")
-        if policy is not None and not (isinstance(policy, ast.Str) and policy.value in types.REDIRECT_POLICIES):
-            self.error(policy.pos, "follow_redirects must be one of "
-                       + ", ".join(f'"{p}"' for p in types.REDIRECT_POLICIES))
+        if policy is not None and not (
+            isinstance(policy, ast.Str) and policy.value in types.REDIRECT_POLICIES
+        ):
+            self.error(
+                policy.pos,
+                "follow_redirects must be one of " + ", ".join(f'"{p}"' for p in types.REDIRECT_POLICIES),
+            )
 
     def _no_handles(self, expr: ast.Expr, message: str) -> bool:
         """Report models and databases used where a value is expected; True if there were none."""
@@ -315,15 +339,17 @@ class _WorkflowChecker:
         if not isinstance(q, ast.Str):
             return
         try:
-            stmt = sql.parse(q.value)           # exactly one statement, as the SQL tools run it
+            stmt = sql.parse(q.value)  # exactly one statement, as the SQL tools run it
             write = sql.is_write(stmt)
         except sql.SqlParseError as e:
             pos = q.pos if e.line is None else q.pos_at(_sql_index(q.value, e.line, e.col))
-            self.error(pos, e.message if e.message == sql.ONE_STATEMENT else f"SQL does not parse: {e.message}")
+            self.error(
+                pos, e.message if e.message == sql.ONE_STATEMENT else f"SQL does not parse: {e.message}"
+            )
             return
         cols = sql.returning_columns(stmt) if write else sql.output_columns(stmt)
         bi.sql, bi.sql_write = [stmt], write
-        fields = bi.out.fields                  # a declared `-> {...}` schema wins over the columns
+        fields = bi.out.fields  # a declared `-> {...}` schema wins over the columns
         if fields is None and cols is not None:
             fields = tuple((c, types.JSON) for c in cols)
         if write:
@@ -340,8 +366,10 @@ class _WorkflowChecker:
         for n in names:
             if n not in bound:
                 m = re.search(rf"(?<![:\w]):{re.escape(n)}\b", q.value)
-                self.error(q.pos_at(m.start()) if m else q.pos,
-                           f"SQL parameter ':{n}' is not bound (add {n} = ... to the call)")
+                self.error(
+                    q.pos_at(m.start()) if m else q.pos,
+                    f"SQL parameter ':{n}' is not bound (add {n} = ... to the call)",
+                )
         for k, v in bound.items():
             if k not in names:
                 self.error(v.pos, f"'{k}' is bound but the SQL never uses ':{k}'")
@@ -365,8 +393,14 @@ class _WorkflowChecker:
         for name, p in params.items():
             if p.default is None and name not in bi.args:
                 self.error(bi.binding.call.pos, f"workflow '{callee.name}' needs argument '{name}'")
-        bi.deps = sorted({r.name for e in bi.args.values() for r in ast.refs_in(e)
-                          if self.scope.get(r.name, ("",))[0] == "binding"})
+        bi.deps = sorted(
+            {
+                r.name
+                for e in bi.args.values()
+                for r in ast.refs_in(e)
+                if self.scope.get(r.name, ("",))[0] == "binding"
+            }
+        )
 
     # -- references and types --------------------------------------------------------------------------
 
@@ -403,8 +437,14 @@ class _WorkflowChecker:
                 ft = t.field(part)
                 if ft is None:
                     known = ", ".join(n for n, _ in t.fields or ()) or "none"
-                    hint = (f"; a write's value is {{rowcount, rows}}, its RETURNING columns are in "
-                            f"{path}.rows (use {path}.rows.{part})") if write and path == ref.name else ""
+                    hint = (
+                        (
+                            f"; a write's value is {{rowcount, rows}}, its RETURNING columns are in "
+                            f"{path}.rows (use {path}.rows.{part})"
+                        )
+                        if write and path == ref.name
+                        else ""
+                    )
                     self.error(ref.pos, f"'{path}' has no field '{part}' (fields: {known}){hint}")
                     return None
                 t, path = ft, f"{path}.{part}"
@@ -430,8 +470,7 @@ class _WorkflowChecker:
                 if d in self.info.bindings:
                     g.add_edge(d, name)
         try:
-            self.info.order = list(nx.lexicographical_topological_sort(
-                g, key=self.index.__getitem__))
+            self.info.order = list(nx.lexicographical_topological_sort(g, key=self.index.__getitem__))
         except nx.NetworkXUnfeasible:
             cycle = [u for u, _ in nx.find_cycle(g)]
             first = self.info.bindings[cycle[0]].binding
@@ -512,7 +551,7 @@ def _sql_index(text: str, line: int, col: int) -> int:
     """Index in `text` of the start of the token at `line`/`col` (1-based, from SqlParseError)."""
     lines = text.split("\n")
     line = min(max(line, 1), len(lines))
-    index = sum(len(x) + 1 for x in lines[:line - 1]) + min(max(col, 1), len(lines[line - 1]) + 1) - 1
+    index = sum(len(x) + 1 for x in lines[: line - 1]) + min(max(col, 1), len(lines[line - 1]) + 1) - 1
     index = min(index, len(text))
     while index > 0 and _is_word(text, index - 1) and _is_word(text, index):
         index -= 1
@@ -521,4 +560,3 @@ def _sql_index(text: str, line: int, col: int) -> int:
 
 def _is_word(text: str, i: int) -> bool:
     return 0 <= i < len(text) and (text[i].isalnum() or text[i] == "_")
-

@@ -26,11 +26,19 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from halo.runtime.engines.base import EngineUnavailable
     from halo.runtime.journal import JournalMismatch
 
-    return (CalibrationError, *HARDWARE_ERRORS, EngineUnavailable, JournalMismatch, TemplateImportError,
-            FileNotFoundError, typer.BadParameter)
+    return (
+        CalibrationError,
+        *HARDWARE_ERRORS,
+        EngineUnavailable,
+        JournalMismatch,
+        TemplateImportError,
+        FileNotFoundError,
+        typer.BadParameter,
+    )
 
 
 USER_ERRORS = _user_errors()
+
 
 def _one_of(*allowed: str) -> Callable[[str | None], str | None]:
     """An option callback: the value must be one of `allowed` (a usage error, exit 2, otherwise)."""
@@ -39,6 +47,7 @@ def _one_of(*allowed: str) -> Callable[[str | None], str | None]:
         if value is not None and value not in allowed:
             raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}")
         return value
+
     return check
 
 
@@ -48,8 +57,11 @@ def _engine_name(value: str) -> str:
     return _one_of(*ENGINE_NAMES)(value)
 
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Halo: a declarative query optimizer for batched agentic LLM workflows.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Halo: a declarative query optimizer for batched agentic LLM workflows.",
+)
 
 
 def _guard(fn: Callable) -> Callable:
@@ -69,6 +81,7 @@ def _guard(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+
     return wrapper
 
 
@@ -110,24 +123,37 @@ def check(files: list[Path] = typer.Argument(..., help="Workflow files (.halo)")
 @_guard
 def explain(
     file: Path = typer.Argument(..., help="Workflow file (.halo)"),
-    input: Path | None = typer.Option(None, "--input", "-i", help="Batch of inputs: .jsonl, .csv or .parquet"),
+    input: Path | None = typer.Option(
+        None, "--input", "-i", help="Batch of inputs: .jsonl, .csv or .parquet"
+    ),
     workflow: str | None = typer.Option(None, "--workflow", "-w", help="Workflow name (default: the file's)"),
     fmt: str = typer.Option("text", "--format", "-f", help="text | json | dot"),
     limit: int | None = typer.Option(None, "--limit", min=0, help="Use only the first N valid inputs"),
-    hardware: str | None = typer.Option(None, "--hardware", "-H",
-                                        help='What the plan runs on, e.g. "2 x H100-SXM + cpu:16", or a TOML file '
-                                             '(default: this machine, detected)'),
-    optimizer: str = typer.Option("auto", "--optimizer", callback=_one_of("auto", "ilp", "heuristic"), help="auto | ilp | heuristic"),
+    hardware: str | None = typer.Option(
+        None,
+        "--hardware",
+        "-H",
+        help='What the plan runs on, e.g. "2 x H100-SXM + cpu:16", or a TOML file '
+        "(default: this machine, detected)",
+    ),
+    optimizer: str = typer.Option(
+        "auto", "--optimizer", callback=_one_of("auto", "ilp", "heuristic"), help="auto | ilp | heuristic"
+    ),
     time_limit: float = typer.Option(10.0, "--time-limit", help="Planning-time budget (s)"),
     simulate: bool = typer.Option(False, "--simulate", help="Run the physical plan in virtual time"),
-    calibration: Path | None = typer.Option(None, "--calibration", help="Calibration file (.halo/calibration.json)"),
+    calibration: Path | None = typer.Option(
+        None, "--calibration", help="Calibration file (.halo/calibration.json)"
+    ),
     analyze: bool = typer.Option(False, "--analyze", help="Run it for real and show predicted vs actual"),
     output: Path = typer.Option(Path(".halo/analyze.jsonl"), "--output", "-o", help="Results of --analyze"),
     engine: str = typer.Option("hf", "--engine", "-e", callback=_engine_name, help="Engine for --analyze"),
     model_map: list[str] = typer.Option([], "--model-map", help="DECLARED=ACTUAL model substitution"),
-    engine_opt: list[str] = typer.Option([], "--engine-opt", help="Engine option KEY=VALUE (e.g. random_weights=true)"),
-    max_batch: int | None = typer.Option(None, "--max-batch",
-                                         help="LLM requests per engine call (default: chosen by the cost model)"),
+    engine_opt: list[str] = typer.Option(
+        [], "--engine-opt", help="Engine option KEY=VALUE (e.g. random_weights=true)"
+    ),
+    max_batch: int | None = typer.Option(
+        None, "--max-batch", help="LLM requests per engine call (default: chosen by the cost model)"
+    ),
     batch_tokens: int | None = typer.Option(None, "--batch-tokens", help="Token budget per engine call"),
 ) -> None:
     """Show the plan Halo would run: rewrites, estimates, placement; with --analyze, run it and compare."""
@@ -138,15 +164,34 @@ def explain(
         if analyze:
             raise typer.BadParameter("--analyze needs --input")
         return _render(logical_report(compiled.plan), fmt)
-    planned = api.plan(compiled, input, hardware, optimizer=optimizer, time_limit_s=time_limit, limit=limit,
-                       calibration=api.load_calibration(calibration, create=analyze),
-                       policy=_policy(max_batch, batch_tokens), simulate=simulate)
+    planned = api.plan(
+        compiled,
+        input,
+        hardware,
+        optimizer=optimizer,
+        time_limit_s=time_limit,
+        limit=limit,
+        calibration=api.load_calibration(calibration, create=analyze),
+        policy=_policy(max_batch, batch_tokens),
+        simulate=simulate,
+    )
     report = planned.report
     if analyze:
         options = _engine_options(model_map, engine_opt, compiled.plan)
-        report = _with_progress(len(planned.batch), fmt != "text", lambda progress: api.analyze(
-            compiled, planned, input, output, engine=engine, engine_options=options, calibration=calibration,
-            progress=progress))
+        report = _with_progress(
+            len(planned.batch),
+            fmt != "text",
+            lambda progress: api.analyze(
+                compiled,
+                planned,
+                input,
+                output,
+                engine=engine,
+                engine_options=options,
+                calibration=calibration,
+                progress=progress,
+            ),
+        )
     _render(report, fmt)
 
 
@@ -169,9 +214,11 @@ def data(
     """Generate a benchmark database locally (TPC-H via DuckDB's dbgen; seeded IMDb-like and wiki-like)."""
     from halo.datagen import imdb, tpch, wiki
 
-    gens = {"tpch": lambda: tpch.generate(out, sf=scale or 0.01),
-            "imdb": lambda: imdb.generate(out, scale=scale or 1.0),
-            "wiki": lambda: wiki.generate(out, scale=scale or 1.0)}
+    gens = {
+        "tpch": lambda: tpch.generate(out, sf=scale or 0.01),
+        "imdb": lambda: imdb.generate(out, scale=scale or 1.0),
+        "wiki": lambda: wiki.generate(out, scale=scale or 1.0),
+    }
     if kind not in gens:
         raise typer.BadParameter("kind must be tpch, imdb or wiki")
     typer.echo(f"{gens[kind]()}")
@@ -185,7 +232,9 @@ def _policy(max_batch: int | None, batch_tokens: int | None):
         raise typer.BadParameter(str(e)) from None
 
 
-def _engine_options(model_map: list[str], engine_opt: list[str], plan=None, base_url: str | None = None) -> dict:
+def _engine_options(
+    model_map: list[str], engine_opt: list[str], plan=None, base_url: str | None = None
+) -> dict:
     """--model-map, --engine-opt KEY=VALUE (VALUE read as JSON when it parses: true, 64, "x") and --base-url.
     With a plan, every mapped model must be one the plan declares."""
     opts: dict = {"model_map": _parse_map(model_map)}
@@ -223,21 +272,37 @@ def run(
     input: Path = typer.Option(..., "--input", "-i", help="Batch of inputs: .jsonl, .csv or .parquet"),
     output: Path = typer.Option(Path("results.jsonl"), "--output", "-o", help="One JSON record per input"),
     workflow: str | None = typer.Option(None, "--workflow", "-w"),
-    engine: str = typer.Option("hf", "--engine", "-e", callback=_engine_name, help="hf (embedded) | vllm | openai"),
+    engine: str = typer.Option(
+        "hf", "--engine", "-e", callback=_engine_name, help="hf (embedded) | vllm | openai"
+    ),
     model_map: list[str] = typer.Option([], "--model-map", help="DECLARED=ACTUAL model substitution"),
-    engine_opt: list[str] = typer.Option([], "--engine-opt", help="Engine option KEY=VALUE (e.g. random_weights=true)"),
+    engine_opt: list[str] = typer.Option(
+        [], "--engine-opt", help="Engine option KEY=VALUE (e.g. random_weights=true)"
+    ),
     base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible server (engine openai)"),
     resume: bool = typer.Option(False, "--resume", help="Finish an interrupted run from its journal"),
-    retry_in_doubt: bool = typer.Option(False, "--retry-in-doubt",
-                                        help="With --resume: run again side effects an interrupted run may have "
-                                             "done (only for idempotent effects)"),
+    retry_in_doubt: bool = typer.Option(
+        False,
+        "--retry-in-doubt",
+        help="With --resume: run again side effects an interrupted run may have "
+        "done (only for idempotent effects)",
+    ),
     limit: int | None = typer.Option(None, "--limit", min=0, help="Use only the first N valid inputs"),
-    mode: str = typer.Option("halo", "--mode", callback=_one_of("halo", "naive", "opwise"), help="halo | naive | opwise (baselines)"),
+    mode: str = typer.Option(
+        "halo",
+        "--mode",
+        callback=_one_of("halo", "naive", "opwise"),
+        help="halo | naive | opwise (baselines)",
+    ),
     max_batch: int | None = typer.Option(None, "--max-batch", help="LLM requests per engine call"),
     window: int | None = typer.Option(None, "--window", help="Inputs in flight"),
-    hardware: str | None = typer.Option(None, "--hardware", "-H",
-                                        help="Plan for this hardware (default: this machine, detected): batch "
-                                             "size and operator order, planned on the first --window inputs"),
+    hardware: str | None = typer.Option(
+        None,
+        "--hardware",
+        "-H",
+        help="Plan for this hardware (default: this machine, detected): batch "
+        "size and operator order, planned on the first --window inputs",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar"),
 ) -> None:
     """Run a workflow over a batch on a real engine and real tools; results stream to --output.
@@ -251,12 +316,28 @@ def run(
     def rejected(e) -> None:
         typer.echo(f"{input}: row {e.row}: {e.reason} (recorded, not run)", err=True)
 
-    result = _with_progress(total, quiet, lambda progress: api.run(
-        compiled, input, output, mode=mode, engine=engine, engine_options=options, resume=resume,
-        retry_in_doubt=retry_in_doubt, window=window, max_batch=max_batch, limit=limit, hardware=hardware,
-        on_rejected=rejected, progress=progress))
+    result = _with_progress(
+        total,
+        quiet,
+        lambda progress: api.run(
+            compiled,
+            input,
+            output,
+            mode=mode,
+            engine=engine,
+            engine_options=options,
+            resume=resume,
+            retry_in_doubt=retry_in_doubt,
+            window=window,
+            max_batch=max_batch,
+            limit=limit,
+            hardware=hardware,
+            on_rejected=rejected,
+            progress=progress,
+        ),
+    )
     _summary(result, output)
-    if result.failed_records:   # exit status: 0 every input succeeded, 1 some failed or were rejected
+    if result.failed_records:  # exit status: 0 every input succeeded, 1 some failed or were rejected
         raise typer.Exit(1)
 
 
@@ -270,8 +351,14 @@ def _with_progress(total: int, quiet: bool, fn):
 
     if quiet:
         return fn(None)
-    with Progress(TextColumn("[bold]halo run"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  transient=False, console=_stderr()) as bar:
+    with Progress(
+        TextColumn("[bold]halo run"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=False,
+        console=_stderr(),
+    ) as bar:
         task = bar.add_task("inputs", total=total)
         return fn(lambda n: bar.advance(task, n))
 
@@ -284,9 +371,14 @@ def _stderr():
 
 def _summary(result, output: Path) -> None:
     t, planned = result.stats.totals(), result.planned
-    lines = [] if planned is None else [
-        f"{planned.report['batching']['text']}; planned on {len(planned.batch):,} inputs for {planned.hardware} "
-        f"({'detected' if planned.detected else 'given'}) in {planned.seconds:.2f} s"]
+    lines = (
+        []
+        if planned is None
+        else [
+            f"{planned.report['batching']['text']}; planned on {len(planned.batch):,} inputs for {planned.hardware} "
+            f"({'detected' if planned.detected else 'given'}) in {planned.seconds:.2f} s"
+        ]
+    )
     lines += [
         f"{t['inputs']:,} inputs in {t['seconds']:.1f} s ({t['inputs_per_s']:.2f} inputs/s); "
         f"{t['failed']:,} failed, {t['rejected']:,} rejected, {t['resumed']:,} resumed from the journal",
@@ -296,11 +388,15 @@ def _summary(result, output: Path) -> None:
         f"model loads {t['model_loads']} ({t['load_seconds']:.1f} s)",
     ]
     if t["in_doubt"]:
-        lines.append(f"{t['in_doubt']:,} inputs in doubt: a side effect may have run before the crash and was not "
-                     "repeated (--resume --retry-in-doubt runs it again, for idempotent effects)")
+        lines.append(
+            f"{t['in_doubt']:,} inputs in doubt: a side effect may have run before the crash and was not "
+            "repeated (--resume --retry-in-doubt runs it again, for idempotent effects)"
+        )
     if t["substitutions"]:
-        lines.append("models substituted on this engine: " +
-                     ", ".join(f"{k} -> {v}" for k, v in t["substitutions"].items()))
+        lines.append(
+            "models substituted on this engine: "
+            + ", ".join(f"{k} -> {v}" for k, v in t["substitutions"].items())
+        )
     lines.append(f"results: {output}")
     typer.echo("\n".join(lines), err=True)
 
@@ -314,12 +410,20 @@ def bench(
     modes: str = typer.Option("naive,opwise,halo", "--modes", help="Comma-separated: naive, opwise, halo"),
     engine: str = typer.Option("hf", "--engine", "-e", callback=_engine_name),
     model_map: list[str] = typer.Option([], "--model-map", help="DECLARED=ACTUAL model substitution"),
-    engine_opt: list[str] = typer.Option([], "--engine-opt", help="Engine option KEY=VALUE (e.g. random_weights=true)"),
+    engine_opt: list[str] = typer.Option(
+        [], "--engine-opt", help="Engine option KEY=VALUE (e.g. random_weights=true)"
+    ),
     hardware: str = typer.Option("cpu", "--hardware", "-H", help="Hardware the prediction is made for"),
     results: Path = typer.Option(Path("bench/results"), "--results", help="Folder for the markdown result"),
     note: str = typer.Option("", "--note", help="A line added to the result (e.g. what the engine is)"),
-    max_batch: int | None = typer.Option(None, "--max-batch", help="LLM requests per engine call (batched modes; default: chosen by the cost model)"),
-    batch_tokens: int | None = typer.Option(None, "--batch-tokens", help="Token budget per engine call (default: grows with --max-batch)"),
+    max_batch: int | None = typer.Option(
+        None,
+        "--max-batch",
+        help="LLM requests per engine call (batched modes; default: chosen by the cost model)",
+    ),
+    batch_tokens: int | None = typer.Option(
+        None, "--batch-tokens", help="Token budget per engine call (default: grows with --max-batch)"
+    ),
 ) -> None:
     """Run a workload under the baselines and the Halo plan; print and save a markdown table."""
     from halo.bench import MODES
@@ -329,9 +433,18 @@ def bench(
     if bad:
         raise typer.BadParameter(f"unknown mode(s) {', '.join(bad)}")
     compiled = api.compile(file)
-    result = api.bench(compiled, input, chosen, engine=engine, hardware=hardware, limit=limit, results=results,
-                       engine_options=_engine_options(model_map, engine_opt, compiled.plan),
-                       policy=_policy(max_batch, batch_tokens), note=note)
+    result = api.bench(
+        compiled,
+        input,
+        chosen,
+        engine=engine,
+        hardware=hardware,
+        limit=limit,
+        results=results,
+        engine_options=_engine_options(model_map, engine_opt, compiled.plan),
+        policy=_policy(max_batch, batch_tokens),
+        note=note,
+    )
     typer.echo(result.markdown)
     typer.echo(f"saved {result.path} (+ .json with per-node figures and every engine batch)", err=True)
 
@@ -341,28 +454,45 @@ def bench(
 def calibrate(
     models: list[str] = typer.Argument(..., help="Model ids as workflows declare them"),
     engine: str = typer.Option("hf", "--engine", "-e", callback=_engine_name),
-    hardware: str = typer.Option("cpu", "--hardware", "-H", help="What the engine runs on (names the device)"),
+    hardware: str = typer.Option(
+        "cpu", "--hardware", "-H", help="What the engine runs on (names the device)"
+    ),
     sizes: str = typer.Option("1,8,32", "--sizes", help="Batch sizes (requests per engine call)"),
     steps: str = typer.Option("16,64", "--steps", help="New tokens per request"),
     prompts: str = typer.Option("64,512", "--prompts", help="Prompt lengths in tokens"),
-    calibration: Path | None = typer.Option(None, "--calibration", help="Calibration file (.halo/calibration.json)"),
+    calibration: Path | None = typer.Option(
+        None, "--calibration", help="Calibration file (.halo/calibration.json)"
+    ),
     model_map: list[str] = typer.Option([], "--model-map", help="DECLARED=ACTUAL model substitution"),
-    engine_opt: list[str] = typer.Option([], "--engine-opt", help="Engine option KEY=VALUE (e.g. random_weights=true)"),
+    engine_opt: list[str] = typer.Option(
+        [], "--engine-opt", help="Engine option KEY=VALUE (e.g. random_weights=true)"
+    ),
     base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible server (engine openai)"),
 ) -> None:
     """Time a grid of synthetic batches on a real engine and fit its batch-time law into the calibration."""
-    grid = {name: _int_list(name, value) for name, value in (("--sizes", sizes), ("--steps", steps),
-                                                             ("--prompts", prompts))}
-    done = api.calibrate(models, engine=engine, engine_options=_engine_options(model_map, engine_opt,
-                                                                                base_url=base_url),
-                         hardware=hardware, sizes=grid["--sizes"], steps=grid["--steps"], prompts=grid["--prompts"],
-                         calibration=calibration, log=lambda line: typer.echo(line, err=True))
+    grid = {
+        name: _int_list(name, value)
+        for name, value in (("--sizes", sizes), ("--steps", steps), ("--prompts", prompts))
+    }
+    done = api.calibrate(
+        models,
+        engine=engine,
+        engine_options=_engine_options(model_map, engine_opt, base_url=base_url),
+        hardware=hardware,
+        sizes=grid["--sizes"],
+        steps=grid["--steps"],
+        prompts=grid["--prompts"],
+        calibration=calibration,
+        log=lambda line: typer.echo(line, err=True),
+    )
     for model, law in done.laws.items():
         ran_as = f" (ran as {law['ran_as']})" if law.get("ran_as") else ""
-        typer.echo(f"{model}{ran_as} on {done.device} [{engine}]: batch ≈ {law['batch_s'] * 1e3:.1f} ms + steps x "
-                   f"({law['step_s'] * 1e3:.2f} ms + n x {law['seq_step_s'] * 1e3:.3f} ms) + prefill tokens x "
-                   f"{law['token_s'] * 1e6:.2f} us; rms error {law['rms_s'] * 1e3:.1f} ms over {law['batches']} "
-                   "batches")
+        typer.echo(
+            f"{model}{ran_as} on {done.device} [{engine}]: batch ≈ {law['batch_s'] * 1e3:.1f} ms + steps x "
+            f"({law['step_s'] * 1e3:.2f} ms + n x {law['seq_step_s'] * 1e3:.3f} ms) + prefill tokens x "
+            f"{law['token_s'] * 1e6:.2f} us; rms error {law['rms_s'] * 1e3:.1f} ms over {law['batches']} "
+            "batches"
+        )
     typer.echo(f"saved {done.path}", err=True)
 
 
@@ -381,10 +511,14 @@ def _int_list(name: str, value: str) -> list[int]:
 def simulate(
     file: Path = typer.Argument(..., help="Workflow file (.halo)"),
     input: Path = typer.Option(..., "--input", "-i", help="Batch of inputs"),
-    hardware: str = typer.Option(..., "--hardware", "-H", help='e.g. "8 x H100-SXM + cpu:32" or "1 x NeuPIMs"'),
+    hardware: str = typer.Option(
+        ..., "--hardware", "-H", help='e.g. "8 x H100-SXM + cpu:32" or "1 x NeuPIMs"'
+    ),
     workflow: str | None = typer.Option(None, "--workflow", "-w"),
     limit: int | None = typer.Option(None, "--limit", min=0),
-    optimizer: str = typer.Option("auto", "--optimizer", callback=_one_of("auto", "ilp", "heuristic"), help="auto | ilp | heuristic"),
+    optimizer: str = typer.Option(
+        "auto", "--optimizer", callback=_one_of("auto", "ilp", "heuristic"), help="auto | ilp | heuristic"
+    ),
     time_limit: float = typer.Option(10.0, "--time-limit"),
     gantt: Path | None = typer.Option(None, "--gantt", help="Also draw the Gantt chart to this .png or .svg"),
 ) -> None:
@@ -394,17 +528,23 @@ def simulate(
     compiled = _compile(file, workflow)
     sim = api.simulate(compiled, input, hardware, optimizer=optimizer, time_limit_s=time_limit, limit=limit)
     halo_s = sim.rows[0][1].makespan
-    typer.echo(f"Simulated on {hardware}: {compiled.plan.name}, {sim.inputs:,} inputs "
-               "(cost model estimates, not measured)")
+    typer.echo(
+        f"Simulated on {hardware}: {compiled.plan.name}, {sim.inputs:,} inputs "
+        "(cost model estimates, not measured)"
+    )
     typer.echo(sim.batching)
     typer.echo("| plan | makespan (s) | inputs/s | model switches | speedup of halo |")
     typer.echo("|---|---|---|---|---|")
     for name, r in sim.rows:
-        typer.echo(f"| {name} | {r.makespan:.2f} | {r.throughput or 0:.2f} | {r.switches} | "
-                   f"{r.makespan / halo_s:.2f}x |")
+        typer.echo(
+            f"| {name} | {r.makespan:.2f} | {r.throughput or 0:.2f} | {r.switches} | "
+            f"{r.makespan / halo_s:.2f}x |"
+        )
     best = sim.best
-    typer.echo(f"\nOptimizer: {best.method} ({best.status}), gap "
-               f"{'n/a' if best.gap is None else f'{best.gap:.1%}'}, solved in {best.solve_s:.2f} s")
+    typer.echo(
+        f"\nOptimizer: {best.method} ({best.status}), gap "
+        f"{'n/a' if best.gap is None else f'{best.gap:.1%}'}, solved in {best.solve_s:.2f} s"
+    )
     typer.echo(gantt_text(sim.problem, best))
     if gantt is not None:
         save_gantt(sim.problem, best, str(gantt))
@@ -414,7 +554,9 @@ def simulate(
 @app.command("serve-tools")
 def serve_tools(
     port: int = typer.Option(8765, "--port"),
-    gamma: bool = typer.Option(False, "--gamma", help="Gamma-distributed sleeps of mean s, like the prototype"),
+    gamma: bool = typer.Option(
+        False, "--gamma", help="Gamma-distributed sleeps of mean s, like the prototype"
+    ),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Serve the loopback tool endpoints (GET /sleep?s=N) that imported `_http` templates call."""
@@ -437,8 +579,11 @@ def import_yaml(
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the .halo file here (default: stdout)"),
     target: str = typer.Option("duckdb", "--target", help="duckdb | postgres"),
     dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN when --target postgres"),
-    tool_server: str = typer.Option("http://127.0.0.1:8765", "--tool-server",
-                                    help="Base URL whose /sleep?s=N stands in for the prototype's simulated tools"),
+    tool_server: str = typer.Option(
+        "http://127.0.0.1:8765",
+        "--tool-server",
+        help="Base URL whose /sleep?s=N stands in for the prototype's simulated tools",
+    ),
 ) -> None:
     """Convert a reference-prototype YAML template into a .halo workflow; what cannot convert is reported."""
     from halo.importer import convert

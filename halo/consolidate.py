@@ -41,18 +41,19 @@ def _tagged(value: Any) -> dict[str, str]:
 
 # -- call identity ----------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class _Spec:
     """What `call_key` needs of one operator, computed once: its constant identity and, for LLMs, the
     templates and other arguments that vary per input."""
 
-    const: str | None                       # None: this operator never merges
-    never: str | None                       # why it never merges
+    const: str | None  # None: this operator never merges
+    never: str | None  # why it never merges
     templates: tuple[tuple[str, Template], ...] = ()
     exprs: tuple[tuple[str, ast.Expr], ...] = ()
 
 
-_SPECS: dict[int, tuple[OpNode, _Spec]] = {}     # by id(op); the op is kept so its id is not reused
+_SPECS: dict[int, tuple[OpNode, _Spec]] = {}  # by id(op); the op is kept so its id is not reused
 _SPECS_MAX = 4096
 
 
@@ -142,7 +143,9 @@ def _llm_settings(given: dict[str, Any]) -> dict[str, Any]:
     """An LLM call's settings as they resolve: registry defaults for those left out, whole-number floats
     as floats (`max_tokens = 256` and `temperature = 0` are the call that leaves them out)."""
     values = {**_LLM.defaults, **given}
-    return {k: float(v) if _LLM.keywords.get(k) == "float" and type(v) is int else v for k, v in values.items()}
+    return {
+        k: float(v) if _LLM.keywords.get(k) == "float" and type(v) is int else v for k, v in values.items()
+    }
 
 
 def call_key(op: OpNode, env: dict[str, Any]) -> str | None:
@@ -154,6 +157,7 @@ def call_key(op: OpNode, env: dict[str, Any]) -> str | None:
 
 
 # -- consolidation over a batch --------------------------------------------------------------------------
+
 
 @dataclass
 class OpGroup:
@@ -179,7 +183,7 @@ class OpGroup:
     leads: list[str] = field(default_factory=list)
     upstream_holes: list[str] = field(default_factory=list)
     prefix: PrefixPlan | None = None
-    prefix_key: str | None = None         # LLM: the engine prefix all calls share (None: differ, or no text)
+    prefix_key: str | None = None  # LLM: the engine prefix all calls share (None: differ, or no text)
 
     @property
     def kind(self) -> str:
@@ -197,8 +201,9 @@ class ConsolidatedPlan:
     inputs: int
 
 
-def consolidate(plan: LogicalPlan, batch: Batch | list[dict[str, Any]],
-                calibration: Calibration | None = None) -> ConsolidatedPlan:
+def consolidate(
+    plan: LogicalPlan, batch: Batch | list[dict[str, Any]], calibration: Calibration | None = None
+) -> ConsolidatedPlan:
     """Group every node's instances over the batch into distinct calls, and find shared prompt prefixes."""
     rows = [r for _, r in batch.rows] if isinstance(batch, Batch) else list(batch)
     graph = nx.DiGraph()
@@ -233,24 +238,41 @@ def _group(plan: LogicalPlan, op: OpNode, rows: list[dict], done: dict[str, OpGr
         classes = [(p, *(done[d].row_call[i] for d in deps)) for i, p in enumerate(proj)]
         row_call, call_rows = _index(classes)
         names = ", ".join(f"`{d}`" for d in deps)
-        g = OpGroup(op.id, op, n, len(call_rows), True,
-                    f"estimated ≤ {len(call_rows):,} distinct calls (inputs depend on {names}; "
-                    "equal upstream outputs may merge more at run time)", row_call, call_rows)
+        g = OpGroup(
+            op.id,
+            op,
+            n,
+            len(call_rows),
+            True,
+            f"estimated ≤ {len(call_rows):,} distinct calls (inputs depend on {names}; "
+            "equal upstream outputs may merge more at run time)",
+            row_call,
+            call_rows,
+        )
         if op.kind == "llm":
             g.texts, g.leads, g.upstream_holes = _known_texts(op, rows, proj, call_rows, plan.graph)
         return g
     rep_of, reps = _index(proj)
     keyed = [call_parts(op, rows[r]) for r in reps]
-    if any(k is None for k in keyed):       # sampling made non-deterministic by a per-input argument
-        g = OpGroup(op.id, op, n, n, False, "not merged: non-deterministic sampling", list(range(n)),
-                    list(range(n)))
+    if any(k is None for k in keyed):  # sampling made non-deterministic by a per-input argument
+        g = OpGroup(
+            op.id, op, n, n, False, "not merged: non-deterministic sampling", list(range(n)), list(range(n))
+        )
         g.texts, g.leads, g.upstream_holes = _known_texts(op, rows, proj, g.call_rows, plan.graph)
         return g
     call_of_rep, first = _index([tuple(k) for k in keyed])
     row_call = [call_of_rep[rep_of[i]] for i in range(n)]
     call_rows = [reps[r] for r in first]
-    g = OpGroup(op.id, op, n, len(call_rows), False, f"{len(call_rows):,} distinct calls ({OPS[op.kind].identity})",
-                row_call, call_rows)
+    g = OpGroup(
+        op.id,
+        op,
+        n,
+        len(call_rows),
+        False,
+        f"{len(call_rows):,} distinct calls ({OPS[op.kind].identity})",
+        row_call,
+        call_rows,
+    )
     if op.kind == "llm":
         g.texts = g.leads = [_llm_text(keyed[r]) for r in first]
     return g
@@ -298,8 +320,9 @@ def _llm_text(parts: list[str]) -> str:
     return f"{system}\n{prompt}" if system else prompt
 
 
-def _known_texts(op: OpNode, rows: list[dict], proj: list[tuple], reps: list[int],
-                 graph: nx.DiGraph) -> tuple[list[str], list[str], list[str]]:
+def _known_texts(
+    op: OpNode, rows: list[dict], proj: list[tuple], reps: list[int], graph: nx.DiGraph
+) -> tuple[list[str], list[str], list[str]]:
     """Per call: the prompt text known at plan time (upstream holes left out) and its lead (the text
     before the first upstream hole, a true prefix of the prompt); and the upstream nodes filling holes."""
     pieces = [p for n in ("system", "prompt") for p in (*op.templates.get(n, Template(())).pieces, "\n")][:-1]
@@ -311,8 +334,10 @@ def _known_texts(op: OpNode, rows: list[dict], proj: list[tuple], reps: list[int
         hit = seen.get(proj[r])
         if hit is None:
             env = rows[r]
-            out = [p if isinstance(p, str) else "" if p.parts[0] in graph else format_value(lookup(env, p.parts))
-                   for p in pieces]
+            out = [
+                p if isinstance(p, str) else "" if p.parts[0] in graph else format_value(lookup(env, p.parts))
+                for p in pieces
+            ]
             hit = seen[proj[r]] = ("".join(out).strip("\n"), "".join(out[:cut]).lstrip("\n"))
         texts.append(hit[0])
         leads.append(hit[1])
@@ -324,8 +349,10 @@ def _rewrites(g: OpGroup) -> list[str]:
     what = f"{OPS[g.kind].label} calls of `{g.id}`"
     if g.instances and g.calls < g.instances:
         if g.estimated:
-            out.append(f"merge {g.instances:,} {what} into ≤ {g.calls:,} (estimated: identical inputs and "
-                       "identical upstream calls)")
+            out.append(
+                f"merge {g.instances:,} {what} into ≤ {g.calls:,} (estimated: identical inputs and "
+                "identical upstream calls)"
+            )
         else:
             out.append(f"merged {g.instances:,} {what} into {g.calls:,} ({OPS[g.kind].identity})")
     if g.prefix and g.prefix.saved_tokens:

@@ -32,7 +32,7 @@ from halo.tokens import counter, output_tokens
 from halo.types import OPS
 
 DEFAULT_DEVICE = "H100-SXM"
-CPU_ENGINE = "cpu-engine"       # the device an LLM engine on the host is planned on
+CPU_ENGINE = "cpu-engine"  # the device an LLM engine on the host is planned on
 
 
 @dataclass
@@ -45,11 +45,11 @@ class GroupCost:
     seconds: float
     prefill_tokens: float = 0.0
     decode_tokens: float = 0.0
-    prompt_tokens: float = 0.0          # per call
-    output_tokens: float = 0.0          # per call
-    kv_bytes: float = 0.0               # peak KV cache resident
-    kv_reuse_bytes: float = 0.0         # KV of prefix tokens computed once and reused
-    mem_bytes: float = 0.0              # peak device memory beyond the weights
+    prompt_tokens: float = 0.0  # per call
+    output_tokens: float = 0.0  # per call
+    kv_bytes: float = 0.0  # peak KV cache resident
+    kv_reuse_bytes: float = 0.0  # KV of prefix tokens computed once and reused
+    mem_bytes: float = 0.0  # peak device memory beyond the weights
     breakdown: dict[str, Any] = field(default_factory=dict)
     calibrated: list[str] = field(default_factory=list)
     defaults: list[str] = field(default_factory=list)
@@ -57,17 +57,21 @@ class GroupCost:
     @property
     def text(self) -> str:
         if self.kind == "llm":
-            line = (f"estimate: {self.seconds:.2f} s on {self.device}: prefill {self.prefill_tokens:,.0f} tok "
-                    f"({self.breakdown.get('prefill_s', 0):.2f} s), decode {self.decode_tokens:,.0f} tok "
-                    f"({self.breakdown.get('decode_s', 0):.2f} s), KV {self.kv_bytes / 2**30:.2f} GiB")
+            line = (
+                f"estimate: {self.seconds:.2f} s on {self.device}: prefill {self.prefill_tokens:,.0f} tok "
+                f"({self.breakdown.get('prefill_s', 0):.2f} s), decode {self.decode_tokens:,.0f} tok "
+                f"({self.breakdown.get('decode_s', 0):.2f} s), KV {self.kv_bytes / 2**30:.2f} GiB"
+            )
             sizes, fused = self.breakdown.get("engine_batches") or [], self.breakdown.get("fused_with") or []
             if sizes:
                 line += f"; {len(sizes)} engine batch(es) of <= {max(sizes)}"
             if fused:
                 line += f" shared with {', '.join(fused)}"
         else:
-            line = (f"estimate: {self.seconds:.3f} s: {self.breakdown['calls']:,} calls x "
-                    f"{self.breakdown['latency_s'] * 1e3:.1f} ms / {self.breakdown['concurrency']} concurrent")
+            line = (
+                f"estimate: {self.seconds:.3f} s: {self.breakdown['calls']:,} calls x "
+                f"{self.breakdown['latency_s'] * 1e3:.1f} ms / {self.breakdown['concurrency']} concurrent"
+            )
         return line + f" [{'calibrated' if self.calibrated else 'default constants'}]"
 
 
@@ -88,9 +92,13 @@ class CostedPlan:
         return sum(g.seconds for g in self.groups.values())
 
 
-def estimate(cplan: ConsolidatedPlan, hw: str | Hardware | None = None,
-             calibration: Calibration | None = None, policy: BatchPolicy | None = None,
-             fuse: bool = True) -> CostedPlan:
+def estimate(
+    cplan: ConsolidatedPlan,
+    hw: str | Hardware | None = None,
+    calibration: Calibration | None = None,
+    policy: BatchPolicy | None = None,
+    fuse: bool = True,
+) -> CostedPlan:
     """Price every group: LLM groups on the hardware's reference device (else H100-SXM), tools on a CPU pool.
     LLM calls are priced in the engine batches `policy` makes of them (the runtime's default policy);
     `fuse=False` prices every group alone, as a plan that runs one operator at a time would."""
@@ -98,11 +106,19 @@ def estimate(cplan: ConsolidatedPlan, hw: str | Hardware | None = None,
     hw = parse_hardware(hw) if isinstance(hw, str) else hw
     policy = policy or BatchPolicy()
     spec = reference_device(hw) if hw else specs.device(DEFAULT_DEVICE)
-    return CostedPlan(cplan, spec.name, group_costs(cplan, spec, cal, policy, fuse=fuse), cal, hw, policy, fuse)
+    return CostedPlan(
+        cplan, spec.name, group_costs(cplan, spec, cal, policy, fuse=fuse), cal, hw, policy, fuse
+    )
 
 
-def group_costs(cplan: ConsolidatedPlan, device: DeviceSpec, cal: Calibration, policy: BatchPolicy,
-                skip_unfit: bool = False, fuse: bool = True) -> dict[str, GroupCost]:
+def group_costs(
+    cplan: ConsolidatedPlan,
+    device: DeviceSpec,
+    cal: Calibration,
+    policy: BatchPolicy,
+    skip_unfit: bool = False,
+    fuse: bool = True,
+) -> dict[str, GroupCost]:
     """Every group's estimate, LLM groups on `device` (with `skip_unfit`, groups that do not fit it are
     left out instead of raising). With `fuse`, groups the runtime batches together
     (`halo.batching.fusion_sets`) are priced as one set of batches, each paying its share by calls;
@@ -160,8 +176,9 @@ def _shape(cplan: ConsolidatedPlan, g: OpGroup, cal: Calibration) -> _Shape:
     return _Shape(g.calls, prompt, cached, out, steps, known, upstream, out_source, tc.source)
 
 
-def _llm_cost(cplan: ConsolidatedPlan, groups: list[OpGroup], device: DeviceSpec, cal: Calibration,
-              policy: BatchPolicy) -> list[GroupCost]:
+def _llm_cost(
+    cplan: ConsolidatedPlan, groups: list[OpGroup], device: DeviceSpec, cal: Calibration, policy: BatchPolicy
+) -> list[GroupCost]:
     """Price groups that share engine batches (usually one): the time of their batches, split by calls."""
     op = groups[0].op
     shapes = [_shape(cplan, g, cal) for g in groups]
@@ -173,8 +190,9 @@ def _llm_cost(cplan: ConsolidatedPlan, groups: list[OpGroup], device: DeviceSpec
     steps = max(s.steps for s in shapes)
     try:
         model = specs.model(op.model)
-        est = backends.group_time(model, device, calls, prompt, cached, out, policy.max_batch,
-                                  calibration=cal.hw or None)
+        est = backends.group_time(
+            model, device, calls, prompt, cached, out, policy.max_batch, calibration=cal.hw or None
+        )
     except (specs.UnknownSpecError, CapacityError) as e:
         raise HaloError.at(op.pos, f"cannot estimate `{groups[0].id}` on {device.name}: {e}") from None
     b = est.breakdown
@@ -188,12 +206,22 @@ def _llm_cost(cplan: ConsolidatedPlan, groups: list[OpGroup], device: DeviceSpec
         phases = [engine_phases(fitted, n, steps, n * (prompt - cached)) for n in sizes]
         prefill_s, decode_s = sum(p for p, _ in phases), sum(d for _, d in phases)
         ran_as = f", ran as {fitted['ran_as']}" if fitted.get("ran_as") else ""
-        calibrated.append(f"engine law from {fitted['batches']} batches{ran_as}: {len(sizes)} batch(es) x "
-                          f"{steps:.0f} steps")
+        calibrated.append(
+            f"engine law from {fitted['batches']} batches{ran_as}: {len(sizes)} batch(es) x {steps:.0f} steps"
+        )
     else:
         prefill_tok, decode_tok = calls * (prompt - cached), calls * out
-        prefill_s, decode_s = _calibrate(cal, op.model, device.name, b.get("prefill_s", 0.0),
-                                         b.get("decode_s", 0.0), prefill_tok, decode_tok, calibrated, defaults)
+        prefill_s, decode_s = _calibrate(
+            cal,
+            op.model,
+            device.name,
+            b.get("prefill_s", 0.0),
+            b.get("decode_s", 0.0),
+            prefill_tok,
+            decode_tok,
+            calibrated,
+            defaults,
+        )
     ids = [g.id for g in groups]
     kv_tok = model.kv_bytes_per_token()
     batch = b.get("batch", 0)
@@ -203,23 +231,55 @@ def _llm_cost(cplan: ConsolidatedPlan, groups: list[OpGroup], device: DeviceSpec
         (cal_g if s.tokens_source != "default" else def_g).append(f"tokens: {s.tokens_source}")
         (cal_g if s.out_source == "measured" else def_g).append(f"output length: {s.out_source}")
         saved = g.prefix.saved_tokens if g.prefix else 0
-        breakdown = {"prefill_s": w * prefill_s, "decode_s": w * decode_s, "roofline_s": w * est.seconds,
-                     "calls": s.calls, "batch": batch, "engine_batches": sizes, "steps": steps,
-                     "fused_with": [i for i in ids if i != g.id], "waves": b.get("waves", 0),
-                     "prompt_tokens_known": s.known, "prompt_tokens_upstream": s.upstream,
-                     "cached_prefix_tokens": s.cached, "output_source": s.out_source,
-                     "tokens_source": s.tokens_source, "hw": b}
-        out_costs.append(GroupCost(
-            g.id, "llm", device.name, w * (prefill_s + decode_s), s.calls * (s.prompt - s.cached),
-            s.calls * s.out, s.prompt, s.out,
-            kv_bytes=b.get("kv_bytes_per_request", 0.0) * batch + s.cached * kv_tok,
-            kv_reuse_bytes=saved * kv_tok, mem_bytes=max(0.0, est.peak_memory_bytes - model.weight_bytes()),
-            breakdown=breakdown, calibrated=cal_g, defaults=def_g))
+        breakdown = {
+            "prefill_s": w * prefill_s,
+            "decode_s": w * decode_s,
+            "roofline_s": w * est.seconds,
+            "calls": s.calls,
+            "batch": batch,
+            "engine_batches": sizes,
+            "steps": steps,
+            "fused_with": [i for i in ids if i != g.id],
+            "waves": b.get("waves", 0),
+            "prompt_tokens_known": s.known,
+            "prompt_tokens_upstream": s.upstream,
+            "cached_prefix_tokens": s.cached,
+            "output_source": s.out_source,
+            "tokens_source": s.tokens_source,
+            "hw": b,
+        }
+        out_costs.append(
+            GroupCost(
+                g.id,
+                "llm",
+                device.name,
+                w * (prefill_s + decode_s),
+                s.calls * (s.prompt - s.cached),
+                s.calls * s.out,
+                s.prompt,
+                s.out,
+                kv_bytes=b.get("kv_bytes_per_request", 0.0) * batch + s.cached * kv_tok,
+                kv_reuse_bytes=saved * kv_tok,
+                mem_bytes=max(0.0, est.peak_memory_bytes - model.weight_bytes()),
+                breakdown=breakdown,
+                calibrated=cal_g,
+                defaults=def_g,
+            )
+        )
     return out_costs
 
 
-def _calibrate(cal: Calibration, model: str, device: str, prefill_s: float, decode_s: float,
-               prefill_tok: float, decode_tok: float, calibrated: list[str], defaults: list[str]) -> tuple[float, float]:
+def _calibrate(
+    cal: Calibration,
+    model: str,
+    device: str,
+    prefill_s: float,
+    decode_s: float,
+    prefill_tok: float,
+    decode_tok: float,
+    calibrated: list[str],
+    defaults: list[str],
+) -> tuple[float, float]:
     """Apply measurements: a whole-group factor, else per phase a factor or a measured tokens/s rate."""
     group = cal.llm_factor.get(llm_key(model, device, "group"))
     if group is not None:
@@ -260,9 +320,15 @@ def _tool_cost(cplan: ConsolidatedPlan, g: OpGroup, cal: Calibration) -> GroupCo
     concurrency = 1 if op.side_effect else max(1, min(g.calls, sig.concurrency))
     seconds = g.calls * latency / concurrency
     source = f"latency: measured ({hit})" if hit else f"latency: default {latency * 1e3:.1f} ms"
-    return GroupCost(g.id, op.kind, "cpu", seconds,
-                     breakdown={"calls": g.calls, "latency_s": latency, "concurrency": concurrency},
-                     calibrated=[source] if hit else [], defaults=[] if hit else [source])
+    return GroupCost(
+        g.id,
+        op.kind,
+        "cpu",
+        seconds,
+        breakdown={"calls": g.calls, "latency_s": latency, "concurrency": concurrency},
+        calibrated=[source] if hit else [],
+        defaults=[] if hit else [source],
+    )
 
 
 # -- hardware and the optimizer's problem ----------------------------------------------------------------
@@ -290,7 +356,9 @@ def gpu_spec_name(device_name: str, memory_bytes: float) -> str:
     if not family:
         return DEFAULT_DEVICE
     pcie = "pcie" in name
-    return min(family, key=lambda s: (("pcie" in s.name.lower()) != pcie, abs(s.mem_capacity - memory_bytes))).name
+    return min(
+        family, key=lambda s: (("pcie" in s.name.lower()) != pcie, abs(s.mem_capacity - memory_bytes))
+    ).name
 
 
 def detect_hardware() -> str:
@@ -302,7 +370,9 @@ def detect_hardware() -> str:
 
         if torch.cuda.is_available() and torch.cuda.device_count():
             props = torch.cuda.get_device_properties(0)
-            return f"{torch.cuda.device_count()} x {gpu_spec_name(props.name, props.total_memory)} + cpu:{cores}"
+            return (
+                f"{torch.cuda.device_count()} x {gpu_spec_name(props.name, props.total_memory)} + cpu:{cores}"
+            )
     return f"cpu:{cores}"
 
 
@@ -316,16 +386,27 @@ def to_problem(costed: CostedPlan, hw: str | Hardware | None = None) -> Problem:
     cplan, cal = costed.consolidated, costed.calibration
     llm_devices = hw.accelerators or tuple(d for d in hw.devices if d.kind == "cpu")[:1]
     llm_specs = list({d.spec.name: d.spec for d in llm_devices}.values())
-    devices = [Device(d.id, d.spec.name, 0 if d.kind == "cpu" else int(d.spec.mem_capacity),
-                      max(1, d.cores) if d.kind == "cpu" else 1, d.simulated) for d in hw.devices]
+    devices = [
+        Device(
+            d.id,
+            d.spec.name,
+            0 if d.kind == "cpu" else int(d.spec.mem_capacity),
+            max(1, d.cores) if d.kind == "cpu" else 1,
+            d.simulated,
+        )
+        for d in hw.devices
+    ]
     cpu_kind = next(d.spec.name for d in hw.devices if d.kind == "cpu")
     if not hw.accelerators:
         # With no accelerator the LLM engine runs on the host: one engine, one batch at a time, beside the tools.
         devices.append(Device(CPU_ENGINE, CPU_ENGINE, 0, 1, False))
     kind_of = {spec.name: (spec.name if hw.accelerators else CPU_ENGINE) for spec in llm_specs}
-    priced = {spec.name: costed.groups if spec.name == costed.device
-              else group_costs(cplan, spec, cal, costed.policy, skip_unfit=True, fuse=costed.fuse)
-              for spec in llm_specs}
+    priced = {
+        spec.name: costed.groups
+        if spec.name == costed.device
+        else group_costs(cplan, spec, cal, costed.policy, skip_unfit=True, fuse=costed.fuse)
+        for spec in llm_specs
+    }
     tasks, model_bytes, load_s, wake_s = [], {}, {}, {}
     for gid, g in cplan.groups.items():
         deps = list(cplan.graph.predecessors(gid))
@@ -337,18 +418,31 @@ def to_problem(costed: CostedPlan, hw: str | Hardware | None = None) -> Problem:
         for spec in llm_specs:
             gc = priced[spec.name].get(gid)
             if gc is None:
-                continue                       # does not fit this device kind
+                continue  # does not fit this device kind
             duration[kind_of[spec.name]] = gc.seconds
             mem = int(gc.mem_bytes) if mem is None else min(mem, int(gc.mem_bytes))  # fits the smallest
             measured = cal.load_s.get(llm_key(g.op.model, spec.name, "load"))
-            load_s[(g.op.model, kind_of[spec.name])] = measured if measured is not None else \
-                roofline.load_time(model, spec, calibration=cal.hw or None).seconds
-            wake_s[(g.op.model, kind_of[spec.name])] = roofline.load_time(model, spec, source="sleep",
-                                                                          calibration=cal.hw or None).seconds
+            load_s[(g.op.model, kind_of[spec.name])] = (
+                measured
+                if measured is not None
+                else roofline.load_time(model, spec, calibration=cal.hw or None).seconds
+            )
+            wake_s[(g.op.model, kind_of[spec.name])] = roofline.load_time(
+                model, spec, source="sleep", calibration=cal.hw or None
+            ).seconds
         model_bytes[g.op.model] = int(model.weight_bytes())
         # Groups whose requests carry the same engine prefix key (halo.prefix.prefix_key) share a prefix group.
-        tasks.append(Task(gid, "llm", deps, duration, g.op.model, mem or 0, shardable=g.calls > 1,
-                          prefix_group=g.prefix_key))
+        tasks.append(
+            Task(
+                gid,
+                "llm",
+                deps,
+                duration,
+                g.op.model,
+                mem or 0,
+                shardable=g.calls > 1,
+                prefix_group=g.prefix_key,
+            )
+        )
     prices = {d.spec.name: d.spec.price_per_hour for d in hw.devices}
     return Problem(tasks, devices, model_bytes, load_s, wake_s, price_per_hour=prices)
-

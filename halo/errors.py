@@ -38,7 +38,7 @@ class Diagnostic:
         return head
 
 
-_SHOWN_BYTES = 1 << 20                  # a diagnostic quotes its line from at most this much of the file
+_SHOWN_BYTES = 1 << 20  # a diagnostic quotes its line from at most this much of the file
 
 
 def _read(file: str) -> str | None:

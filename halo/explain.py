@@ -25,12 +25,18 @@ def logical_report(plan: LogicalPlan, batch: Batch | None = None) -> dict[str, A
         "workflow": plan.name,
         "file": plan.workflow.pos.file,
         "params": [{"name": p.name, "type": str(p.type)} for p in plan.params],
-        "batch": None if batch is None else {
-            "inputs": n, "rejected": len(batch.errors),
-            "errors": [{"row": e.row, "reason": e.reason} for e in batch.errors[:20]]},
+        "batch": None
+        if batch is None
+        else {
+            "inputs": n,
+            "rejected": len(batch.errors),
+            "errors": [{"row": e.row, "reason": e.reason} for e in batch.errors[:20]],
+        },
         "nodes": [_node(op, plan, n) for op in plan.nodes()],
-        "returns": [{"key": k, "expr": _expr(e), "refs": sorted({r.parts[0] for r in ast.refs_in(e)})}
-                    for k, e in plan.returns],
+        "returns": [
+            {"key": k, "expr": _expr(e), "refs": sorted({r.parts[0] for r in ast.refs_in(e)})}
+            for k, e in plan.returns
+        ],
         "rewrites": [],
     }
     return report
@@ -38,30 +44,50 @@ def logical_report(plan: LogicalPlan, batch: Batch | None = None) -> dict[str, A
 
 def _node(op: OpNode, plan: LogicalPlan, n: int | None) -> dict[str, Any]:
     d: dict[str, Any] = {
-        "id": op.id, "kind": op.kind, "pos": str(op.pos),
+        "id": op.id,
+        "kind": op.kind,
+        "pos": str(op.pos),
         "deps": list(plan.graph.predecessors(op.id)),
-        "after": [{"id": p, "reason": e["reason"]} for p, e in plan.graph.pred[op.id].items() if e.get("order")],
-        "instances": n, "side_effect": op.side_effect,
+        "after": [
+            {"id": p, "reason": e["reason"]} for p, e in plan.graph.pred[op.id].items() if e.get("order")
+        ],
+        "instances": n,
+        "side_effect": op.side_effect,
     }
     if op.kind == "llm":
-        d.update(model=op.model, model_name=op.model_name,
-                 max_tokens=op.option("max_tokens"), temperature=op.option("temperature"),
-                 seed=op.option("seed"),
-                 output="text" if op.out.kind == "text" else [f for f, _ in op.out.fields or ()])
+        d.update(
+            model=op.model,
+            model_name=op.model_name,
+            max_tokens=op.option("max_tokens"),
+            temperature=op.option("temperature"),
+            seed=op.option("seed"),
+            output="text" if op.out.kind == "text" else [f for f, _ in op.out.fields or ()],
+        )
         d["inputs"] = sorted({".".join(h.parts) for t in op.templates.values() for h in t.holes()})
     elif op.kind == "sql":
-        d.update(db=op.db.name if op.db else None, db_kind=op.db.kind if op.db else None,
-                 db_target=op.db.target if op.db and op.db.kind == "duckdb" else None,
-                 access="write" if op.sql_write else "read",
-                 query=" ".join(str(op.option("query", "")).split()),
-                 params={k: _expr(v) for k, v in op.bound_args().items()})
+        d.update(
+            db=op.db.name if op.db else None,
+            db_kind=op.db.kind if op.db else None,
+            db_target=op.db.target if op.db and op.db.kind == "duckdb" else None,
+            access="write" if op.sql_write else "read",
+            query=" ".join(str(op.option("query", "")).split()),
+            params={k: _expr(v) for k, v in op.bound_args().items()},
+        )
     elif op.kind == "http":
-        d.update(method=str(op.option("method")).upper(),
-                 url="".join(p if isinstance(p, str) else "{" + ".".join(p.parts) + "}"
-                             for p in op.templates["url"].pieces) if "url" in op.templates else None)
+        d.update(
+            method=str(op.option("method")).upper(),
+            url="".join(
+                p if isinstance(p, str) else "{" + ".".join(p.parts) + "}" for p in op.templates["url"].pieces
+            )
+            if "url" in op.templates
+            else None,
+        )
     elif op.kind == "py":
-        d.update(function=op.option("function"), pure=op.option("pure") is True,
-                 args={k: _expr(v) for k, v in op.bound_args().items()})
+        d.update(
+            function=op.option("function"),
+            pure=op.option("pure") is True,
+            args={k: _expr(v) for k, v in op.bound_args().items()},
+        )
     return d
 
 
@@ -75,6 +101,7 @@ def _expr(e: ast.Expr) -> str:
 
 
 # -- text -------------------------------------------------------------------------------------------------
+
 
 def render_text(report: dict[str, Any]) -> str:
     nodes = {n["id"]: n for n in report["nodes"]}
@@ -95,7 +122,9 @@ def render_text(report: dict[str, Any]) -> str:
 
 
 def _header(report: dict[str, Any]) -> str:
-    head = f"Workflow {report['workflow']}({', '.join(p['name'] + ': ' + p['type'] for p in report['params'])})"
+    head = (
+        f"Workflow {report['workflow']}({', '.join(p['name'] + ': ' + p['type'] for p in report['params'])})"
+    )
     b = report.get("batch")
     if b:
         head += f"  batch: {b['inputs']:,} inputs"
@@ -157,9 +186,11 @@ def _title(n: dict[str, Any]) -> str:
 def _details(n: dict[str, Any]) -> list[str]:
     out = []
     if n["kind"] == "llm":
-        out.append(f"max_tokens={n['max_tokens']} temperature={n['temperature']}"
-                   + (f" seed={n['seed']}" if n.get("seed") is not None else "")
-                   + f"  output: {n['output'] if isinstance(n['output'], str) else '{' + ', '.join(n['output']) + '}'}")
+        out.append(
+            f"max_tokens={n['max_tokens']} temperature={n['temperature']}"
+            + (f" seed={n['seed']}" if n.get("seed") is not None else "")
+            + f"  output: {n['output'] if isinstance(n['output'], str) else '{' + ', '.join(n['output']) + '}'}"
+        )
         if n.get("inputs"):
             out.append("reads: " + ", ".join(n["inputs"]))
     elif n["kind"] == "sql":
@@ -197,6 +228,7 @@ def _footer(report: dict[str, Any]) -> list[str]:
 
 
 # -- graphviz -------------------------------------------------------------------------------------------
+
 
 def render_dot(report: dict[str, Any]) -> str:
     shapes = {"llm": "box", "sql": "cylinder", "http": "component", "py": "ellipse"}

@@ -32,18 +32,66 @@ from halo import sql as halo_sql
 
 PY_REGEX_PARAMS = "halo.runtime.tools.builtins:regex_params"
 DEFAULT_TOOL_SERVER = "http://127.0.0.1:8765"
-DUCKDB_FILES = {"tpch": "data/tpch.duckdb", "imdb": "data/imdb.duckdb", "wiki": "data/wiki.duckdb",
-                "tpcc": "data/tpcc.duckdb"}
+DUCKDB_FILES = {
+    "tpch": "data/tpch.duckdb",
+    "imdb": "data/imdb.duckdb",
+    "wiki": "data/wiki.duckdb",
+    "tpcc": "data/tpcc.duckdb",
+}
 # Prototype sampling defaults (engines.py): kept so a converted workflow asks for the same decoding.
 LLM_DEFAULTS = {"max_tokens": 1024, "temperature": 0.2, "top_p": 0.9}
-SQL_TYPES = {"int": "INT", "integer": "INT", "bigint": "BIGINT", "numeric": "NUMERIC", "float": "DOUBLE PRECISION",
-             "text": "TEXT", "str": "TEXT", "date": "DATE", "bool": "BOOLEAN", "json": "JSON"}
-HALO_TYPES = {"int": "int", "integer": "int", "bigint": "int", "numeric": "float", "float": "float",
-              "text": "text", "str": "text", "date": "text", "bool": "bool", "json": "json"}
-NODE_FIELDS = {"id", "type", "engine", "model", "system_prompt", "inputs", "outputs", "db_queries",
-               "processor", "config", "sleep_s", "sleep_ms", "latency_s", "latency_ms", "timeout_s", "timeout_ms"}
-QUERY_FIELDS = {"name", "sql", "parameters", "param_types", "post_llm", "result_mappings", "required_inputs",
-                "plans"}
+SQL_TYPES = {
+    "int": "INT",
+    "integer": "INT",
+    "bigint": "BIGINT",
+    "numeric": "NUMERIC",
+    "float": "DOUBLE PRECISION",
+    "text": "TEXT",
+    "str": "TEXT",
+    "date": "DATE",
+    "bool": "BOOLEAN",
+    "json": "JSON",
+}
+HALO_TYPES = {
+    "int": "int",
+    "integer": "int",
+    "bigint": "int",
+    "numeric": "float",
+    "float": "float",
+    "text": "text",
+    "str": "text",
+    "date": "text",
+    "bool": "bool",
+    "json": "json",
+}
+NODE_FIELDS = {
+    "id",
+    "type",
+    "engine",
+    "model",
+    "system_prompt",
+    "inputs",
+    "outputs",
+    "db_queries",
+    "processor",
+    "config",
+    "sleep_s",
+    "sleep_ms",
+    "latency_s",
+    "latency_ms",
+    "timeout_s",
+    "timeout_ms",
+}
+QUERY_FIELDS = {
+    "name",
+    "sql",
+    "parameters",
+    "param_types",
+    "post_llm",
+    "result_mappings",
+    "required_inputs",
+    "plans",
+}
 _KEYWORDS = {"import", "workflow", "model", "db", "return", "true", "false", "null"}
 _CTX = re.compile(r"\{\{\s*([A-Za-z_][\w.]*)\s*\}\}")
 
@@ -58,8 +106,13 @@ class ImportResult:
     notes: list[str] = field(default_factory=list)
 
 
-def convert(yaml_path: str | Path, *, target: str = "duckdb", dsn: str | None = None,
-            tool_server: str = DEFAULT_TOOL_SERVER) -> ImportResult:
+def convert(
+    yaml_path: str | Path,
+    *,
+    target: str = "duckdb",
+    dsn: str | None = None,
+    tool_server: str = DEFAULT_TOOL_SERVER,
+) -> ImportResult:
     """Convert one template. `target` is `duckdb` (files under data/) or `postgres` (`dsn`, default
     `postgresql:///<dataset>`); `tool_server` is the base URL whose `/sleep?s=N` stands in for http nodes."""
     if target not in ("duckdb", "postgres"):
@@ -72,7 +125,9 @@ def convert(yaml_path: str | Path, *, target: str = "duckdb", dsn: str | None = 
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise TemplateImportError(f"{path}{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
+        raise TemplateImportError(
+            f"{path}{where}: not valid YAML: {getattr(e, 'problem', None) or e}"
+        ) from None
     return _Converter(path, doc, target, dsn, tool_server.rstrip("/")).run()
 
 
@@ -83,7 +138,7 @@ def convert(yaml_path: str | Path, *, target: str = "duckdb", dsn: str | None = 
 class _Writer:
     """A node that writes a context key, and the Halo expression that reads it."""
 
-    node: str          # step id in the expanded DAG
+    node: str  # step id in the expanded DAG
     expr: str
     type: str = "json"
 
@@ -93,7 +148,7 @@ class _Step:
     """One operator of the expanded prototype DAG: an input/LLM/processor/http node or a db query."""
 
     id: str
-    kind: str          # input | llm | py | http | sql
+    kind: str  # input | llm | py | http | sql
     node: dict
     query: dict | None = None
     post: bool = False
@@ -107,10 +162,10 @@ class _Converter:
         self.notes: list[str] = []
         self.names: set[str] = set(_KEYWORDS)
         self.writers: dict[str, list[_Writer]] = {}
-        self.params: dict[str, str] = {}           # parameter name -> type
-        self.models: dict[str, str] = {}           # model id -> name
-        self.read: set[tuple[str, str]] = set()    # (writer step, context key) pairs some step reads
-        self.deps: dict[str, set[str]] = {}        # step id -> step ids it references
+        self.params: dict[str, str] = {}  # parameter name -> type
+        self.models: dict[str, str] = {}  # model id -> name
+        self.read: set[tuple[str, str]] = set()  # (writer step, context key) pairs some step reads
+        self.deps: dict[str, set[str]] = {}  # step id -> step ids it references
         self.lines: list[str] = []
         self.db_name = ""
 
@@ -139,7 +194,9 @@ class _Converter:
             seen.add(n["id"])
             kind = n.get("type", "inference")
             if kind not in ("input", "inference", "processor", "http"):
-                raise self.fail(f"node '{n['id']}': unknown type '{kind}' (input, inference, processor, http)")
+                raise self.fail(
+                    f"node '{n['id']}': unknown type '{kind}' (input, inference, processor, http)"
+                )
             for key in ("inputs", "outputs"):
                 if not isinstance(n.get(key) or [], list):
                     raise self.fail(f"node '{n['id']}': '{key}' must be a list")
@@ -147,7 +204,11 @@ class _Converter:
         if not isinstance(edges, list):
             raise self.fail("'graph.edges' must be a list")
         for e in edges:
-            if not isinstance(e, dict) or not isinstance(e.get("from"), str) or not isinstance(e.get("to"), str):
+            if (
+                not isinstance(e, dict)
+                or not isinstance(e.get("from"), str)
+                or not isinstance(e.get("to"), str)
+            ):
                 raise self.fail(f"edge {e!r} must be a mapping with 'from' and 'to' node ids")
         return g
 
@@ -174,15 +235,29 @@ class _Converter:
     def _steps(self, ordered: list[dict]) -> list[_Step]:
         steps: list[_Step] = []
         for n in ordered:
-            kind = {"input": "input", "inference": "llm", "processor": "py", "http": "http"}[n.get("type", "inference")]
+            kind = {"input": "input", "inference": "llm", "processor": "py", "http": "http"}[
+                n.get("type", "inference")
+            ]
             queries = n.get("db_queries") or []
             if queries and kind != "llm":
                 raise self.fail(f"node '{n['id']}': db_queries are only supported on inference nodes")
             for q in queries:
-                if not isinstance(q, dict) or not isinstance(q.get("name"), str) or not isinstance(q.get("sql"), str):
-                    raise self.fail(f"node '{n['id']}': every db_queries item needs a 'name' and an 'sql' string")
-            pre = [_Step(f"{n['id']}__pre__{q['name']}", "sql", n, q) for q in queries if not q.get("post_llm")]
-            post = [_Step(f"{n['id']}__post__{q['name']}", "sql", n, q, post=True) for q in queries if q.get("post_llm")]
+                if (
+                    not isinstance(q, dict)
+                    or not isinstance(q.get("name"), str)
+                    or not isinstance(q.get("sql"), str)
+                ):
+                    raise self.fail(
+                        f"node '{n['id']}': every db_queries item needs a 'name' and an 'sql' string"
+                    )
+            pre = [
+                _Step(f"{n['id']}__pre__{q['name']}", "sql", n, q) for q in queries if not q.get("post_llm")
+            ]
+            post = [
+                _Step(f"{n['id']}__post__{q['name']}", "sql", n, q, post=True)
+                for q in queries
+                if q.get("post_llm")
+            ]
             steps += [*pre, _Step(n["id"], kind, n), *post]
         return steps
 
@@ -206,8 +281,10 @@ class _Converter:
         found = self.writers.get(key)
         if not found:
             if any(key in (n.get("outputs") or []) for n in self.graph["nodes"]):
-                self.note(f"'{step.id}' reads '{key}' before any node writes it (no edge orders them); "
-                          "the read is dropped")
+                self.note(
+                    f"'{step.id}' reads '{key}' before any node writes it (no edge orders them); "
+                    "the read is dropped"
+                )
                 return None
             self.note(f"'{key}' is read by '{step.id}' but written by no node: it becomes a text parameter")
             self.params[key] = "text"
@@ -216,8 +293,10 @@ class _Converter:
             self.writers[key] = [w]
             return w
         if len(found) > 1:
-            self.note(f"'{key}' is written by several nodes ({', '.join(w.node or 'input' for w in found)}); "
-                      f"'{step.id}' reads the latest one, '{found[-1].node}'")
+            self.note(
+                f"'{key}' is written by several nodes ({', '.join(w.node or 'input' for w in found)}); "
+                f"'{step.id}' reads the latest one, '{found[-1].node}'"
+            )
         w = found[-1]
         self.read.add((w.node, key))
         if w.node:
@@ -233,8 +312,13 @@ class _Converter:
         self._declare(steps)
         body: list[str] = []
         for step in steps:
-            body += {"input": self._input, "llm": self._llm, "py": self._py, "http": self._http,
-                     "sql": self._sql}[step.kind](step)
+            body += {
+                "input": self._input,
+                "llm": self._llm,
+                "py": self._py,
+                "http": self._http,
+                "sql": self._sql,
+            }[step.kind](step)
         self._check_edges(steps)
         returns = self._returns(steps)
         wf = self.name(g.get("name") or self.path.stem)
@@ -261,21 +345,29 @@ class _Converter:
     def _header_notes(self) -> None:
         g = self.graph
         if g.get("examples"):
-            self.note(f"'examples' ({len(g['examples'])}) are not part of a workflow; they are kept as comments "
-                      "(put them in a JSONL batch to run them)")
+            self.note(
+                f"'examples' ({len(g['examples'])}) are not part of a workflow; they are kept as comments "
+                "(put them in a JSONL batch to run them)"
+            )
         if any("mapping" in e for e in g.get("edges") or []):
-            self.note("edges' 'mapping' is not converted: the prototype never reads it (data flows by context key)")
+            self.note(
+                "edges' 'mapping' is not converted: the prototype never reads it (data flows by context key)"
+            )
         for n in g["nodes"]:
             extra = sorted(set(n) - NODE_FIELDS)
             if extra:
-                self.note(f"node '{n['id']}': field(s) {', '.join(extra)} not converted (the prototype ignores them)")
+                self.note(
+                    f"node '{n['id']}': field(s) {', '.join(extra)} not converted (the prototype ignores them)"
+                )
             for q in n.get("db_queries") or []:
                 extra = sorted(set(q) - QUERY_FIELDS)
                 if extra:
                     self.note(f"query '{q['name']}': field(s) {', '.join(extra)} not converted")
                 if q.get("plans"):
-                    self.note(f"query '{q['name']}': planner-hint 'plans' ({len(q['plans'])}) have no Halo "
-                              "equivalent; the query runs with the database's own plan")
+                    self.note(
+                        f"query '{q['name']}': planner-hint 'plans' ({len(q['plans'])}) have no Halo "
+                        "equivalent; the query runs with the database's own plan"
+                    )
 
     def _declare(self, steps: list[_Step]) -> None:
         for s in steps:
@@ -291,19 +383,34 @@ class _Converter:
                 self.dataset = self._dataset(s.query["sql"])
                 self.db_name = self.name(self.dataset)
         if self.models:
-            self.note("the prototype sent the system prompt and the input sections as one raw completion "
-                      "(no chat template); Halo passes them as system and user messages")
+            self.note(
+                "the prototype sent the system prompt and the input sections as one raw completion "
+                "(no chat template); Halo passes them as system and user messages"
+            )
         if self.db_name:
-            self.note("the prototype trimmed query results in prompts to 5 rows and 2000 characters per "
-                      "field; Halo renders whole results (add LIMIT in SQL to bound them)")
+            self.note(
+                "the prototype trimmed query results in prompts to 5 rows and 2000 characters per "
+                "field; Halo renders whole results (add LIMIT in SQL to bound them)"
+            )
 
     def _dataset(self, sql: str) -> str:
         stem = self.path.stem.lower()
-        for prefix, ds in (("tpch", "tpch"), ("tpcc", "tpcc"), ("imdb", "imdb"), ("finewiki", "wiki"), ("wiki", "wiki")):
+        for prefix, ds in (
+            ("tpch", "tpch"),
+            ("tpcc", "tpcc"),
+            ("imdb", "imdb"),
+            ("finewiki", "wiki"),
+            ("wiki", "wiki"),
+        ):
             if stem.startswith(prefix):
                 return ds
         low = sql.lower()
-        for table, ds in (("lineitem", "tpch"), ("bmsql_", "tpcc"), ("title_basics", "imdb"), ("pages", "wiki")):
+        for table, ds in (
+            ("lineitem", "tpch"),
+            ("bmsql_", "tpcc"),
+            ("title_basics", "imdb"),
+            ("pages", "wiki"),
+        ):
             if table in low:
                 return ds
         return "db"
@@ -312,8 +419,10 @@ class _Converter:
         if self.target == "postgres":
             return f"db {self.db_name} = postgres({_str(self.dsn or f'postgresql:///{self.dataset}')})"
         if self.dataset == "tpcc":
-            self.note("TPC-C (BenchmarkSQL bmsql_* tables) has no generator in workloads/data; load it into "
-                      "data/tpcc.duckdb or convert with target='postgres'")
+            self.note(
+                "TPC-C (BenchmarkSQL bmsql_* tables) has no generator in workloads/data; load it into "
+                "data/tpcc.duckdb or convert with target='postgres'"
+            )
         return f"db {self.db_name} = duckdb({_str(DUCKDB_FILES.get(self.dataset, 'data/db.duckdb'))})"
 
     def _input(self, step: _Step) -> list[str]:
@@ -332,8 +441,13 @@ class _Converter:
             raise self.fail(f"inference node '{step.id}' declares no outputs")
         sections = []
         keys = list(n.get("inputs") or [])
-        keys += [k for q in n.get("db_queries") or [] if not q.get("post_llm")
-                 for k in [q["name"], *(q.get("result_mappings") or {})] if k not in keys]
+        keys += [
+            k
+            for q in n.get("db_queries") or []
+            if not q.get("post_llm")
+            for k in [q["name"], *(q.get("result_mappings") or {})]
+            if k not in keys
+        ]
         for key in keys:
             w = self.resolve(key, step)
             if w is not None:
@@ -344,9 +458,11 @@ class _Converter:
             # halo.template rejects escaped braces after a template's last hole, so a system prompt with
             # literal braces goes first in the prompt (as in the prototype's raw completion prompt).
             prompt, system = f"{system}\n\n{prompt}", ""
-            self.note("system prompts with literal braces (JSON examples) are put at the head of the prompt, as "
-                      "in the prototype's raw completion prompt: Halo's template parser rejects {{ }} after the "
-                      "last placeholder, so they cannot be a system template of their own")
+            self.note(
+                "system prompts with literal braces (JSON examples) are put at the head of the prompt, as "
+                "in the prototype's raw completion prompt: Halo's template parser rejects {{ }} after the "
+                "last placeholder, so they cannot be a system template of their own"
+            )
         binding = step.binding = self.name(step.id)
         schema = self._llm_schema(n, outputs)
         lines = ["", f"  # {step.id}: {n.get('model')}"]
@@ -359,15 +475,17 @@ class _Converter:
         for key, t in schema:
             self.write(key, step, f"{binding}.{_field(key)}", t)
         if "search_keyword" in outputs:
-            self.note(f"node '{step.id}': the prototype cut 'search_keyword' at the first comma; SQL parameters "
-                      "bound to it apply TRIM(SPLIT_PART(..., ',', 1)), prompts show the whole value")
+            self.note(
+                f"node '{step.id}': the prototype cut 'search_keyword' at the first comma; SQL parameters "
+                "bound to it apply TRIM(SPLIT_PART(..., ',', 1)), prompts show the whole value"
+            )
         return lines
 
     def _system_template(self, text: str, step: _Step) -> str:
         """A prototype system prompt as a Halo template: braces escaped, `{{ key }}` resolved to a hole."""
         out, last = [], 0
         for m in _CTX.finditer(text):
-            out.append(text[last:m.start()].replace("{", "{{").replace("}", "}}"))
+            out.append(text[last : m.start()].replace("{", "{{").replace("}", "}}"))
             w = self.resolve(m.group(1).split(".")[0], step)
             out.append("{" + _extend(w, m.group(1)) + "}" if w else "")
             last = m.end()
@@ -391,8 +509,10 @@ class _Converter:
     def _py(self, step: _Step) -> list[str]:
         n = step.node
         if n.get("processor") != "regex_param_extractor":
-            raise self.fail(f"processor node '{step.id}': unsupported processor '{n.get('processor')}' "
-                            "(only regex_param_extractor converts)")
+            raise self.fail(
+                f"processor node '{step.id}': unsupported processor '{n.get('processor')}' "
+                "(only regex_param_extractor converts)"
+            )
         inputs, outputs = n.get("inputs") or [], n.get("outputs") or []
         if len(inputs) != 1 or len(outputs) != 1:
             raise self.fail(f"processor node '{step.id}' must have exactly one input and one output")
@@ -403,22 +523,32 @@ class _Converter:
             self.note(f"processor '{step.id}': config key(s) {', '.join(unknown)} not converted")
         binding = step.binding = self.name(outputs[0])
         args = [f"text = {text.expr if text else _str('')}"]
-        args += [f"{k} = {_literal(config[k], 4)}" for k in ("enums", "regex", "defaults", "normalize", "allow_multi")
-                 if k in config]
+        args += [
+            f"{k} = {_literal(config[k], 4)}"
+            for k in ("enums", "regex", "defaults", "normalize", "allow_multi")
+            if k in config
+        ]
         fields = _regex_fields(config)
-        lines = ["", f"  # {step.id}: rule-based parameter extraction (regex_param_extractor)",
-                 f"  {binding} = py({_str(PY_REGEX_PARAMS)},", *[f"    {a}," for a in args], "    pure = true)",
-                 f"    -> {{ {', '.join(f'{_field(k)}: {t}' for k, t in fields)} }}"]
+        lines = [
+            "",
+            f"  # {step.id}: rule-based parameter extraction (regex_param_extractor)",
+            f"  {binding} = py({_str(PY_REGEX_PARAMS)},",
+            *[f"    {a}," for a in args],
+            "    pure = true)",
+            f"    -> {{ {', '.join(f'{_field(k)}: {t}' for k, t in fields)} }}",
+        ]
         self.write(outputs[0], step, binding, "struct")
         return lines
 
     def _http(self, step: _Step) -> list[str]:
         n = step.node
         seconds = _sleep_seconds(n)
-        self.note("http nodes were simulated in the prototype (a Gamma-distributed sleep with the given mean, "
-                  f"no request); here they GET {self.server}/sleep?s=<mean> on a Halo tool server, which "
-                  "sleeps that long, and send the node's inputs as query parameters (identical GETs "
-                  "across a batch may be coalesced; the prototype slept once per query)")
+        self.note(
+            "http nodes were simulated in the prototype (a Gamma-distributed sleep with the given mean, "
+            f"no request); here they GET {self.server}/sleep?s=<mean> on a Halo tool server, which "
+            "sleeps that long, and send the node's inputs as query parameters (identical GETs "
+            "across a batch may be coalesced; the prototype slept once per query)"
+        )
         query = []
         for key in n.get("inputs") or []:
             w = self.resolve(key, step)
@@ -429,13 +559,18 @@ class _Converter:
         for key in outputs:
             self.write(key, step, binding)
         if len(outputs) > 1:
-            self.note(f"http node '{step.id}': all of its outputs ({', '.join(outputs)}) read the one response")
+            self.note(
+                f"http node '{step.id}': all of its outputs ({', '.join(outputs)}) read the one response"
+            )
         args = [_str("GET"), _str(f"{self.server}/sleep?s={_num(seconds)}")]
         if query:
             args.append(f"query = {{ {', '.join(query)} }}")
         args.append(f"timeout = {_num(max(10.0, 2 * seconds + 5))}")
-        return ["", f"  # {step.id}: simulated API call (mean {_num(seconds)} s)",
-                f"  {binding} = http({', '.join(args)})"]
+        return [
+            "",
+            f"  # {step.id}: simulated API call (mean {_num(seconds)} s)",
+            f"  {binding} = http({', '.join(args)})",
+        ]
 
     def _sql(self, step: _Step) -> list[str]:
         q, n = step.query, step.node
@@ -448,8 +583,10 @@ class _Converter:
             text, new = self._bind(step, text, p, value, types.get(p))
             binds += new
         if q.get("required_inputs"):
-            self.note(f"query '{q['name']}': required_inputs ({', '.join(q['required_inputs'])}) not converted; "
-                      "the prototype skipped the query when one was missing, Halo binds null")
+            self.note(
+                f"query '{q['name']}': required_inputs ({', '.join(q['required_inputs'])}) not converted; "
+                "the prototype skipped the query when one was missing, Halo binds null"
+            )
         llm = n["id"]
         if step.post and not self._reaches(step.id, llm):
             text = _after_cte(text)
@@ -457,35 +594,48 @@ class _Converter:
             w = next(w for w in reversed(self.writers[key]) if w.node == llm)
             binds.append(("after_llm", w.expr))
             self.deps.setdefault(step.id, set()).add(llm)
-            self.note(f"post-LLM query '{q['name']}' reads nothing from its LLM; a CTE binding :after_llm to "
-                      f"{w.expr} keeps it after '{llm}' (Halo orders operators by data flow only)")
+            self.note(
+                f"post-LLM query '{q['name']}' reads nothing from its LLM; a CTE binding :after_llm to "
+                f"{w.expr} keeps it after '{llm}' (Halo orders operators by data flow only)"
+            )
         try:
             stmts = halo_sql.parse(text)
         except halo_sql.SqlParseError as e:
-            raise self.fail(f"query '{q['name']}': SQL does not parse after conversion: {e.message}") from None
+            raise self.fail(
+                f"query '{q['name']}': SQL does not parse after conversion: {e.message}"
+            ) from None
         if halo_sql.is_write(stmts):
-            self.note("writes run as Halo side effects: never merged across inputs, in declared order, each "
-                      "autocommitted (the prototype had no transaction across nodes either)")
+            self.note(
+                "writes run as Halo side effects: never merged across inputs, in declared order, each "
+                "autocommitted (the prototype had no transaction across nodes either)"
+            )
         used = set(halo_sql.placeholders(stmts))
         for p, _ in binds:
             if p not in used:
                 raise self.fail(f"query '{q['name']}': parameter '{p}' is not used in the SQL")
         missing = used - {p for p, _ in binds}
         if missing:
-            raise self.fail(f"query '{q['name']}': SQL parameter(s) {', '.join(sorted(missing))} have no value "
-                            "in 'parameters'")
+            raise self.fail(
+                f"query '{q['name']}': SQL parameter(s) {', '.join(sorted(missing))} have no value "
+                "in 'parameters'"
+            )
         binding = step.binding = self.name(q["name"])
         self.write(q["name"], step, binding, "table")
         for key, pathspec in (q.get("result_mappings") or {}).items():
             m = re.fullmatch(r"rows\.0\.([A-Za-z_]\w*)", str(pathspec))
             if not m:
-                raise self.fail(f"query '{q['name']}': result mapping {key}: {pathspec!r} is not rows.0.<column>")
-            rows = ".rows" if halo_sql.is_write(text) else ""      # a write's value is {rowcount, rows}
+                raise self.fail(
+                    f"query '{q['name']}': result mapping {key}: {pathspec!r} is not rows.0.<column>"
+                )
+            rows = ".rows" if halo_sql.is_write(text) else ""  # a write's value is {rowcount, rows}
             self.write(key, step, f"{binding}{rows}.{m.group(1)}")
         where = "after" if step.post else "before"
         args = "".join(f",\n    {p} = {e}" for p, e in binds)
-        return ["", f"  # {q['name']} ({where} {llm})",
-                f"  {binding} = sql({self.db_name}, {_long(_reflow(text), 6)}{args})"]
+        return [
+            "",
+            f"  # {q['name']} ({where} {llm})",
+            f"  {binding} = sql({self.db_name}, {_long(_reflow(text), 6)}{args})",
+        ]
 
     def _bind(self, step: _Step, text: str, p: str, value: Any, ptype: str | None) -> tuple[str, list]:
         """Bind one prototype parameter: returns the SQL (rewritten where needed) and the Halo bindings."""
@@ -509,8 +659,8 @@ class _Converter:
         # A template mixing text and values: build the string in SQL, one parameter per value.
         pieces, binds, last = [], [], 0
         for i, h in enumerate(holes):
-            if value[last:h.start()]:
-                pieces.append(_sql_str(value[last:h.start()]))
+            if value[last : h.start()]:
+                pieces.append(_sql_str(value[last : h.start()]))
             name = p if len(holes) == 1 else f"{p}_{i + 1}"
             w = self.resolve(h.group(1).split(".")[0], step)
             binds.append((name, _extend(w, h.group(1)) if w else "null"))
@@ -518,8 +668,10 @@ class _Converter:
             last = h.end()
         if value[last:]:
             pieces.append(_sql_str(value[last:]))
-        self.note(f"query '{step.query['name']}': parameter '{p}' = {value!r} mixes text and values; the string "
-                  "is built in SQL with ||")
+        self.note(
+            f"query '{step.query['name']}': parameter '{p}' = {value!r} mixes text and values; the string "
+            "is built in SQL with ||"
+        )
         expr = "(" + " || ".join(pieces) + ")"
         return _wrap(text, p, f"CAST({expr} AS {cast})" if cast else expr, placeholder=False), binds
 
@@ -539,14 +691,18 @@ class _Converter:
         by_node = {s.node["id"] for s in steps if s.kind != "input"}
         for u, v in self.edges.edges:
             if u in by_node and v in by_node and not self._reaches(v, u):
-                self.note(f"edge {u} -> {v} only orders the nodes ({v} reads nothing {u} writes); Halo orders "
-                          "by data flow, so it is not kept")
+                self.note(
+                    f"edge {u} -> {v} only orders the nodes ({v} reads nothing {u} writes); Halo orders "
+                    "by data flow, so it is not kept"
+                )
         for s in steps:
             for d in sorted(self.deps.get(s.id, ())):
                 owner = next(x.node["id"] for x in steps if x.id == d)
                 if owner != s.node["id"] and not nx.has_path(self.edges, owner, s.node["id"]):
-                    self.note(f"'{s.id}' reads an output of '{owner}' without an edge between them; Halo makes "
-                              "it a dependency")
+                    self.note(
+                        f"'{s.id}' reads an output of '{owner}' without an edge between them; Halo makes "
+                        "it a dependency"
+                    )
 
     def _returns(self, steps: list[_Step]) -> list[str]:
         """Return what no node reads, and every output of the LLM nodes that end the graph."""
@@ -579,7 +735,9 @@ def _extend(w: _Writer, path: str) -> str:
 
 def _wrap(text: str, p: str, template: str, placeholder: bool = True) -> str:
     """Replace every `:p` not already followed by a `::type` cast with `template` (its `{}` is `:p`)."""
-    pattern = re.compile(rf"(?<![:\w]):{re.escape(p)}\b" + (r"(?!\s*::)" if placeholder else r"(?:::\w+(?:\[\])?)?"))
+    pattern = re.compile(
+        rf"(?<![:\w]):{re.escape(p)}\b" + (r"(?!\s*::)" if placeholder else r"(?:::\w+(?:\[\])?)?")
+    )
     repl = template.replace("{}", f":{p}") if placeholder else template
     return pattern.sub(lambda _: repl, text)
 
@@ -603,12 +761,20 @@ def _reflow(sql: str, width: int = 100) -> str:
         cuts = []
         for i, tok in enumerate(tokens):
             name = tok.token_type.name
-            if name in _CLAUSES and i and not (name == "JOIN" and tokens[i - 1].token_type.name in _JOIN_SIDES):
+            if (
+                name in _CLAUSES
+                and i
+                and not (name == "JOIN" and tokens[i - 1].token_type.name in _JOIN_SIDES)
+            ):
                 cuts.append(tok.start)
-            elif name in _JOIN_SIDES and i + 1 < len(tokens) and tokens[i + 1].token_type.name in ("JOIN", "OUTER"):
+            elif (
+                name in _JOIN_SIDES
+                and i + 1 < len(tokens)
+                and tokens[i + 1].token_type.name in ("JOIN", "OUTER")
+            ):
                 if not (name == "OUTER" and tokens[i - 1].token_type.name in _JOIN_SIDES):
                     cuts.append(tok.start)
-        indent = line[:len(line) - len(line.lstrip())]
+        indent = line[: len(line) - len(line.lstrip())]
         pieces = [line[a:b].strip() for a, b in zip([0, *cuts], [*cuts, len(line)], strict=True)]
         out += [indent + p for p in pieces if p]
     return "\n".join(out)
@@ -618,7 +784,7 @@ def _after_cte(text: str) -> str:
     cte = "_after_llm AS (SELECT CAST(:after_llm AS TEXT) AS done)"
     m = re.match(r"\s*with(\s+recursive)?\s", text, re.IGNORECASE)
     if m:
-        return f"{text[:m.end()]}{cte},\n{text[m.end():]}"
+        return f"{text[: m.end()]}{cte},\n{text[m.end() :]}"
     return f"WITH {cte}\n{text}"
 
 
@@ -663,8 +829,14 @@ def _regex_fields(config: dict) -> list[tuple[str, str]]:
 
 
 def _sleep_seconds(node: dict) -> float:
-    for key, scale in (("sleep_s", 1), ("latency_s", 1), ("timeout_s", 1), ("sleep_ms", 1e-3),
-                       ("latency_ms", 1e-3), ("timeout_ms", 1e-3)):
+    for key, scale in (
+        ("sleep_s", 1),
+        ("latency_s", 1),
+        ("timeout_s", 1),
+        ("sleep_ms", 1e-3),
+        ("latency_ms", 1e-3),
+        ("timeout_ms", 1e-3),
+    ):
         if key in node:
             return float(node[key]) * scale
     return 0.0

@@ -35,10 +35,10 @@ _TERMINAL_NAMES = {
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
 
 # Input limits: every file parses within bounded memory and recursion, or fails with a located error.
-MAX_FILE_BYTES = 1 << 20            # one .halo file, UTF-8 encoded
-MAX_NESTING = 64                    # open brackets ( [ { at any point, the workflow's own braces included
-MAX_NUMBER_DIGITS = 64              # digits in one number literal
-MAX_STRING_BYTES = 256 << 10        # one string literal as written, quotes included, UTF-8 encoded
+MAX_FILE_BYTES = 1 << 20  # one .halo file, UTF-8 encoded
+MAX_NESTING = 64  # open brackets ( [ { at any point, the workflow's own braces included
+MAX_NUMBER_DIGITS = 64  # digits in one number literal
+MAX_STRING_BYTES = 256 << 10  # one string literal as written, quotes included, UTF-8 encoded
 _OPEN, _CLOSE = {"LPAR", "LSQB", "LBRACE"}, {"RPAR", "RSQB", "RBRACE"}
 
 
@@ -52,7 +52,9 @@ def parse(source: str, file: str = "<string>") -> ast.Module:
     """Parse workflow source text; syntax errors and exceeded limits raise HaloError located at file:line:col."""
     size = len(source.encode("utf-8", "surrogatepass"))
     if size > MAX_FILE_BYTES:
-        raise HaloError.at(Pos(file, 1, 1), f"file is {size:,} bytes; the limit is {MAX_FILE_BYTES:,} (1 MiB)")
+        raise HaloError.at(
+            Pos(file, 1, 1), f"file is {size:,} bytes; the limit is {MAX_FILE_BYTES:,} (1 MiB)"
+        )
     _check_nesting(source, file)
     try:
         tree = _lark().parse(source)
@@ -76,23 +78,26 @@ def _check_nesting(source: str, file: str) -> None:
             if tok.type in _OPEN:
                 depth += 1
                 if depth > MAX_NESTING:
-                    raise HaloError.at(Pos(file, tok.line, tok.column),
-                                       f"brackets nest more than {MAX_NESTING} levels deep")
+                    raise HaloError.at(
+                        Pos(file, tok.line, tok.column), f"brackets nest more than {MAX_NESTING} levels deep"
+                    )
             elif tok.type in _CLOSE:
                 depth -= 1
     except UnexpectedInput:
-        return                                  # the parser reports the bad character, located
+        return  # the parser reports the bad character, located
 
 
 def _error_pos(exc: UnexpectedInput, source: str, file: str) -> Pos:
-    at_end = isinstance(exc, UnexpectedEOF) or (
-        isinstance(exc, UnexpectedToken) and exc.token.type == "$END")
+    at_end = isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken) and exc.token.type == "$END")
     if at_end or exc.line is None or exc.line < 1:
-        text = source.rstrip()                  # just after the last character written
+        text = source.rstrip()  # just after the last character written
         return Pos(file, text.count("\n") + 1, len(text) - (text.rfind("\n") + 1) + 1)
     col = max(exc.column or 1, 1)
-    if isinstance(exc, UnexpectedCharacters) and source[exc.pos_in_stream - 2:exc.pos_in_stream + 1] == '"""':
-        col = max(col - 2, 1)                   # an unterminated """string lexes as "" then "
+    if (
+        isinstance(exc, UnexpectedCharacters)
+        and source[exc.pos_in_stream - 2 : exc.pos_in_stream + 1] == '"""'
+    ):
+        col = max(col - 2, 1)  # an unterminated """string lexes as "" then "
     return Pos(file, exc.line, col)
 
 
@@ -100,7 +105,7 @@ def _describe(exc: UnexpectedInput, source: str) -> str:
     if isinstance(exc, UnexpectedCharacters):
         char = source[exc.pos_in_stream] if exc.pos_in_stream < len(source) else "?"
         if char == '"':
-            if source[exc.pos_in_stream - 2:exc.pos_in_stream + 1] == '"""':
+            if source[exc.pos_in_stream - 2 : exc.pos_in_stream + 1] == '"""':
                 return 'unterminated """string"""'
             return "unterminated string"
         return f"unexpected character {char!r}"
@@ -125,8 +130,10 @@ def _hint(exc: UnexpectedToken) -> str | None:
     kinds = [getattr(v, "type", None) for v in stack[-3:]]
     kinds = [None] * (3 - len(kinds)) + kinds
     if kinds[1:] == ["NAME", "EQUAL"] and kinds[0] not in ("DB", "MODEL") and set(exc.expected) == {"NAME"}:
-        return ("expected an operator call after '=': a binding calls llm(...), sql(...), http(...), "
-                "py(...) or a workflow (constants belong in parameter defaults)")
+        return (
+            "expected an operator call after '=': a binding calls llm(...), sql(...), http(...), "
+            "py(...) or a workflow (constants belong in parameter defaults)"
+        )
     if kinds == ["NAME", "EQUAL", "NAME"] and set(exc.expected) == {"LPAR"}:
         return f"expected '(' after '{stack[-1]}': a binding calls an operator or workflow, e.g. {stack[-1]}(...)"
     return None
@@ -177,7 +184,7 @@ def _string(raw: str) -> tuple[str, tuple[int, ...]]:
             if nxt in _ESCAPES:
                 out.append(_ESCAPES[nxt])
                 offsets.append(i)
-            else:                               # unknown escapes are kept as written
+            else:  # unknown escapes are kept as written
                 out += ["\\", nxt]
                 offsets += [i, i + 1]
             i += 2
@@ -234,7 +241,7 @@ def _long_string_offsets(raw: str) -> tuple[str, tuple[int, ...]]:
     if value.startswith("\n"):
         value, offsets = value[1:], offsets[1:]
     value = value.rstrip()
-    return value, tuple(offsets[:len(value)])
+    return value, tuple(offsets[: len(value)])
 
 
 def db_target(kind: str, target: str, file: str) -> str:
@@ -267,8 +274,10 @@ class _Build(Transformer):
         raw = str(tok)
         size = len(raw.encode("utf-8", "surrogatepass"))
         if size > MAX_STRING_BYTES:
-            raise HaloError.at(self._pos(tok), f"string literal is {size:,} bytes; the limit is "
-                               f"{MAX_STRING_BYTES:,} (256 KiB)")
+            raise HaloError.at(
+                self._pos(tok),
+                f"string literal is {size:,} bytes; the limit is {MAX_STRING_BYTES:,} (256 KiB)",
+            )
         text, offsets = _long_string_offsets(raw) if tok.type == "LONG_STRING" else _string(raw)
         return ast.Str(text, Pos(self.file, meta.line, meta.column), raw, offsets)
 
@@ -277,7 +286,9 @@ class _Build(Transformer):
         text = str(tok)
         digits = sum(c.isdigit() for c in text)
         if digits > MAX_NUMBER_DIGITS:
-            raise HaloError.at(self._pos(tok), f"number literal has {digits:,} digits; the limit is {MAX_NUMBER_DIGITS}")
+            raise HaloError.at(
+                self._pos(tok), f"number literal has {digits:,} digits; the limit is {MAX_NUMBER_DIGITS}"
+            )
         value = float(text) if any(c in text for c in ".eE") else int(text)
         return ast.Num(value, self._pos(tok))
 
@@ -298,11 +309,15 @@ class _Build(Transformer):
 
     @v_args(meta=True)
     def list(self, meta, children):
-        return ast.ListExpr(tuple(c for c in children if c is not None), Pos(self.file, meta.line, meta.column))
+        return ast.ListExpr(
+            tuple(c for c in children if c is not None), Pos(self.file, meta.line, meta.column)
+        )
 
     @v_args(meta=True)
     def dict(self, meta, children):
-        return ast.DictExpr(tuple(c for c in children if c is not None), Pos(self.file, meta.line, meta.column))
+        return ast.DictExpr(
+            tuple(c for c in children if c is not None), Pos(self.file, meta.line, meta.column)
+        )
 
     def pair(self, children):
         key, value = children
@@ -347,7 +362,9 @@ class _Build(Transformer):
         name, kind, target = children
         if "\x00" in target.value:
             raise HaloError.at(target.pos, "a database target cannot contain a NUL character")
-        return ast.DbDecl(str(name), str(kind), db_target(str(kind), target.value, self.file), self._pos(name))
+        return ast.DbDecl(
+            str(name), str(kind), db_target(str(kind), target.value, self.file), self._pos(name)
+        )
 
     def ret_item(self, children):
         value = children[0]

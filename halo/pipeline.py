@@ -34,17 +34,31 @@ from halo.plan import LogicalPlan
 TOP_PREFIX_GROUPS = 5
 
 
-def explain_report(plan: LogicalPlan, batch: Batch, hardware: str | None = None, optimizer: str = "auto",
-                   simulate: bool = False, calibration: Calibration | None = None,
-                   time_limit_s: float = 10.0, policy: BatchPolicy | None = None) -> dict[str, Any]:
+def explain_report(
+    plan: LogicalPlan,
+    batch: Batch,
+    hardware: str | None = None,
+    optimizer: str = "auto",
+    simulate: bool = False,
+    calibration: Calibration | None = None,
+    time_limit_s: float = 10.0,
+    policy: BatchPolicy | None = None,
+) -> dict[str, Any]:
     """The EXPLAIN report with merges, prefix groups, estimates and (with `hardware`) placements.
     `policy` is the engine batching the run will use; when None the cheapest candidate is chosen."""
     return _run(plan, batch, hardware, optimizer, simulate, calibration, time_limit_s, policy)[0]
 
 
-def physical_plan(plan: LogicalPlan, batch: Batch, hardware: str, optimizer: str = "auto",
-                  calibration: Calibration | None = None, time_limit_s: float = 10.0,
-                  policy: BatchPolicy | None = None, simulate: bool = False) -> tuple[dict[str, Any], PhysicalPlan]:
+def physical_plan(
+    plan: LogicalPlan,
+    batch: Batch,
+    hardware: str,
+    optimizer: str = "auto",
+    calibration: Calibration | None = None,
+    time_limit_s: float = 10.0,
+    policy: BatchPolicy | None = None,
+    simulate: bool = False,
+) -> tuple[dict[str, Any], PhysicalPlan]:
     """The report and the physical plan for the runtime (`simulate`: with the report's simulation block)."""
     return _run(plan, batch, hardware, optimizer, simulate, calibration, time_limit_s, policy)
 
@@ -55,9 +69,13 @@ def _run(plan, batch, hardware, method, sim, calibration, time_limit_s, policy):
     cplan = consolidate(plan, batch, cal)
     costed, report["batching"] = batched_estimate(cplan, hardware, cal, policy)
     _annotate(report, cplan, costed)
-    report["calibration"] = {"path": cal.path, "calibrated": bool(cal.measurements),
-                             "text": f"Calibration: {cal.path} ({len(cal.measurements)} measurements)"
-                             if cal.measurements else "Calibration: none (default constants)"}
+    report["calibration"] = {
+        "path": cal.path,
+        "calibrated": bool(cal.measurements),
+        "text": f"Calibration: {cal.path} ({len(cal.measurements)} measurements)"
+        if cal.measurements
+        else "Calibration: none (default constants)",
+    }
     physical = None
     if costed.hardware:
         problem = to_problem(costed)
@@ -67,15 +85,20 @@ def _run(plan, batch, hardware, method, sim, calibration, time_limit_s, policy):
         if sim:
             r = simulate(problem, physical, n_inputs=cplan.inputs)
             report["simulation"] = {
-                "makespan": r.makespan, "throughput": r.throughput, "utilization": r.utilization,
-                "switches": r.switches, "label": r.label,
+                "makespan": r.makespan,
+                "throughput": r.throughput,
+                "utilization": r.utilization,
+                "switches": r.switches,
+                "label": r.label,
                 "text": f"Simulation ({r.label}): makespan {r.makespan:.2f} s, "
-                        f"{r.throughput or 0:.2f} inputs/s, {r.switches} model switch(es)"}
+                f"{r.throughput or 0:.2f} inputs/s, {r.switches} model switch(es)",
+            }
     return report, physical
 
 
-def batched_estimate(cplan: ConsolidatedPlan, hardware, cal: Calibration,
-                     policy: BatchPolicy | None) -> tuple[CostedPlan, dict[str, Any]]:
+def batched_estimate(
+    cplan: ConsolidatedPlan, hardware, cal: Calibration, policy: BatchPolicy | None
+) -> tuple[CostedPlan, dict[str, Any]]:
     """Cost the plan under `policy`, or under the candidate policy whose LLM groups take least time."""
     if policy is not None:
         costed = estimate(cplan, hardware, cal, policy)
@@ -83,46 +106,79 @@ def batched_estimate(cplan: ConsolidatedPlan, hardware, cal: Calibration,
     else:
         tried = [estimate(cplan, hardware, cal, p) for p in candidates()]
         llm = [sum(g.seconds for g in c.groups.values() if g.kind == "llm") for c in tried]
-        best = min(range(len(tried)), key=lambda i: (round(llm[i], 3), i))   # ties: the smaller batch
+        best = min(range(len(tried)), key=lambda i: (round(llm[i], 3), i))  # ties: the smaller batch
         costed = tried[best]
         how = "chosen by predicted LLM time: " + ", ".join(
-            f"{c.policy.max_batch}: {t:.2f} s" for c, t in zip(tried, llm, strict=True))
+            f"{c.policy.max_batch}: {t:.2f} s" for c, t in zip(tried, llm, strict=True)
+        )
     p = costed.policy
-    return costed, {"max_batch": p.max_batch, "batch_tokens": p.batch_tokens,
-                    "text": f"Batching: up to {p.max_batch} requests and {p.batch_tokens:,} tokens per engine "
-                            f"call ({how})"}
+    return costed, {
+        "max_batch": p.max_batch,
+        "batch_tokens": p.batch_tokens,
+        "text": f"Batching: up to {p.max_batch} requests and {p.batch_tokens:,} tokens per engine "
+        f"call ({how})",
+    }
 
 
 def _annotate(report: dict[str, Any], cplan: ConsolidatedPlan, costed: CostedPlan) -> None:
     for node in report["nodes"]:
         g, c = cplan.groups[node["id"]], costed.groups[node["id"]]
         node["calls"] = g.calls
-        node["merge"] = {"instances": g.instances, "calls": g.calls, "estimated": g.estimated,
-                         "ratio": g.calls / g.instances if g.instances else 1.0,
-                         "text": "" if g.op.side_effect else
-                         ("merge: " if g.calls < g.instances or g.estimated else "") + g.merge}
+        node["merge"] = {
+            "instances": g.instances,
+            "calls": g.calls,
+            "estimated": g.estimated,
+            "ratio": g.calls / g.instances if g.instances else 1.0,
+            "text": ""
+            if g.op.side_effect
+            else ("merge: " if g.calls < g.instances or g.estimated else "") + g.merge,
+        }
         if g.prefix is not None:
             p = g.prefix
-            node["prefix"] = {"shared_tokens": p.root.prefix_tokens, "groups": len(p.groups),
-                              "top": [{"prefix_tokens": x.prefix_tokens, "members": len(x.members),
-                                       "saved_tokens": x.saved_tokens} for x in p.groups[:TOP_PREFIX_GROUPS]],
-                              "saved_tokens": p.saved_tokens, "text": "prefix: " + p.text}
+            node["prefix"] = {
+                "shared_tokens": p.root.prefix_tokens,
+                "groups": len(p.groups),
+                "top": [
+                    {
+                        "prefix_tokens": x.prefix_tokens,
+                        "members": len(x.members),
+                        "saved_tokens": x.saved_tokens,
+                    }
+                    for x in p.groups[:TOP_PREFIX_GROUPS]
+                ],
+                "saved_tokens": p.saved_tokens,
+                "text": "prefix: " + p.text,
+            }
         node["estimate"] = {
-            "seconds": c.seconds, "device": c.device, "prefill_tokens": c.prefill_tokens,
-            "decode_tokens": c.decode_tokens, "prompt_tokens": c.prompt_tokens, "output_tokens": c.output_tokens,
-            "kv_bytes": c.kv_bytes, "kv_reuse_bytes": c.kv_reuse_bytes, "breakdown": c.breakdown,
-            "calibrated": c.calibrated, "defaults": c.defaults, "text": c.text}
+            "seconds": c.seconds,
+            "device": c.device,
+            "prefill_tokens": c.prefill_tokens,
+            "decode_tokens": c.decode_tokens,
+            "prompt_tokens": c.prompt_tokens,
+            "output_tokens": c.output_tokens,
+            "kv_bytes": c.kv_bytes,
+            "kv_reuse_bytes": c.kv_reuse_bytes,
+            "breakdown": c.breakdown,
+            "calibrated": c.calibrated,
+            "defaults": c.defaults,
+            "text": c.text,
+        }
     report["rewrites"] = report.get("rewrites", []) + cplan.rewrites
     calls = sum(g.calls for g in cplan.groups.values())
     inst = sum(g.instances for g in cplan.groups.values())
     pre = sum(c.prefill_tokens for c in costed.groups.values())
     dec = sum(c.decode_tokens for c in costed.groups.values())
     report["totals"] = {
-        "instances": inst, "calls": calls, "prefill_tokens": pre, "decode_tokens": dec,
-        "seconds": costed.seconds, "device": costed.device,
+        "instances": inst,
+        "calls": calls,
+        "prefill_tokens": pre,
+        "decode_tokens": dec,
+        "seconds": costed.seconds,
+        "device": costed.device,
         "text": f"Totals: {inst:,} operator instances -> {calls:,} calls; prefill {pre:,.0f} tok, "
-                f"decode {dec:,.0f} tok; {costed.seconds:.2f} s if run one group at a time "
-                f"(LLMs on one {costed.device})"}
+        f"decode {dec:,.0f} tok; {costed.seconds:.2f} s if run one group at a time "
+        f"(LLMs on one {costed.device})",
+    }
 
 
 def _placements(report: dict[str, Any], physical: PhysicalPlan) -> None:
@@ -130,18 +186,31 @@ def _placements(report: dict[str, Any], physical: PhysicalPlan) -> None:
     for node in report["nodes"]:
         p = where.get(node["id"])
         if p is not None:
-            node["placement"] = {"devices": p.devices, "start": p.start, "end": p.end, "order": p.order,
-                                 "text": f"placement: {', '.join(p.devices)} [{p.start:.2f} s .. {p.end:.2f} s]"
-                                         f" order {p.order}"}
+            node["placement"] = {
+                "devices": p.devices,
+                "start": p.start,
+                "end": p.end,
+                "order": p.order,
+                "text": f"placement: {', '.join(p.devices)} [{p.start:.2f} s .. {p.end:.2f} s]"
+                f" order {p.order}",
+            }
 
 
 def _optimizer_block(physical: PhysicalPlan) -> dict[str, Any]:
     gap = f", gap {physical.gap:.1%}" if physical.gap is not None else ""
     bound = f", bound {physical.bound:.2f} s" if physical.bound is not None else ""
-    return {"method": physical.method, "status": physical.status, "objective": physical.objective,
-            "makespan": physical.makespan, "cost_usd": physical.cost_usd, "bound": physical.bound,
-            "gap": physical.gap, "solve_s": physical.solve_s, "notes": physical.notes,
-            "loads": len(physical.loads),
-            "text": f"Optimizer: {physical.method} ({physical.status}) makespan {physical.makespan:.2f} s"
-                    f"{bound}{gap}, ${physical.cost_usd:.4f}, {len(physical.loads)} model load(s), "
-                    f"solved in {physical.solve_s:.2f} s"}
+    return {
+        "method": physical.method,
+        "status": physical.status,
+        "objective": physical.objective,
+        "makespan": physical.makespan,
+        "cost_usd": physical.cost_usd,
+        "bound": physical.bound,
+        "gap": physical.gap,
+        "solve_s": physical.solve_s,
+        "notes": physical.notes,
+        "loads": len(physical.loads),
+        "text": f"Optimizer: {physical.method} ({physical.status}) makespan {physical.makespan:.2f} s"
+        f"{bound}{gap}, ${physical.cost_usd:.4f}, {len(physical.loads)} model load(s), "
+        f"solved in {physical.solve_s:.2f} s",
+    }

@@ -14,8 +14,8 @@ from halo.errors import HaloError, Pos
 from halo.template import Hole, Template, format_value, lookup
 from halo.types import OPS, Type
 
-MAX_OPERATORS = 10_000              # operators in one plan, after workflow calls are inlined
-_REGISTRY: Any = object()           # OpNode.option's default: the operator kind's registry default
+MAX_OPERATORS = 10_000  # operators in one plan, after workflow calls are inlined
+_REGISTRY: Any = object()  # OpNode.option's default: the operator kind's registry default
 
 
 @dataclass
@@ -28,13 +28,13 @@ class OpNode:
     args: dict[str, ast.Expr]
     templates: dict[str, Template]
     out: Type
-    model: str | None = None          # model id, e.g. "Qwen/Qwen3-14B"
-    model_name: str | None = None     # the name the workflow gave it
+    model: str | None = None  # model id, e.g. "Qwen/Qwen3-14B"
+    model_name: str | None = None  # the name the workflow gave it
     db: ast.DbDecl | None = None
     sql: list | None = None
     sql_write: bool = False
     side_effect: bool = False
-    reads_written_db: bool = False    # a read of a database the plan also writes (never merged across inputs)
+    reads_written_db: bool = False  # a read of a database the plan also writes (never merged across inputs)
     deps: list[str] = field(default_factory=list)
 
     def option(self, name: str, default: Any = _REGISTRY) -> Any:
@@ -77,7 +77,10 @@ class LogicalPlan:
     def nodes(self) -> list[OpNode]:
         """Operators in a stable topological order."""
         order = {n: i for i, n in enumerate(self.graph.graph.get("declared", []))}
-        return [self.node(n) for n in nx.lexicographical_topological_sort(self.graph, key=lambda n: order.get(n, 0))]
+        return [
+            self.node(n)
+            for n in nx.lexicographical_topological_sort(self.graph, key=lambda n: order.get(n, 0))
+        ]
 
     def evaluate_returns(self, env: dict[str, Any]) -> dict[str, Any]:
         return {k: evaluate(e, env) for k, e in self.returns}
@@ -99,8 +102,11 @@ def build(checked: CheckResult, workflow: str | None = None) -> LogicalPlan:
     g.graph["declared"] = builder.declared
     if not nx.is_directed_acyclic_graph(g):
         cycle = [a for a, _ in nx.find_cycle(g)]
-        raise HaloError.at(wf.pos, "side effects are declared in an order that contradicts the data flow: "
-                           + " -> ".join([*cycle, cycle[0]]))
+        raise HaloError.at(
+            wf.pos,
+            "side effects are declared in an order that contradicts the data flow: "
+            + " -> ".join([*cycle, cycle[0]]),
+        )
     return LogicalPlan(wf, g, returns)
 
 
@@ -118,7 +124,7 @@ def _database_order(g: nx.DiGraph, ordered: list[str]) -> None:
         for op in ops:
             op.reads_written_db = written and not op.sql_write
         last_write: OpNode | None = None
-        since: list[OpNode] = []                # statements after the last write (or from the start)
+        since: list[OpNode] = []  # statements after the last write (or from the start)
         for op in ops:
             if op.sql_write:
                 for prev in since:
@@ -143,10 +149,11 @@ class _Builder:
         self.checked = checked
         self.graph = nx.DiGraph()
         self.declared: list[str] = []
-        self.source_key: dict[str, tuple[int, ...]] = {}    # where a node's binding is written (nested calls)
+        self.source_key: dict[str, tuple[int, ...]] = {}  # where a node's binding is written (nested calls)
 
-    def inline(self, info: WorkflowInfo, prefix: str, scope: dict[str, ast.Expr],
-               key: tuple[int, ...] = ()) -> list[tuple[str, ast.Expr]]:
+    def inline(
+        self, info: WorkflowInfo, prefix: str, scope: dict[str, ast.Expr], key: tuple[int, ...] = ()
+    ) -> list[tuple[str, ast.Expr]]:
         """Add the workflow's bindings under `prefix`; `scope` maps its local names to plan expressions."""
         scope = dict(scope)
         index = {b.name: i for i, b in reversed(list(enumerate(info.workflow.bindings)))}
@@ -156,7 +163,10 @@ class _Builder:
             bi = info.bindings[name]
             if bi.op == "workflow":
                 callee = self.checked.workflows[bi.binding.call.func]
-                args = {p.name: (p.default if p.default is not None else ast.Null(p.pos)) for p in callee.workflow.params}
+                args = {
+                    p.name: (p.default if p.default is not None else ast.Null(p.pos))
+                    for p in callee.workflow.params
+                }
                 args.update({k: _rewrite(v, scope) for k, v in bi.args.items()})
                 rets = self.inline(callee, f"{prefix}{name}/", args, (*key, index[name]))
                 scope[name] = ast.DictExpr(tuple(rets), bi.binding.pos)
@@ -168,19 +178,32 @@ class _Builder:
 
     def _node(self, bi: BindingInfo, node_id: str, scope, models, dbs) -> OpNode:
         args = {k: _rewrite(v, scope) for k, v in bi.args.items() if k not in ("model", "db")}
-        templates = {k: _rewrite_template(t, scope, url=bi.op == "http" and k == "url")
-                     for k, t in bi.templates.items()}
+        templates = {
+            k: _rewrite_template(t, scope, url=bi.op == "http" and k == "url")
+            for k, t in bi.templates.items()
+        }
         model_ref = bi.args.get("model")
         db_ref = bi.args.get("db")
         model = models.get(model_ref.name) if isinstance(model_ref, ast.Ref) else None
         if len(self.graph) >= MAX_OPERATORS:
-            raise HaloError.at(bi.binding.pos, f"the plan would have more than {MAX_OPERATORS:,} operators "
-                               "once workflow calls are inlined")
+            raise HaloError.at(
+                bi.binding.pos,
+                f"the plan would have more than {MAX_OPERATORS:,} operators once workflow calls are inlined",
+            )
         node = OpNode(
-            id=node_id, kind=bi.op, pos=bi.binding.pos, args=args, templates=templates, out=bi.out,
-            model=model.model_id if model else None, model_name=model.name if model else None,
+            id=node_id,
+            kind=bi.op,
+            pos=bi.binding.pos,
+            args=args,
+            templates=templates,
+            out=bi.out,
+            model=model.model_id if model else None,
+            model_name=model.name if model else None,
             db=dbs.get(db_ref.name) if isinstance(db_ref, ast.Ref) else None,
-            sql=bi.sql, sql_write=bi.sql_write, side_effect=has_side_effect(bi))
+            sql=bi.sql,
+            sql_write=bi.sql_write,
+            side_effect=has_side_effect(bi),
+        )
         deps = {r.parts[0] for e in args.values() for r in ast.refs_in(e)}
         deps |= {h.parts[0] for t in templates.values() for h in t.holes()}
         node.deps = sorted(d for d in deps if d in self.graph)
@@ -220,7 +243,7 @@ def _rewrite_template(t: Template, scope: dict[str, ast.Expr], url: bool = False
     """`t` with local names replaced by plan names; constants are inlined as text (percent-encoded for
     their place in a URL template, as the runtime encodes values)."""
     pieces: list[str | Hole] = []
-    literal = ""                # the template's own text so far: where a URL value stands
+    literal = ""  # the template's own text so far: where a URL value stands
     for p in t.pieces:
         if isinstance(p, str):
             pieces.append(p)
@@ -232,7 +255,7 @@ def _rewrite_template(t: Template, scope: dict[str, ast.Expr], url: bool = False
         elif not ast.refs_in(target):
             text = format_value(ast.literal_value(target))
             pieces.append(urls.encode(text, literal) if url else text)
-        else:                   # a record (a workflow call's result) holding node outputs: spliced as JSON
+        else:  # a record (a workflow call's result) holding node outputs: spliced as JSON
             spliced = _json_pieces(target, p.offset)
             pieces.extend(urls.encode(q, literal) if url and isinstance(q, str) else q for q in spliced)
     merged: list[str | Hole] = []

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from halo.plan import OpNode
 from halo.tokens import TokenCounter
 
-MIN_EXTRA_CHARS = 64     # a sub-group must share this much beyond the root prefix (~16 tokens, one KV block)
-MAX_GROUPS = 2000        # sub-groups kept, by tokens saved
+MIN_EXTRA_CHARS = 64  # a sub-group must share this much beyond the root prefix (~16 tokens, one KV block)
+MAX_GROUPS = 2000  # sub-groups kept, by tokens saved
 
 
 def prefix_key(op: OpNode, system_text: str | None) -> str:
@@ -34,7 +34,7 @@ class PrefixGroup:
     prefix_chars: int
     prefix_tokens: int
     members: list[int]
-    saved_tokens: int       # prefill tokens not recomputed beyond the enclosing group's prefix
+    saved_tokens: int  # prefill tokens not recomputed beyond the enclosing group's prefix
 
 
 @dataclass
@@ -75,7 +75,10 @@ def prefix_groups(texts: list[str], counter: TokenCounter) -> PrefixPlan:
     """Group calls by shared prompt prefix; `texts[i]` is call i's prompt (system first)."""
     n = len(texts)
     order = sorted(range(n), key=texts.__getitem__)
-    shared = [lcp(x, y) if (x := texts[a]) != (y := texts[b]) else len(x) for a, b in zip(order, order[1:], strict=False)]
+    shared = [
+        lcp(x, y) if (x := texts[a]) != (y := texts[b]) else len(x)
+        for a, b in zip(order, order[1:], strict=False)
+    ]
     root_chars = min(shared) if shared else 0
     root_tokens = counter.count(texts[order[0]][:root_chars]) if root_chars else 0
     root = PrefixGroup(root_chars, root_tokens, order, root_tokens * (n - 1))
@@ -87,7 +90,7 @@ def prefix_groups(texts: list[str], counter: TokenCounter) -> PrefixPlan:
         if i > start:
             chars = min(shared[start:i])
             tokens = counter.count(texts[order[start]][:chars])
-            members = order[start:i + 1]
+            members = order[start : i + 1]
             groups.append(PrefixGroup(chars, tokens, members, (tokens - root_tokens) * (len(members) - 1)))
         start = i + 1
     groups.sort(key=lambda g: -g.saved_tokens)

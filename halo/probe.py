@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterable
 
 from halo.runtime.engines import Engine, GenRequest
 
-FILLER = ("The quarterly report lists revenue, shipping dates, supplier names and regional totals for "
-          "every order; analysts compare them across years and segments before they write a summary. ")
+FILLER = (
+    "The quarterly report lists revenue, shipping dates, supplier names and regional totals for "
+    "every order; analysts compare them across years and segments before they write a summary. "
+)
 
 
 def prompt_text(engine: Engine, model: str, tokens: int, row: int) -> str:
@@ -24,8 +26,15 @@ def prompt_text(engine: Engine, model: str, tokens: int, row: int) -> str:
     return head + FILLER * max(1, round(tokens / per))
 
 
-def probe(engine: Engine, model: str, device: str, sizes: Iterable[int], steps: Iterable[int],
-          prompts: Iterable[int], on_batch: Callable[[dict], None] | None = None) -> list[dict]:
+def probe(
+    engine: Engine,
+    model: str,
+    device: str,
+    sizes: Iterable[int],
+    steps: Iterable[int],
+    prompts: Iterable[int],
+    on_batch: Callable[[dict], None] | None = None,
+) -> list[dict]:
     """Load `model`, warm every batch shape up (not recorded), then time every (prompt, steps, size) batch.
     Returns calibration records: one `load`, one `llm_batch` per batch."""
     load_s = engine.load(model)
@@ -33,23 +42,32 @@ def probe(engine: Engine, model: str, device: str, sizes: Iterable[int], steps: 
     ran_as = engine.substitutions.get(model)
     out = [{"kind": "load", "model": model, "device": device, "seconds": load_s}]
     row = itertools.count(-1, -1)
-    for p, n in itertools.product(prompts, sizes):   # first use of a shape allocates and picks kernels
-        engine.generate([GenRequest(model, prompt_text(engine, model, p, next(row)), max_tokens=2)
-                         for _ in range(n)])
+    for p, n in itertools.product(prompts, sizes):  # first use of a shape allocates and picks kernels
+        engine.generate(
+            [GenRequest(model, prompt_text(engine, model, p, next(row)), max_tokens=2) for _ in range(n)]
+        )
     row = itertools.count()
     for p, k, n in itertools.product(prompts, steps, sizes):
-        requests = [GenRequest(model, prompt_text(engine, model, p, next(row)), max_tokens=k, temperature=0.0)
-                    for _ in range(n)]
+        requests = [
+            GenRequest(model, prompt_text(engine, model, p, next(row)), max_tokens=k, temperature=0.0)
+            for _ in range(n)
+        ]
         start = time.perf_counter()
         results = engine.generate(requests)
         seconds = time.perf_counter() - start
         failed = [r.error for r in results if r.error]
         if failed:
             raise RuntimeError(f"probe batch (n={n}, steps={k}, prompt={p}) failed: {failed[0]}")
-        record = {"kind": "llm_batch", "model": model, "device": device, "n": n,
-                  "prefill_tokens": sum(r.prompt_tokens - r.cached_tokens for r in results),
-                  "steps": max(r.completion_tokens for r in results), "seconds": seconds,
-                  **({"ran_as": ran_as} if ran_as else {})}
+        record = {
+            "kind": "llm_batch",
+            "model": model,
+            "device": device,
+            "n": n,
+            "prefill_tokens": sum(r.prompt_tokens - r.cached_tokens for r in results),
+            "steps": max(r.completion_tokens for r in results),
+            "seconds": seconds,
+            **({"ran_as": ran_as} if ran_as else {}),
+        }
         out.append(record)
         if on_batch:
             on_batch(record)

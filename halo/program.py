@@ -10,8 +10,8 @@ from halo import ast
 from halo.errors import HaloError, Pos
 from halo.parser import MAX_FILE_BYTES, parse
 
-MAX_IMPORT_DEPTH = 32               # files in one chain of imports, the main file included
-MAX_FILES = 256                     # files in one program, the main file included
+MAX_IMPORT_DEPTH = 32  # files in one chain of imports, the main file included
+MAX_FILES = 256  # files in one program, the main file included
 
 
 @dataclass

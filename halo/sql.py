@@ -21,22 +21,44 @@ from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 from sqlglot.tokens import TokenType
 
 __all__ = [
-    "ONE_STATEMENT", "Prepared", "SqlError", "SqlParseError", "SqlResult", "bind", "is_write", "normalize", "output_columns",
-    "parse", "placeholders", "prepare", "returning_columns", "transpile",
+    "ONE_STATEMENT",
+    "Prepared",
+    "SqlError",
+    "SqlParseError",
+    "SqlResult",
+    "bind",
+    "is_write",
+    "normalize",
+    "output_columns",
+    "parse",
+    "placeholders",
+    "prepare",
+    "returning_columns",
+    "transpile",
 ]
 
 # Node types that modify data, schema or session state.
 _WRITE_NODES = (
-    exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Create, exp.Drop, exp.Alter,
-    exp.Copy, exp.TruncateTable, exp.Command, exp.Into, exp.Lock,
+    exp.Insert,
+    exp.Update,
+    exp.Delete,
+    exp.Merge,
+    exp.Create,
+    exp.Drop,
+    exp.Alter,
+    exp.Copy,
+    exp.TruncateTable,
+    exp.Command,
+    exp.Into,
+    exp.Lock,
 )
 # Bind style per target: how a parameter ``name`` is written.
 _BIND = {"duckdb": "${}", "postgres": "%({})s"}
 _MARK = re.compile("\x00(\\w+)\x00")
 _TOKEN = re.compile(r"<Token token_type: [^,]*, text: (.*?), line: .*?>")
-_TOKEN_AT = re.compile(r"from (\d+):(\d+)")   # sqlglot's tokenizer: "Missing ' from <line>:<offset>"
+_TOKEN_AT = re.compile(r"from (\d+):(\d+)")  # sqlglot's tokenizer: "Missing ' from <line>:<offset>"
 ONE_STATEMENT = "one SQL statement per sql() call"
-MAX_PARENS = 32                      # parentheses open at once in one statement, checked before sqlglot parses
+MAX_PARENS = 32  # parentheses open at once in one statement, checked before sqlglot parses
 TOO_DEEP = "SQL statement nests too deeply to analyse"
 _SKIP = re.compile(r"'(?:[^']|'')*'?|\"(?:[^\"]|\"\")*\"?|--[^\n]*|/\*[\s\S]*?(?:\*/|$)|[()]")
 
@@ -72,6 +94,7 @@ class SqlParseError(SqlError):
 
 
 # -- parse ------------------------------------------------------------------------------------------------
+
 
 def _position(text: str, offset: int) -> tuple[int, int]:
     """1-based line and column of a 0-based character offset."""
@@ -130,13 +153,15 @@ def _check_parens(text: str) -> None:
         if tok == "(":
             depth += 1
             if depth > MAX_PARENS:
-                raise SqlParseError(f"parentheses nest more than {MAX_PARENS} levels deep",
-                                    *_position(text, m.start()))
+                raise SqlParseError(
+                    f"parentheses nest more than {MAX_PARENS} levels deep", *_position(text, m.start())
+                )
         elif tok == ")":
             depth = max(depth - 1, 0)
 
 
 # -- inspect ----------------------------------------------------------------------------------------------
+
 
 def _param_name(node: exp.Expression) -> str | None:
     """Name of a named parameter node (``:name``, ``%(name)s``, DuckDB ``$name``), else None."""
@@ -234,10 +259,14 @@ _FTS_QUERY = {"plainto_tsquery", "to_tsquery", "websearch_to_tsquery"}
 
 
 def _words(arg: exp.Expression) -> exp.Expression:
-    return exp.func("list_filter", exp.func("regexp_split_to_array", exp.func("lower", arg),
-                                            exp.Literal.string("[^[:alnum:]]+")),
-                    exp.Lambda(this=exp.NEQ(this=exp.column("w"), expression=exp.Literal.string("")),
-                               expressions=[exp.to_identifier("w")]))
+    return exp.func(
+        "list_filter",
+        exp.func("regexp_split_to_array", exp.func("lower", arg), exp.Literal.string("[^[:alnum:]]+")),
+        exp.Lambda(
+            this=exp.NEQ(this=exp.column("w"), expression=exp.Literal.string("")),
+            expressions=[exp.to_identifier("w")],
+        ),
+    )
 
 
 def _duckdb_compat(node: exp.Expression) -> exp.Expression:
@@ -295,6 +324,7 @@ def transpile(expr: exp.Expression, dialect: str) -> tuple[str, list[str]]:
 
 
 # -- prepare and bind -------------------------------------------------------------------------------------
+
 
 class Prepared(NamedTuple):
     """A statement ready for one target: parsed tree, target text, parameter names, write flag."""

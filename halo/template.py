@@ -50,8 +50,11 @@ class Template:
                 continue
             ref = _REF.match(m.group(1))
             if not ref:
-                raise TemplateError(f"malformed placeholder {token!r} (use {{name}} or {{name.field}}; "
-                                    "write {{ and }} for literal braces)", m.start())
+                raise TemplateError(
+                    f"malformed placeholder {token!r} (use {{name}} or {{name.field}}; "
+                    "write {{ and }} for literal braces)",
+                    m.start(),
+                )
             if "".join(literal):
                 pieces.append("".join(literal))
             literal = []
@@ -76,9 +79,14 @@ class Template:
 
     def render(self, env: dict[str, Any]) -> str:
         """Fill holes from env (values looked up by dotted path and formatted for a prompt)."""
-        return "".join(p if isinstance(p, str) else
-                       _json(lookup(env, p.parts)) if p.as_json else format_value(lookup(env, p.parts))
-                       for p in self.pieces)
+        return "".join(
+            p
+            if isinstance(p, str)
+            else _json(lookup(env, p.parts))
+            if p.as_json
+            else format_value(lookup(env, p.parts))
+            for p in self.pieces
+        )
 
 
 class TemplateError(ValueError):

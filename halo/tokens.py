@@ -18,9 +18,18 @@ from halo.models import SMOLLM2_ID, smollm2_location
 from halo.plan import OpNode
 from halo.types import Type
 
-CHARS_PER_TOKEN = {"text": 4.0, "code": 3.0}     # English prose; SQL, JSON and tables
-TEXT_FILL = 0.5                                   # free-text answers use about half of max_tokens
-_FIELD_TOKENS = {"int": 3, "float": 4, "bool": 2, "text": 16, "list": 24, "json": 24, "table": 48, "struct": 24}
+CHARS_PER_TOKEN = {"text": 4.0, "code": 3.0}  # English prose; SQL, JSON and tables
+TEXT_FILL = 0.5  # free-text answers use about half of max_tokens
+_FIELD_TOKENS = {
+    "int": 3,
+    "float": 4,
+    "bool": 2,
+    "text": 16,
+    "list": 24,
+    "json": 24,
+    "table": 48,
+    "struct": 24,
+}
 
 
 @dataclass(frozen=True)
@@ -92,7 +101,7 @@ def output_tokens(op: OpNode, key: str, calibration: Calibration | None = None) 
     return limit * TEXT_FILL, "default"
 
 
-P90_AFTER = 8     # output lengths seen before their p90 replaces max_tokens in a request's budget
+P90_AFTER = 8  # output lengths seen before their p90 replaces max_tokens in a request's budget
 
 
 def expected_output_tokens(op: OpNode, seen: list[int] | None = None) -> int:

@@ -13,7 +13,7 @@ from halo import ast
 class Type:
     """A value type. `fields` is known for structs and for tables whose columns are known."""
 
-    kind: str                                   # text int float bool json table struct model db list
+    kind: str  # text int float bool json table struct model db list
     fields: tuple[tuple[str, Type], ...] | None = None
     elem: Type | None = None
 
@@ -64,13 +64,15 @@ def json_schema(t: Type) -> dict[str, Any] | None:
     """A JSON schema for a struct output type (None for plain text)."""
     if t.kind != "struct" or not t.fields:
         return None
-    props = {name: ({"type": _JSON_TYPES[ft.kind]} if ft.kind in _JSON_TYPES else {}) for name, ft in t.fields}
+    props = {
+        name: ({"type": _JSON_TYPES[ft.kind]} if ft.kind in _JSON_TYPES else {}) for name, ft in t.fields
+    }
     return {"type": "object", "properties": props, "required": [n for n, _ in t.fields]}
 
 
-SAFE_METHODS = ("GET", "HEAD", "OPTIONS")    # HTTP methods that change nothing: no side effect, calls may merge
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")  # HTTP methods that change nothing: no side effect, calls may merge
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-REDIRECT_POLICIES = ("same-origin", "any", "none")      # http(follow_redirects = ...); the first is the default
+REDIRECT_POLICIES = ("same-origin", "any", "none")  # http(follow_redirects = ...); the first is the default
 
 
 @dataclass(frozen=True)
@@ -81,16 +83,16 @@ class OpSig:
 
     positional: tuple[str, ...]
     required: tuple[str, ...]
-    keywords: dict[str, str] = field(default_factory=dict)   # name -> expected kind
-    extra_keywords: bool = False                              # sql params, py args
-    defaults: dict[str, Any] = field(default_factory=dict)   # optional argument -> value when not given
-    label: str = ""                                          # "LLM", "SQL", ... in plans and rewrites
-    identity: str = ""                                       # what makes two calls one (call_key), as text
-    tool: bool = True                                        # runs on the tool pool (else an LLM engine)
-    effect: str = "none"             # side effect: "none", "write" (SQL writes), "method" (unsafe), "impure"
-    latency_s: float = 0.0           # tool: seconds per call when nothing is measured
-    concurrency: int = 1             # tool: calls of one group in flight at once
-    upstream_tokens: int = 0         # tool: prompt tokens its output adds when pasted into a prompt
+    keywords: dict[str, str] = field(default_factory=dict)  # name -> expected kind
+    extra_keywords: bool = False  # sql params, py args
+    defaults: dict[str, Any] = field(default_factory=dict)  # optional argument -> value when not given
+    label: str = ""  # "LLM", "SQL", ... in plans and rewrites
+    identity: str = ""  # what makes two calls one (call_key), as text
+    tool: bool = True  # runs on the tool pool (else an LLM engine)
+    effect: str = "none"  # side effect: "none", "write" (SQL writes), "method" (unsafe), "impure"
+    latency_s: float = 0.0  # tool: seconds per call when nothing is measured
+    concurrency: int = 1  # tool: calls of one group in flight at once
+    upstream_tokens: int = 0  # tool: prompt tokens its output adds when pasted into a prompt
 
     def option(self, args: Mapping[str, ast.Expr], name: str) -> Any:
         """The constant value of argument `name`; the default when it is not given or not a constant."""
@@ -115,27 +117,70 @@ class OpSig:
 
 
 OPS: dict[str, OpSig] = {
-    "llm": OpSig(("model", "prompt"), ("model", "prompt"),
-                 {"model": "model", "prompt": "template", "system": "template", "max_tokens": "int",
-                  "temperature": "float", "top_p": "float", "seed": "int"},
-                 defaults={"max_tokens": 256, "temperature": 0.0, "top_p": None, "seed": None},
-                 label="LLM", identity="identical model, rendered prompt, sampling and output schema",
-                 tool=False),
-    "sql": OpSig(("db", "query"), ("db", "query"), {"db": "db", "query": "sql", "timeout": "float"},
-                 extra_keywords=True, defaults={"timeout": 60.0}, label="SQL",
-                 identity="identical database, normalized query and parameter values", effect="write",
-                 latency_s=0.005, concurrency=4, upstream_tokens=64),
-    "http": OpSig(("method", "url"), ("url",),
-                  {"method": "method", "url": "template", "query": "any", "body": "any", "headers": "any",
-                   "timeout": "float", "retries": "int", "follow_redirects": "redirects"},
-                  defaults={"method": "GET", "timeout": 30.0, "retries": 2,
-                            "follow_redirects": REDIRECT_POLICIES[0]},
-                  label="HTTP", identity="identical GET/HEAD/OPTIONS request: URL, query, headers and body",
-                  effect="method", latency_s=0.2, concurrency=16, upstream_tokens=128),
-    "py": OpSig(("function",), ("function",), {"function": "function", "pure": "bool", "timeout": "float"},
-                extra_keywords=True, defaults={"pure": False, "timeout": 60.0}, label="Python",
-                identity="pure function, identical arguments", effect="impure",
-                latency_s=0.001, concurrency=1, upstream_tokens=32),
+    "llm": OpSig(
+        ("model", "prompt"),
+        ("model", "prompt"),
+        {
+            "model": "model",
+            "prompt": "template",
+            "system": "template",
+            "max_tokens": "int",
+            "temperature": "float",
+            "top_p": "float",
+            "seed": "int",
+        },
+        defaults={"max_tokens": 256, "temperature": 0.0, "top_p": None, "seed": None},
+        label="LLM",
+        identity="identical model, rendered prompt, sampling and output schema",
+        tool=False,
+    ),
+    "sql": OpSig(
+        ("db", "query"),
+        ("db", "query"),
+        {"db": "db", "query": "sql", "timeout": "float"},
+        extra_keywords=True,
+        defaults={"timeout": 60.0},
+        label="SQL",
+        identity="identical database, normalized query and parameter values",
+        effect="write",
+        latency_s=0.005,
+        concurrency=4,
+        upstream_tokens=64,
+    ),
+    "http": OpSig(
+        ("method", "url"),
+        ("url",),
+        {
+            "method": "method",
+            "url": "template",
+            "query": "any",
+            "body": "any",
+            "headers": "any",
+            "timeout": "float",
+            "retries": "int",
+            "follow_redirects": "redirects",
+        },
+        defaults={"method": "GET", "timeout": 30.0, "retries": 2, "follow_redirects": REDIRECT_POLICIES[0]},
+        label="HTTP",
+        identity="identical GET/HEAD/OPTIONS request: URL, query, headers and body",
+        effect="method",
+        latency_s=0.2,
+        concurrency=16,
+        upstream_tokens=128,
+    ),
+    "py": OpSig(
+        ("function",),
+        ("function",),
+        {"function": "function", "pure": "bool", "timeout": "float"},
+        extra_keywords=True,
+        defaults={"pure": False, "timeout": 60.0},
+        label="Python",
+        identity="pure function, identical arguments",
+        effect="impure",
+        latency_s=0.001,
+        concurrency=1,
+        upstream_tokens=32,
+    ),
 }
 DEFAULT_MAX_TOKENS: int = OPS["llm"].defaults["max_tokens"]
 # Seconds a tool call may run when its `timeout` argument is not given; past it, that input's call fails.

@@ -16,7 +16,9 @@ from halo.template import Hole, Template, format_value, lookup
 
 __all__ = ["ORIGIN_LITERAL", "UrlError", "encode", "origin", "origin_hole", "render", "with_query"]
 
-ORIGIN_LITERAL = "the scheme, host and port of a URL must be literal (values may fill the path, query or fragment)"
+ORIGIN_LITERAL = (
+    "the scheme, host and port of a URL must be literal (values may fill the path, query or fragment)"
+)
 _ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*[/?#]")
 
 

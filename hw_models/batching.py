@@ -12,7 +12,7 @@ from collections.abc import Callable
 from .estimate import Estimate, Params
 from .specs import DeviceSpec, ModelSpec
 
-StepFn = Callable[[int, float], Estimate]       # (batch, context) -> one decode iteration
+StepFn = Callable[[int, float], Estimate]  # (batch, context) -> one decode iteration
 PrefillFn = Callable[[int, int, int], Estimate]  # (batch, prompt tokens, cached tokens) -> prefill
 
 
@@ -20,8 +20,7 @@ class CapacityError(ValueError):
     """The model (or one request's KV cache) does not fit in the device's memory."""
 
 
-def integrate_decode(step: StepFn, batch: int, context_len: float, steps: int,
-                     segments: int = 8) -> Estimate:
+def integrate_decode(step: StepFn, batch: int, context_len: float, steps: int, segments: int = 8) -> Estimate:
     """Sum ``steps`` decode iterations whose context grows by one token each.
 
     The steps are split into at most ``segments`` runs, each priced at its midpoint context;
@@ -57,10 +56,22 @@ def kv_budget(model: ModelSpec, device: DeviceSpec, weight_bytes: float, p: Para
     return budget
 
 
-def group_time(model: ModelSpec, device: DeviceSpec, p: Params, *, weight_bytes: float,
-               kv_per_token: float, n_requests: int, prompt_tokens: int, cached_prefix_tokens: int,
-               output_tokens: int, max_batch: int, prefill: PrefillFn, step: StepFn,
-               tp: int = 1) -> Estimate:
+def group_time(
+    model: ModelSpec,
+    device: DeviceSpec,
+    p: Params,
+    *,
+    weight_bytes: float,
+    kv_per_token: float,
+    n_requests: int,
+    prompt_tokens: int,
+    cached_prefix_tokens: int,
+    output_tokens: int,
+    max_batch: int,
+    prefill: PrefillFn,
+    step: StepFn,
+    tp: int = 1,
+) -> Estimate:
     """Run ``n_requests`` equal requests in waves of at most ``max_batch`` that fit the KV budget.
 
     The cached prefix is resident once (shared pages); each request adds its own uncached prompt
@@ -76,8 +87,10 @@ def group_time(model: ModelSpec, device: DeviceSpec, p: Params, *, weight_bytes:
     fit = math.inf if per_request == 0 else math.floor((budget - shared) / per_request)
     batch = int(min(max_batch, n_requests, fit))
     if batch < 1:
-        raise CapacityError(f"one request of {prompt_tokens + output_tokens} tokens does not fit "
-                            f"the {budget / 1e9:.1f} GB KV budget of {device.name}")
+        raise CapacityError(
+            f"one request of {prompt_tokens + output_tokens} tokens does not fit "
+            f"the {budget / 1e9:.1f} GB KV budget of {device.name}"
+        )
     full, rest = divmod(n_requests, batch)
     prefill_s = decode_s = 0.0
     parts: dict = {}
@@ -92,10 +105,22 @@ def group_time(model: ModelSpec, device: DeviceSpec, p: Params, *, weight_bytes:
         parts.setdefault("decode", dec.breakdown)
     peak = weight_bytes / tp + shared + batch * per_request + p["activation_reserve_bytes"]
     breakdown = {
-        "batch": batch, "waves": full + (1 if rest else 0), "prefill_s": prefill_s,
-        "decode_s": decode_s, "kv_budget_bytes": budget, "kv_bytes_per_request": per_request,
-        "batch_limited_by": ("memory" if fit < min(max_batch, n_requests)
-                             else "max_batch" if max_batch < n_requests else "n_requests"),
-        "tp": tp, "device": device.name, "simulated": device.simulated, **parts,
+        "batch": batch,
+        "waves": full + (1 if rest else 0),
+        "prefill_s": prefill_s,
+        "decode_s": decode_s,
+        "kv_budget_bytes": budget,
+        "kv_bytes_per_request": per_request,
+        "batch_limited_by": (
+            "memory"
+            if fit < min(max_batch, n_requests)
+            else "max_batch"
+            if max_batch < n_requests
+            else "n_requests"
+        ),
+        "tp": tp,
+        "device": device.name,
+        "simulated": device.simulated,
+        **parts,
     }
     return Estimate(prefill_s + decode_s, breakdown, peak_memory_bytes=peak)

@@ -20,26 +20,37 @@ DEFAULTS: dict[str, Any] = {
     # GEMM efficiency η versus x = arithmetic intensity / device ridge.  The same η divides the
     # compute and the memory bound: 78% MBU at batch 1, a dip to 63% at the ridge (1.58x the
     # roofline at M=256 on H100) and 73-80% MFU at large M.
-    "eta_curve": ((0.003, 0.78), (0.1, 0.77), (0.45, 0.70), (0.9, 0.63), (1.75, 0.73),
-                  (3.5, 0.79), (7.0, 0.80), (28.0, 0.74)),
-    "attn_decode_eta": 0.85,          # KV streaming, 78-91% of HBM at large batch (§6.3c)
-    "attn_prefill_eta": 0.55,         # FlashAttention-2 prefill, 36-65% of dense peak (§6.3d)
+    "eta_curve": (
+        (0.003, 0.78),
+        (0.1, 0.77),
+        (0.45, 0.70),
+        (0.9, 0.63),
+        (1.75, 0.73),
+        (3.5, 0.79),
+        (7.0, 0.80),
+        (28.0, 0.74),
+    ),
+    "attn_decode_eta": 0.85,  # KV streaming, 78-91% of HBM at large batch (§6.3c)
+    "attn_prefill_eta": 0.55,  # FlashAttention-2 prefill, 36-65% of dense peak (§6.3d)
     "weight_only_compute_overhead": 1.1,  # dequantising 4-bit weights costs ~10% at large M (§5.4)
-    "iteration_overhead_s": 2.0e-4,   # scheduler, sampler, launches per engine iteration [I]
-    "max_batched_tokens": 8192,       # prefill chunk (token budget per iteration)
-    "mem_utilization": 0.9,           # vLLM gpu_memory_utilization default
+    "iteration_overhead_s": 2.0e-4,  # scheduler, sampler, launches per engine iteration [I]
+    "max_batched_tokens": 8192,  # prefill chunk (token budget per iteration)
+    "mem_utilization": 0.9,  # vLLM gpu_memory_utilization default
     "activation_reserve_bytes": 2.0e9,
-    "allreduce_latency_s": 1.5e-5,    # per TP all-reduce with CUDA graphs [I]; eager ~40 µs (§2.5)
-    "link_efficiency": 0.73,          # 331.7 GB/s bus BW of 450 GB/s NVLink per direction (§2.5)
-    "engine_init_s": 25.0,            # process start, CUDA graphs, allocator [I]: 30-100 s reloads
-    "disk_bw": 2.0e9,                 # local SSD, 1-7 GB/s (§2.6)
-    "page_cache_bw": 6.97e9,          # page cache -> GPU, pageable copy (§6.3e)
-    "h2d_bw": 54.7e9,                 # pinned host -> GPU (§6.3e)
-    "wake_s": 0.1,                    # sleep-mode L1 wake, fixed part (§2.6: 0.1-6 s overall)
-    "adapter_switch_s": 0.02,         # LoRA adapter swap, fixed part [I]
-    "nvlink_bw": 394.9e9, "nvlink_latency_s": 2.2e-5,   # measured P2P, 1 GiB and 1 MiB (§6.3f)
-    "pcie_bw": 54.7e9, "pcie_latency_s": 1.0e-5,
-    "rdma_bw": 190e9, "rdma_latency_s": 2.0e-5,         # Mooncake 8x400G RoCE (§2.7)
+    "allreduce_latency_s": 1.5e-5,  # per TP all-reduce with CUDA graphs [I]; eager ~40 µs (§2.5)
+    "link_efficiency": 0.73,  # 331.7 GB/s bus BW of 450 GB/s NVLink per direction (§2.5)
+    "engine_init_s": 25.0,  # process start, CUDA graphs, allocator [I]: 30-100 s reloads
+    "disk_bw": 2.0e9,  # local SSD, 1-7 GB/s (§2.6)
+    "page_cache_bw": 6.97e9,  # page cache -> GPU, pageable copy (§6.3e)
+    "h2d_bw": 54.7e9,  # pinned host -> GPU (§6.3e)
+    "wake_s": 0.1,  # sleep-mode L1 wake, fixed part (§2.6: 0.1-6 s overall)
+    "adapter_switch_s": 0.02,  # LoRA adapter swap, fixed part [I]
+    "nvlink_bw": 394.9e9,
+    "nvlink_latency_s": 2.2e-5,  # measured P2P, 1 GiB and 1 MiB (§6.3f)
+    "pcie_bw": 54.7e9,
+    "pcie_latency_s": 1.0e-5,
+    "rdma_bw": 190e9,
+    "rdma_latency_s": 2.0e-5,  # Mooncake 8x400G RoCE (§2.7)
 }
 
 

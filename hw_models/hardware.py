@@ -110,7 +110,9 @@ def _parse_string(text: str) -> Hardware:
     for raw in text.split("+"):
         match = _ITEM.match(raw.strip())
         if not match:
-            raise HardwareConfigError(f"cannot parse {raw.strip()!r} in {text!r}; expected '[N x] DEVICE[:CORES]'")
+            raise HardwareConfigError(
+                f"cannot parse {raw.strip()!r} in {text!r}; expected '[N x] DEVICE[:CORES]'"
+            )
         cores = match["cores"]
         items.append((match["name"], int(match["count"] or 1), int(cores) if cores else None))
     return _build(items)

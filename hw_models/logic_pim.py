@@ -24,8 +24,9 @@ def _sides(d: DeviceSpec, p: Params, flops: float, nbytes: float, dtype: str) ->
     """(xPU seconds, Logic-PIM seconds) for one op."""
     xpu = roofline.op_time(flops, nbytes, d, dtype, p)["seconds"] if flops or nbytes else 0.0
     eta = d.params["lpim_efficiency"]
-    lpim = max(flops / (d.params["lpim_flops"] * eta),
-               nbytes / (d.mem_bw * d.params["lpim_bw_multiplier"] * eta))
+    lpim = max(
+        flops / (d.params["lpim_flops"] * eta), nbytes / (d.mem_bw * d.params["lpim_bw_multiplier"] * eta)
+    )
     return xpu, lpim
 
 
@@ -42,8 +43,13 @@ def split_experts(loads: Sequence[tuple[float, float]]) -> tuple[float, float, i
     return xpu, lpim, on_xpu
 
 
-def decode_step(model: str | ModelSpec, device: str | DeviceSpec, contexts: Sequence[float], *,
-                calibration: Mapping[str, Any] | None = None) -> Estimate:
+def decode_step(
+    model: str | ModelSpec,
+    device: str | DeviceSpec,
+    contexts: Sequence[float],
+    *,
+    calibration: Mapping[str, Any] | None = None,
+) -> Estimate:
     """One Duplex decode iteration (attention and experts co-processed, other ops placed by time)."""
     m, d = as_model(model), as_device(device)
     p = resolve(d, calibration)
@@ -65,31 +71,60 @@ def decode_step(model: str | ModelSpec, device: str | DeviceSpec, contexts: Sequ
         moe_s = max(x, lp)
     layer = min(dense) + min(attn) + moe_s
     seconds = m.layers * layer + min(head) + p["iteration_overhead_s"]
-    parts = {"dense_s": m.layers * min(dense), "dense_on": "xpu" if dense[0] <= dense[1] else "logic_pim",
-             "attention_s": m.layers * min(attn), "attention_on": "xpu" if attn[0] <= attn[1] else "logic_pim",
-             "moe_s": m.layers * moe_s, "experts_on_xpu": on_xpu, "lm_head_s": min(head),
-             "overhead_s": p["iteration_overhead_s"], "batch": batch, "simulated": True, **p.provenance()}
+    parts = {
+        "dense_s": m.layers * min(dense),
+        "dense_on": "xpu" if dense[0] <= dense[1] else "logic_pim",
+        "attention_s": m.layers * min(attn),
+        "attention_on": "xpu" if attn[0] <= attn[1] else "logic_pim",
+        "moe_s": m.layers * moe_s,
+        "experts_on_xpu": on_xpu,
+        "lm_head_s": min(head),
+        "overhead_s": p["iteration_overhead_s"],
+        "batch": batch,
+        "simulated": True,
+        **p.provenance(),
+    }
     return Estimate(seconds, parts)
 
 
-def speedup_vs_gpu(model: str | ModelSpec, batch: int, context: float, device: str | DeviceSpec = "Duplex",
-                   gpu: str | DeviceSpec = "H100-SXM", *,
-                   calibration: Mapping[str, Any] | None = None) -> float:
+def speedup_vs_gpu(
+    model: str | ModelSpec,
+    batch: int,
+    context: float,
+    device: str | DeviceSpec = "Duplex",
+    gpu: str | DeviceSpec = "H100-SXM",
+    *,
+    calibration: Mapping[str, Any] | None = None,
+) -> float:
     """Decode throughput of Duplex over ``gpu`` running the same batch with halo's roofline."""
     base = roofline.decode_time(model, gpu, batch, context, calibration=calibration).seconds
     return base / decode_step(model, device, [context] * batch, calibration=calibration).seconds
 
 
-def group_time(model: str | ModelSpec, device: str | DeviceSpec, n_requests: int,
-               prompt_tokens_per_req: int, cached_prefix_tokens: int, output_tokens_per_req: int,
-               max_batch: int = 256, *, calibration: Mapping[str, Any] | None = None) -> Estimate:
+def group_time(
+    model: str | ModelSpec,
+    device: str | DeviceSpec,
+    n_requests: int,
+    prompt_tokens_per_req: int,
+    cached_prefix_tokens: int,
+    output_tokens_per_req: int,
+    max_batch: int = 256,
+    *,
+    calibration: Mapping[str, Any] | None = None,
+) -> Estimate:
     """An LLM operator group on Duplex: prefill on the xPU, decode co-processed."""
     m, d = as_model(model), as_device(device)
     p = resolve(d, calibration)
     return batching.group_time(
-        m, d, p, weight_bytes=m.weight_bytes(), kv_per_token=m.kv_bytes_per_token(),
-        n_requests=n_requests, prompt_tokens=prompt_tokens_per_req,
-        cached_prefix_tokens=cached_prefix_tokens, output_tokens=output_tokens_per_req,
+        m,
+        d,
+        p,
+        weight_bytes=m.weight_bytes(),
+        kv_per_token=m.kv_bytes_per_token(),
+        n_requests=n_requests,
+        prompt_tokens=prompt_tokens_per_req,
+        cached_prefix_tokens=cached_prefix_tokens,
+        output_tokens=output_tokens_per_req,
         max_batch=max_batch,
         prefill=lambda b, s, c: roofline.prefill_time(m, d, s, c, batch=b, calibration=calibration),
         step=lambda b, c: decode_step(m, d, [c] * b, calibration=calibration),

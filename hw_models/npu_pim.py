@@ -55,12 +55,19 @@ def split_sub_batches(contexts: Sequence[float], parts: int) -> list[list[float]
 
 def _gemm(model: ModelSpec, device: DeviceSpec, tokens: int, p: Params) -> dict[str, Any]:
     flops, nbytes = roofline.linear_cost(model, tokens, tokens, None)
-    return roofline.op_time(flops, nbytes, device, COMPUTE_DTYPE[model.dtype], p,
-                            eta=device.params["npu_efficiency"])
+    return roofline.op_time(
+        flops, nbytes, device, COMPUTE_DTYPE[model.dtype], p, eta=device.params["npu_efficiency"]
+    )
 
 
-def decode_step(model: str | ModelSpec, device: str | DeviceSpec, contexts: Sequence[float],
-                mode: str = "neupims", *, calibration: Mapping[str, Any] | None = None) -> Estimate:
+def decode_step(
+    model: str | ModelSpec,
+    device: str | DeviceSpec,
+    contexts: Sequence[float],
+    mode: str = "neupims",
+    *,
+    calibration: Mapping[str, Any] | None = None,
+) -> Estimate:
     """One decode iteration for requests with the given KV lengths, in one of MODES."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
@@ -70,9 +77,16 @@ def decode_step(model: str | ModelSpec, device: str | DeviceSpec, contexts: Sequ
     if mode == "gpu_only":
         gpu = replace(d, name=f"{d.name}-iso-GPU", kind="gpu", backend="roofline", simulated=False)
         step = roofline.decode_time(m, gpu, batch, sum(contexts) / batch, calibration=calibration)
-        parts = {"gemm_s": step.breakdown["linear_s"], "attention_s": step.breakdown["attention_s"],
-                 "mode": mode, "batch": batch, "gemm_bound": step.breakdown["bound"],
-                 "gpu_eta": step.breakdown["eta"], "simulated": True, **p.provenance()}
+        parts = {
+            "gemm_s": step.breakdown["linear_s"],
+            "attention_s": step.breakdown["attention_s"],
+            "mode": mode,
+            "batch": batch,
+            "gemm_bound": step.breakdown["bound"],
+            "gpu_eta": step.breakdown["eta"],
+            "simulated": True,
+            **p.provenance(),
+        }
         return Estimate(parts["gemm_s"] + parts["attention_s"], parts)
     gemm = _gemm(m, d, batch, p)
     layers = m.layers
@@ -96,32 +110,61 @@ def decode_step(model: str | ModelSpec, device: str | DeviceSpec, contexts: Sequ
             per_layer = max(g[0], a[1]) + max(g[1], a[0])
             fill = min(g[0], a[0])
         seconds = layers * per_layer + fill
-        parts = {"gemm_s": gemm["seconds"], "attention_s": layers * sum(a), "pipeline_fill_s": fill,
-                 "sub_batches": [len(s) for s in subs]}
-    parts.update(mode=mode, batch=batch, gemm_bound=gemm["bound"], npu_eta=gemm["eta"], simulated=True,
-                 **p.provenance())
+        parts = {
+            "gemm_s": gemm["seconds"],
+            "attention_s": layers * sum(a),
+            "pipeline_fill_s": fill,
+            "sub_batches": [len(s) for s in subs],
+        }
+    parts.update(
+        mode=mode,
+        batch=batch,
+        gemm_bound=gemm["bound"],
+        npu_eta=gemm["eta"],
+        simulated=True,
+        **p.provenance(),
+    )
     return Estimate(seconds, parts)
 
 
-def compare(model: str | ModelSpec, contexts: Sequence[float], device: str | DeviceSpec = "NeuPIMs",
-            *, calibration: Mapping[str, Any] | None = None) -> dict[str, float]:
+def compare(
+    model: str | ModelSpec,
+    contexts: Sequence[float],
+    device: str | DeviceSpec = "NeuPIMs",
+    *,
+    calibration: Mapping[str, Any] | None = None,
+) -> dict[str, float]:
     """Throughput gain of NeuPIMs over each baseline mode (ratio of iteration times)."""
     t = {mode: decode_step(model, device, contexts, mode, calibration=calibration).seconds for mode in MODES}
     return {mode: t[mode] / t["neupims"] for mode in MODES if mode != "neupims"}
 
 
-def group_time(model: str | ModelSpec, device: str | DeviceSpec, n_requests: int,
-               prompt_tokens_per_req: int, cached_prefix_tokens: int, output_tokens_per_req: int,
-               max_batch: int = 256, *, mode: str = "neupims",
-               calibration: Mapping[str, Any] | None = None) -> Estimate:
+def group_time(
+    model: str | ModelSpec,
+    device: str | DeviceSpec,
+    n_requests: int,
+    prompt_tokens_per_req: int,
+    cached_prefix_tokens: int,
+    output_tokens_per_req: int,
+    max_batch: int = 256,
+    *,
+    mode: str = "neupims",
+    calibration: Mapping[str, Any] | None = None,
+) -> Estimate:
     """An LLM operator group on NeuPIMs: prefill on the NPU, decode per ``mode``."""
     m, d = as_model(model), as_device(device)
     p = resolve(d, calibration)
     npu = dict(calibration or {}) | {"eta": d.params["npu_efficiency"]}
     return batching.group_time(
-        m, d, p, weight_bytes=m.weight_bytes(), kv_per_token=m.kv_bytes_per_token(),
-        n_requests=n_requests, prompt_tokens=prompt_tokens_per_req,
-        cached_prefix_tokens=cached_prefix_tokens, output_tokens=output_tokens_per_req,
+        m,
+        d,
+        p,
+        weight_bytes=m.weight_bytes(),
+        kv_per_token=m.kv_bytes_per_token(),
+        n_requests=n_requests,
+        prompt_tokens=prompt_tokens_per_req,
+        cached_prefix_tokens=cached_prefix_tokens,
+        output_tokens=output_tokens_per_req,
         max_batch=max_batch,
         prefill=lambda b, s, c: roofline.prefill_time(m, d, s, c, batch=b, calibration=npu),
         step=lambda b, c: decode_step(m, d, [c] * b, mode, calibration=calibration),

@@ -20,17 +20,23 @@ Calibration = Mapping[str, Any] | None
 WEIGHT_ONLY = {"w4a16", "int4", "mxfp4"}
 
 
-def op_time(flops: float, nbytes: float, device: DeviceSpec, dtype: str, p: Params,
-            eta: float | None = None) -> dict[str, Any]:
+def op_time(
+    flops: float, nbytes: float, device: DeviceSpec, dtype: str, p: Params, eta: float | None = None
+) -> dict[str, Any]:
     """Roofline time of one op; η comes from the curve unless given."""
     ridge = device.ridge(dtype)
     x = flops / nbytes / ridge if nbytes else math.inf
     e = p.eta(x) if eta is None else eta
     compute_s = flops / (device.peak_flops(dtype) * e)
     memory_s = nbytes / (device.mem_bw * e)
-    return {"seconds": max(compute_s, memory_s), "compute_s": compute_s, "memory_s": memory_s,
-            "bound": "compute" if compute_s >= memory_s else "memory", "eta": e,
-            "intensity_over_ridge": x}
+    return {
+        "seconds": max(compute_s, memory_s),
+        "compute_s": compute_s,
+        "memory_s": memory_s,
+        "bound": "compute" if compute_s >= memory_s else "memory",
+        "eta": e,
+        "intensity_over_ridge": x,
+    }
 
 
 def active_experts(model: ModelSpec, tokens: float) -> float:
@@ -58,8 +64,9 @@ def _weight_format(model: ModelSpec, dtype: str | None) -> str:
     return (dtype or model.dtype).lower()
 
 
-def _linear(model: ModelSpec, device: DeviceSpec, tokens: float, sequences: float, fmt: str,
-            p: Params, tp: int) -> dict[str, Any]:
+def _linear(
+    model: ModelSpec, device: DeviceSpec, tokens: float, sequences: float, fmt: str, p: Params, tp: int
+) -> dict[str, Any]:
     flops, nbytes = linear_cost(model, tokens, sequences, fmt if fmt != model.dtype else None)
     if fmt in WEIGHT_ONLY:
         flops *= p["weight_only_compute_overhead"]
@@ -77,8 +84,7 @@ def _allreduce(model: ModelSpec, device: DeviceSpec, tokens: float, p: Params, t
     return 2 * model.layers * one
 
 
-def _attention(device: DeviceSpec, flops: float, kv_bytes: float, p: Params, eta_key: str,
-               tp: int) -> float:
+def _attention(device: DeviceSpec, flops: float, kv_bytes: float, p: Params, eta_key: str, tp: int) -> float:
     if not flops and not kv_bytes:
         return 0.0
     compute = flops / tp / (device.peak_flops("bf16") * p[eta_key])
@@ -86,13 +92,24 @@ def _attention(device: DeviceSpec, flops: float, kv_bytes: float, p: Params, eta
     return max(compute, memory)
 
 
-def _finish(seconds: float, parts: dict[str, Any], model: ModelSpec, device: DeviceSpec, p: Params) -> Estimate:
+def _finish(
+    seconds: float, parts: dict[str, Any], model: ModelSpec, device: DeviceSpec, p: Params
+) -> Estimate:
     parts.update(model=model.name, device=device.name, simulated=device.simulated, **p.provenance())
     return Estimate(seconds, parts)
 
 
-def _prefill(model: ModelSpec, device: DeviceSpec, batch: int, tokens: int, cached: int, fmt: str,
-             p: Params, tp: int, kv_dtype: str) -> Estimate:
+def _prefill(
+    model: ModelSpec,
+    device: DeviceSpec,
+    batch: int,
+    tokens: int,
+    cached: int,
+    fmt: str,
+    p: Params,
+    tp: int,
+    kv_dtype: str,
+) -> Estimate:
     if not 0 <= cached <= tokens:
         raise ValueError("cached_tokens must lie between 0 and tokens")
     new = tokens - cached
@@ -105,31 +122,69 @@ def _prefill(model: ModelSpec, device: DeviceSpec, batch: int, tokens: int, cach
     comm_s = chunks * _allreduce(model, device, total / chunks, p, tp)
     overhead_s = chunks * p["iteration_overhead_s"]
     linear_s = chunks * lin["seconds"]
-    parts = {"phase": "prefill", "new_tokens": total, "iterations": chunks, "linear_s": linear_s,
-             "linear_compute_s": chunks * lin["compute_s"], "linear_memory_s": chunks * lin["memory_s"],
-             "bound": lin["bound"], "eta": lin["eta"], "attention_s": attention_s, "comm_s": comm_s,
-             "overhead_s": overhead_s, "weight_format": fmt, "tp": tp}
+    parts = {
+        "phase": "prefill",
+        "new_tokens": total,
+        "iterations": chunks,
+        "linear_s": linear_s,
+        "linear_compute_s": chunks * lin["compute_s"],
+        "linear_memory_s": chunks * lin["memory_s"],
+        "bound": lin["bound"],
+        "eta": lin["eta"],
+        "attention_s": attention_s,
+        "comm_s": comm_s,
+        "overhead_s": overhead_s,
+        "weight_format": fmt,
+        "tp": tp,
+    }
     return _finish(linear_s + attention_s + comm_s + overhead_s, parts, model, device, p)
 
 
-def _decode_step(model: ModelSpec, device: DeviceSpec, batch: int, context: float, fmt: str,
-                 p: Params, tp: int, kv_dtype: str) -> Estimate:
+def _decode_step(
+    model: ModelSpec,
+    device: DeviceSpec,
+    batch: int,
+    context: float,
+    fmt: str,
+    p: Params,
+    tp: int,
+    kv_dtype: str,
+) -> Estimate:
     lin = _linear(model, device, batch, batch, fmt, p, tp)
     att_flops = batch * model.attention_flops_per_token(context)
     kv_bytes = batch * context * model.kv_bytes_per_token(kv_dtype)
     attention_s = _attention(device, att_flops, kv_bytes, p, "attn_decode_eta", tp)
     comm_s = _allreduce(model, device, batch, p, tp)
     overhead_s = p["iteration_overhead_s"]
-    parts = {"phase": "decode", "batch": batch, "linear_s": lin["seconds"],
-             "linear_compute_s": lin["compute_s"], "linear_memory_s": lin["memory_s"],
-             "bound": lin["bound"], "eta": lin["eta"], "attention_s": attention_s, "comm_s": comm_s,
-             "overhead_s": overhead_s, "weight_format": fmt, "tp": tp}
+    parts = {
+        "phase": "decode",
+        "batch": batch,
+        "linear_s": lin["seconds"],
+        "linear_compute_s": lin["compute_s"],
+        "linear_memory_s": lin["memory_s"],
+        "bound": lin["bound"],
+        "eta": lin["eta"],
+        "attention_s": attention_s,
+        "comm_s": comm_s,
+        "overhead_s": overhead_s,
+        "weight_format": fmt,
+        "tp": tp,
+    }
     return _finish(lin["seconds"] + attention_s + comm_s + overhead_s, parts, model, device, p)
 
 
-def prefill_time(model: str | ModelSpec | LoraAdapter, device: str | DeviceSpec, tokens: int,
-                 cached_tokens: int = 0, dtype: str | None = None, *, batch: int = 1, tp: int = 1,
-                 kv_dtype: str = "bf16", calibration: Calibration = None) -> Estimate:
+def prefill_time(
+    model: str | ModelSpec | LoraAdapter,
+    device: str | DeviceSpec,
+    tokens: int,
+    cached_tokens: int = 0,
+    dtype: str | None = None,
+    *,
+    batch: int = 1,
+    tp: int = 1,
+    kv_dtype: str = "bf16",
+    calibration: Calibration = None,
+) -> Estimate:
     """Prefill ``batch`` prompts of ``tokens`` tokens, of which ``cached_tokens`` hit the KV cache.
 
     Only uncached tokens pay linear FLOPs; attention reads the cached prefix.  Prefill is split
@@ -140,21 +195,41 @@ def prefill_time(model: str | ModelSpec | LoraAdapter, device: str | DeviceSpec,
     return _prefill(m, d, batch, tokens, cached_tokens, _weight_format(m, dtype), p, tp, kv_dtype)
 
 
-def decode_time(model: str | ModelSpec | LoraAdapter, device: str | DeviceSpec, batch: int,
-                context_len: float, steps: int = 1, dtype: str | None = None, *, tp: int = 1,
-                kv_dtype: str = "bf16", calibration: Calibration = None) -> Estimate:
+def decode_time(
+    model: str | ModelSpec | LoraAdapter,
+    device: str | DeviceSpec,
+    batch: int,
+    context_len: float,
+    steps: int = 1,
+    dtype: str | None = None,
+    *,
+    tp: int = 1,
+    kv_dtype: str = "bf16",
+    calibration: Calibration = None,
+) -> Estimate:
     """``steps`` decode iterations of ``batch`` sequences starting with ``context_len`` tokens in KV."""
     m, d = as_model(model), as_device(device)
     p = resolve(d, calibration)
     fmt = _weight_format(m, dtype)
     return batching.integrate_decode(
-        lambda b, c: _decode_step(m, d, b, c, fmt, p, tp, kv_dtype), batch, context_len, steps)
+        lambda b, c: _decode_step(m, d, b, c, fmt, p, tp, kv_dtype), batch, context_len, steps
+    )
 
 
-def group_time(model: str | ModelSpec | LoraAdapter, device: str | DeviceSpec, n_requests: int,
-               prompt_tokens_per_req: int, cached_prefix_tokens: int, output_tokens_per_req: int,
-               max_batch: int = 256, dtype: str | None = None, *, tp: int = 1, kv_dtype: str = "bf16",
-               calibration: Calibration = None) -> Estimate:
+def group_time(
+    model: str | ModelSpec | LoraAdapter,
+    device: str | DeviceSpec,
+    n_requests: int,
+    prompt_tokens_per_req: int,
+    cached_prefix_tokens: int,
+    output_tokens_per_req: int,
+    max_batch: int = 256,
+    dtype: str | None = None,
+    *,
+    tp: int = 1,
+    kv_dtype: str = "bf16",
+    calibration: Calibration = None,
+) -> Estimate:
     """Time and peak memory of an LLM operator group of ``n_requests`` similar requests.
 
     Requests run in waves sized by ``max_batch`` and the KV budget (capacity - weights);
@@ -165,10 +240,17 @@ def group_time(model: str | ModelSpec | LoraAdapter, device: str | DeviceSpec, n
     fmt = _weight_format(m, dtype)
     weights = m.weight_bytes(None if fmt == m.dtype else fmt)
     return batching.group_time(
-        m, d, p, weight_bytes=weights, kv_per_token=m.kv_bytes_per_token(kv_dtype),
-        n_requests=n_requests, prompt_tokens=prompt_tokens_per_req,
-        cached_prefix_tokens=cached_prefix_tokens, output_tokens=output_tokens_per_req,
-        max_batch=max_batch, tp=tp,
+        m,
+        d,
+        p,
+        weight_bytes=weights,
+        kv_per_token=m.kv_bytes_per_token(kv_dtype),
+        n_requests=n_requests,
+        prompt_tokens=prompt_tokens_per_req,
+        cached_prefix_tokens=cached_prefix_tokens,
+        output_tokens=output_tokens_per_req,
+        max_batch=max_batch,
+        tp=tp,
         prefill=lambda b, s, c: _prefill(m, d, b, s, c, fmt, p, tp, kv_dtype),
         step=lambda b, c: _decode_step(m, d, b, c, fmt, p, tp, kv_dtype),
     )
@@ -177,8 +259,15 @@ def group_time(model: str | ModelSpec | LoraAdapter, device: str | DeviceSpec, n
 LOAD_SOURCES = ("disk", "host", "sleep", "peer")
 
 
-def load_time(model: str | ModelSpec | LoraAdapter, device: str | DeviceSpec, source: str = "disk",
-              dtype: str | None = None, *, tp: int = 1, calibration: Calibration = None) -> Estimate:
+def load_time(
+    model: str | ModelSpec | LoraAdapter,
+    device: str | DeviceSpec,
+    source: str = "disk",
+    dtype: str | None = None,
+    *,
+    tp: int = 1,
+    calibration: Calibration = None,
+) -> Estimate:
     """Time to make ``model`` ready on ``device`` (§2.6).
 
     disk: cold engine start, weights read from local disk (vLLM full reload, 30-100 s);
@@ -201,12 +290,21 @@ def load_time(model: str | ModelSpec | LoraAdapter, device: str | DeviceSpec, so
         # the disk is shared by all TP ranks; the other paths copy each shard in parallel
         nbytes = total if source == "disk" else total / tp
         fixed = p["engine_init_s"] if source in ("disk", "host") else p["wake_s"]
-        bw = {"disk": p["disk_bw"], "host": p["page_cache_bw"], "sleep": p["h2d_bw"],
-              "peer": p["nvlink_bw"]}[source]
+        bw = {"disk": p["disk_bw"], "host": p["page_cache_bw"], "sleep": p["h2d_bw"], "peer": p["nvlink_bw"]}[
+            source
+        ]
     transfer_s = nbytes / bw
-    parts = {"source": source, "bytes": nbytes, "transfer_s": transfer_s, "fixed_s": fixed,
-             "bandwidth": bw, "model": name, "device": d.name, "simulated": d.simulated,
-             **p.provenance()}
+    parts = {
+        "source": source,
+        "bytes": nbytes,
+        "transfer_s": transfer_s,
+        "fixed_s": fixed,
+        "bandwidth": bw,
+        "model": name,
+        "device": d.name,
+        "simulated": d.simulated,
+        **p.provenance(),
+    }
     return Estimate(fixed + transfer_s, parts)
 
 
@@ -217,5 +315,14 @@ def kv_transfer_time(nbytes: float, link: str = "nvlink", *, calibration: Calibr
     p = resolve(None, calibration)
     latency, bw = p[f"{link}_latency_s"], p[f"{link}_bw"]
     seconds = latency + nbytes / bw
-    return Estimate(seconds, {"link": link, "bytes": nbytes, "latency_s": latency,
-                              "transfer_s": nbytes / bw, "bandwidth": bw, **p.provenance()})
+    return Estimate(
+        seconds,
+        {
+            "link": link,
+            "bytes": nbytes,
+            "latency_s": latency,
+            "transfer_s": nbytes / bw,
+            "bandwidth": bw,
+            **p.provenance(),
+        },
+    )

@@ -96,10 +96,16 @@ def _cpu_spec(raw: dict, name: str, cores: int) -> DeviceSpec:
     per_core = raw["flops_per_core"]
     bw = min(raw["mem_bw"], raw["mem_bw_per_core"] * cores)
     return DeviceSpec(
-        name=name, kind=raw["kind"], backend=raw["backend"], simulated=raw["simulated"],
-        flops={k: v * cores for k, v in per_core.items()}, mem_bw=bw,
-        mem_capacity=raw["mem_capacity"], links=dict(raw.get("links", {})),
-        price_per_hour=raw.get("price_per_hour", 0.0) * cores, cores=cores,
+        name=name,
+        kind=raw["kind"],
+        backend=raw["backend"],
+        simulated=raw["simulated"],
+        flops={k: v * cores for k, v in per_core.items()},
+        mem_bw=bw,
+        mem_capacity=raw["mem_capacity"],
+        links=dict(raw.get("links", {})),
+        price_per_hour=raw.get("price_per_hour", 0.0) * cores,
+        cores=cores,
         params=dict(raw.get("params", {})),
     )
 
@@ -140,9 +146,15 @@ def device(name: str, cores: int | None = None) -> DeviceSpec:
     if cores is not None:
         raise ValueError(f"device {key} is not a CPU; it takes no core count")
     return DeviceSpec(
-        name=key, kind=raw["kind"], backend=raw["backend"], simulated=raw["simulated"],
-        flops=dict(raw["flops"]), mem_bw=raw["mem_bw"], mem_capacity=raw["mem_capacity"],
-        links=dict(raw.get("links", {})), price_per_hour=raw.get("price_per_hour", 0.0),
+        name=key,
+        kind=raw["kind"],
+        backend=raw["backend"],
+        simulated=raw["simulated"],
+        flops=dict(raw["flops"]),
+        mem_bw=raw["mem_bw"],
+        mem_capacity=raw["mem_capacity"],
+        links=dict(raw.get("links", {})),
+        price_per_hour=raw.get("price_per_hour", 0.0),
         params=dict(raw.get("params", {})),
     )
 
@@ -218,7 +230,9 @@ class ModelSpec:
         """Bytes of all weights; ``fmt`` overrides the checkpoint formats for every tensor."""
         expert_fmt = fmt or self.expert_dtype or self.dtype
         experts = self.layers * self.experts * self.expert_params
-        return (self.params_total - experts) * format_bytes(fmt or self.dtype) + experts * format_bytes(expert_fmt)
+        return (self.params_total - experts) * format_bytes(fmt or self.dtype) + experts * format_bytes(
+            expert_fmt
+        )
 
     def expert_bytes(self, fmt: str | None = None) -> float:
         """Bytes of one expert's weights in one layer."""
@@ -264,13 +278,22 @@ class LoraAdapter:
 
 def _spec_from_raw(name: str, raw: dict) -> ModelSpec:
     return ModelSpec(
-        name=name, layers=raw["layers"], hidden=raw["hidden"], heads=raw["heads"],
-        kv_heads=raw["kv_heads"], head_dim=raw["head_dim"], intermediate=raw["intermediate"],
-        vocab=raw["vocab"], tie_embeddings=raw.get("tie_embeddings", False),
-        gated_mlp=raw.get("gated_mlp", True), experts=raw.get("experts", 0),
+        name=name,
+        layers=raw["layers"],
+        hidden=raw["hidden"],
+        heads=raw["heads"],
+        kv_heads=raw["kv_heads"],
+        head_dim=raw["head_dim"],
+        intermediate=raw["intermediate"],
+        vocab=raw["vocab"],
+        tie_embeddings=raw.get("tie_embeddings", False),
+        gated_mlp=raw.get("gated_mlp", True),
+        experts=raw.get("experts", 0),
         experts_per_token=raw.get("experts_per_token", 0),
-        expert_intermediate=raw.get("expert_intermediate", 0), dtype=raw.get("dtype", "bf16"),
-        expert_dtype=raw.get("expert_dtype"), params_published=raw.get("params_total"),
+        expert_intermediate=raw.get("expert_intermediate", 0),
+        dtype=raw.get("dtype", "bf16"),
+        expert_dtype=raw.get("expert_dtype"),
+        params_published=raw.get("params_total"),
         active_published=raw.get("params_active"),
     )
 

@@ -31,20 +31,34 @@ def crossover_batch(device: str | DeviceSpec, group_size: int = 128) -> float:
     return as_device(device).ridge("fp16") / byte_ratio(group_size)
 
 
-def gemm_speedup(k: int, n: int, batch: int, device: str | DeviceSpec, group_size: int = 128, *,
-                 calibration: Mapping[str, Any] | None = None) -> float:
+def gemm_speedup(
+    k: int,
+    n: int,
+    batch: int,
+    device: str | DeviceSpec,
+    group_size: int = 128,
+    *,
+    calibration: Mapping[str, Any] | None = None,
+) -> float:
     """fp16 time over W4A16 time for a ``batch``x``k`` by ``k``x``n`` GEMM."""
     d = as_device(device)
     p = resolve(d, calibration)
     flops = 2.0 * batch * k * n
     fp16 = roofline.op_time(flops, 2.0 * k * n, d, "fp16", p)["seconds"]
-    w4 = roofline.op_time(flops * p["weight_only_compute_overhead"], k * n * bits_per_weight(group_size) / 8,
-                          d, "fp16", p)["seconds"]
+    w4 = roofline.op_time(
+        flops * p["weight_only_compute_overhead"], k * n * bits_per_weight(group_size) / 8, d, "fp16", p
+    )["seconds"]
     return fp16 / w4
 
 
-def decode_speedup(model: str | ModelSpec, device: str | DeviceSpec, batch: int, context: float, *,
-                   calibration: Mapping[str, Any] | None = None) -> float:
+def decode_speedup(
+    model: str | ModelSpec,
+    device: str | DeviceSpec,
+    batch: int,
+    context: float,
+    *,
+    calibration: Mapping[str, Any] | None = None,
+) -> float:
     """Whole decode-step speedup of W4A16 over fp16 weights (attention and overheads unchanged)."""
     fp16 = roofline.decode_time(model, device, batch, context, dtype="fp16", calibration=calibration)
     w4 = roofline.decode_time(model, device, batch, context, dtype="w4a16", calibration=calibration)

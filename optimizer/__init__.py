@@ -14,7 +14,23 @@ from .problem import Device, Problem, ProblemError, Task
 from .simulate import SimResult, simulate
 
 __all__ = [
-    "Device", "ModelLoad", "PhysicalPlan", "Placement", "PlanError", "Problem", "ProblemError", "SimResult",
-    "Task", "gantt_text", "heuristic", "ilp", "optimize", "opwise", "per_query", "per_query_problem",
-    "round_robin", "save_gantt", "simulate",
+    "Device",
+    "ModelLoad",
+    "PhysicalPlan",
+    "Placement",
+    "PlanError",
+    "Problem",
+    "ProblemError",
+    "SimResult",
+    "Task",
+    "gantt_text",
+    "heuristic",
+    "ilp",
+    "optimize",
+    "opwise",
+    "per_query",
+    "per_query_problem",
+    "round_robin",
+    "save_gantt",
+    "simulate",
 ]

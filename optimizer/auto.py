@@ -13,8 +13,13 @@ ILP_MAX_TASKS = 30
 SAFETY = 0.15  # share of the budget kept free for model building and solver start/stop
 
 
-def optimize(problem: Problem, method: str = "auto", time_limit_s: float = 10.0, solver: str = "cbc",
-             ilp_max_tasks: int = ILP_MAX_TASKS) -> PhysicalPlan:
+def optimize(
+    problem: Problem,
+    method: str = "auto",
+    time_limit_s: float = 10.0,
+    solver: str = "cbc",
+    ilp_max_tasks: int = ILP_MAX_TASKS,
+) -> PhysicalPlan:
     """Plan ``problem`` with "heuristic", "ilp" or "auto" (ILP for <= ``ilp_max_tasks`` tasks).
 
     The ILP is warm-started from the heuristic plan and the better plan is returned; a plan not
@@ -29,11 +34,19 @@ def optimize(problem: Problem, method: str = "auto", time_limit_s: float = 10.0,
     left = time_limit_s * (1 - SAFETY) - (time.perf_counter() - t0)
     if use_ilp and left > 0.2:
         best = ilp(problem, time_limit_s=left, warm=plan, solver=solver)
-        if best is not plan and score(problem, plan.makespan, plan.cost_usd) < score(
-                problem, best.makespan, best.cost_usd) - 1e-9:
-            plan.bound, plan.notes = best.bound, plan.notes + ["ILP plan was worse; heuristic kept"] + best.notes
+        if (
+            best is not plan
+            and score(problem, plan.makespan, plan.cost_usd)
+            < score(problem, best.makespan, best.cost_usd) - 1e-9
+        ):
+            plan.bound, plan.notes = (
+                best.bound,
+                plan.notes + ["ILP plan was worse; heuristic kept"] + best.notes,
+            )
             value = score(problem, plan.makespan, plan.cost_usd)
-            plan.gap = max(0.0, (value - plan.bound) / value) if plan.bound is not None and value > 0 else None
+            plan.gap = (
+                max(0.0, (value - plan.bound) / value) if plan.bound is not None and value > 0 else None
+            )
         else:
             plan = best
     elif use_ilp:

@@ -21,8 +21,11 @@ from .timeline import Timeline
 
 def per_query_problem(per_input: Problem, n_inputs: int) -> Problem:
     """``n_inputs`` copies of the per-input graph; copy i of task t is ``f"{t}#{i}"``."""
-    tasks = [replace(t, id=f"{t.id}#{i}", deps=[f"{p}#{i}" for p in t.deps], shardable=False)
-             for i in range(n_inputs) for t in per_input.tasks]
+    tasks = [
+        replace(t, id=f"{t.id}#{i}", deps=[f"{p}#{i}" for p in t.deps], shardable=False)
+        for i in range(n_inputs)
+        for t in per_input.tasks
+    ]
     return replace(per_input, tasks=tasks)
 
 
@@ -34,8 +37,11 @@ def per_query(per_input: Problem, n_inputs: int) -> PhysicalPlan:
     pin: dict[str, str] = {}
     for k, m in enumerate(models):
         users = [t for t in per_input.tasks if t.model == m]
-        allowed = [d.id for d in per_input.devices
-                   if all(any(md.devices == (d.id,) for md in task_modes(per_input, t)) for t in users)]
+        allowed = [
+            d.id
+            for d in per_input.devices
+            if all(any(md.devices == (d.id,) for md in task_modes(per_input, t)) for t in users)
+        ]
         if not allowed:
             raise ProblemError(f"per_query: no single device can run every task of model {m!r}")
         pin[m] = allowed[k % len(allowed)]
@@ -48,10 +54,16 @@ def per_query(per_input: Problem, n_inputs: int) -> PhysicalPlan:
         else:
             fixed[t.id], rr = rr % len(modes[t.id]), rr + 1
     order = {t.id: i for i, t in enumerate(topo_order(per_input))}
-    keys = {t.id: int(t.id.rsplit("#", 1)[1]) * len(order) + order[t.id.rsplit("#", 1)[0]] for t in problem.tasks}
+    keys = {
+        t.id: int(t.id.rsplit("#", 1)[1]) * len(order) + order[t.id.rsplit("#", 1)[0]] for t in problem.tasks
+    }
     tl, _ = build(problem, modes, keys, fixed)
-    return tl.plan("per_query", "heuristic", solve_s=time.perf_counter() - t0,
-                   notes=[f"{n_inputs} inputs, models pinned: {pin}"])
+    return tl.plan(
+        "per_query",
+        "heuristic",
+        solve_s=time.perf_counter() - t0,
+        notes=[f"{n_inputs} inputs, models pinned: {pin}"],
+    )
 
 
 def _widest(problem: Problem, task: Task):

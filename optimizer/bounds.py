@@ -17,8 +17,11 @@ def makespan_lower_bound(problem: Problem) -> float:
         dmin = min(m.duration for m in modes[t.id])
         start = 0.0
         if t.model:
-            start = min(0.0 if t.model in problem.resident.get(d, []) else reload_s(problem, t.model, devs[d], False)
-                        for m in modes[t.id] for d in m.devices)
+            start = min(
+                0.0 if t.model in problem.resident.get(d, []) else reload_s(problem, t.model, devs[d], False)
+                for m in modes[t.id]
+                for d in m.devices
+            )
         end = 0.0
         for pid in t.deps:
             p = tasks[pid]
@@ -46,8 +49,10 @@ def cost_lower_bound(problem: Problem) -> float:
     kind = {d.id: d.kind for d in problem.devices}
     total = 0.0
     for t in problem.tasks:
-        total += min(m.duration * sum(problem.price_per_hour.get(kind[d], 0.0) for d in m.devices)
-                     for m in task_modes(problem, t))
+        total += min(
+            m.duration * sum(problem.price_per_hour.get(kind[d], 0.0) for d in m.devices)
+            for m in task_modes(problem, t)
+        )
     return total / 3600.0
 
 

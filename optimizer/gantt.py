@@ -59,11 +59,22 @@ def save_gantt(problem: Problem, plan: PhysicalPlan, path: str) -> None:
     fig, ax = plt.subplots(figsize=(10, 0.5 * len(devs) + 1.5))
     for p in plan.placements:
         for d in p.devices:
-            ax.broken_barh([(p.start, p.end - p.start)], (devs.index(d) - 0.4, 0.8),
-                           facecolors=color.get(model[p.task], "grey"), edgecolors="black", linewidth=0.3)
+            ax.broken_barh(
+                [(p.start, p.end - p.start)],
+                (devs.index(d) - 0.4, 0.8),
+                facecolors=color.get(model[p.task], "grey"),
+                edgecolors="black",
+                linewidth=0.3,
+            )
     for m in plan.loads:
-        ax.broken_barh([(m.start, m.end - m.start)], (devs.index(m.device) - 0.4, 0.8),
-                       facecolors="white", edgecolors="red", hatch="//", linewidth=0.5)
+        ax.broken_barh(
+            [(m.start, m.end - m.start)],
+            (devs.index(m.device) - 0.4, 0.8),
+            facecolors="white",
+            edgecolors="red",
+            hatch="//",
+            linewidth=0.5,
+        )
     ax.set_yticks(range(len(devs)), devs)
     ax.set_xlabel("seconds")
     ax.set_title(f"{plan.method} ({plan.status}): makespan {plan.makespan:.2f}s")

@@ -64,8 +64,13 @@ class _Scorer:
         return (end, usd)
 
 
-def build(problem: Problem, modes: dict[str, list[Mode]], keys: dict[str, float],
-          fixed: dict[str, int] | None = None, spread: float = 0.0) -> tuple[Timeline, dict[str, int]]:
+def build(
+    problem: Problem,
+    modes: dict[str, list[Mode]],
+    keys: dict[str, float],
+    fixed: dict[str, int] | None = None,
+    spread: float = 0.0,
+) -> tuple[Timeline, dict[str, int]]:
     """Schedule tasks in key order among those whose parents are placed.
 
     With ``fixed`` (task -> mode index) modes are given; otherwise each task picks its best mode,
@@ -183,7 +188,9 @@ def heuristic(problem: Problem, time_budget_s: float = 1.0, seed: int = 0) -> Ph
             best = (val, tl2, fixed, keys2)
             crit = _critical(tl2)
             improved += 1
-    notes = [f"list scheduling objective {greedy_score:.6g}; local search {tries} tries, {improved} improvements"]
+    notes = [
+        f"list scheduling objective {greedy_score:.6g}; local search {tries} tries, {improved} improvements"
+    ]
     return best[1].plan("heuristic", "heuristic", solve_s=time.perf_counter() - t0, notes=notes)
 
 
@@ -209,8 +216,13 @@ def _key_variants(problem: Problem, rank: dict[str, float]) -> list[dict[str, fl
     models = {m: i for i, m in enumerate(sorted({t.model or "" for t in problem.tasks}))}
     top = max(rank.values(), default=1.0) or 1.0
     plain = {tid: -rank[tid] + 1e-9 * order[tid] for tid in rank}
-    banded = {t.id: -round(10 * rank[t.id] / top) + 0.01 * models[t.model or ""] / len(models)
-              - 1e-6 * rank[t.id] / top + 1e-12 * order[t.id] for t in problem.tasks}
+    banded = {
+        t.id: -round(10 * rank[t.id] / top)
+        + 0.01 * models[t.model or ""] / len(models)
+        - 1e-6 * rank[t.id] / top
+        + 1e-12 * order[t.id]
+        for t in problem.tasks
+    }
     return [plain, banded]
 
 
@@ -241,8 +253,11 @@ def _neighbour(rng, problem, modes, tl, chosen, keys, crit):
         tid = rng.choice(crit)
         task = tl.done[tid].task
         devs = tl.done[tid].mode.devices
-        mates = [s for s in tl.done.values() if s.task.id != tid and s.task.model == task.model
-                 and s.mode.devices == devs]
+        mates = [
+            s
+            for s in tl.done.values()
+            if s.task.id != tid and s.task.model == task.model and s.mode.devices == devs
+        ]
         if not task.model or not mates:
             return None
         keys2[tid] = keys[rng.choice(mates).task.id] + rng.choice((-1e-7, 1e-7))

@@ -101,8 +101,9 @@ class _Model:
         if self.p.objective != "makespan" or self.p.wake_s:
             return False
         for d in self.devs.values():
-            models = sorted({t.model for t in self.order if t.model and any(
-                d.id in m.devices for m in self.modes[t.id])})
+            models = sorted(
+                {t.model for t in self.order if t.model and any(d.id in m.devices for m in self.modes[t.id])}
+            )
             if models and d.slots > 1:
                 return False
             if len(models) > 1 and d.mem_bytes <= 0:
@@ -118,8 +119,13 @@ class _Model:
         return True
 
 
-def ilp(problem: Problem, time_limit_s: float = 10.0, warm: PhysicalPlan | None = None,
-        solver: str = "cbc", threads: int | None = None) -> PhysicalPlan:
+def ilp(
+    problem: Problem,
+    time_limit_s: float = 10.0,
+    warm: PhysicalPlan | None = None,
+    solver: str = "cbc",
+    threads: int | None = None,
+) -> PhysicalPlan:
     """Solve the MILP within ``time_limit_s`` (solver: "cbc" or "highs"), warm-started from ``warm``.
 
     Returns the re-timed plan; ``status`` is "optimal" only when the MILP is exact and proven optimal.
@@ -156,8 +162,10 @@ def ilp(problem: Problem, time_limit_s: float = 10.0, warm: PhysicalPlan | None 
     plan = tl.plan("ilp", "feasible", solve_s=time.perf_counter() - t0)
     exact = model.exact()
     value = score(problem, plan.makespan, plan.cost_usd)
-    notes = [f"solver {solver}: {status}; MILP objective {obj:.6g}",
-             f"MILP is {'exact' if exact else 'a restriction (cold-load switches, one model per device)'}"]
+    notes = [
+        f"solver {solver}: {status}; MILP objective {obj:.6g}",
+        f"MILP is {'exact' if exact else 'a restriction (cold-load switches, one model per device)'}",
+    ]
     if exact and bound is not None:
         plan.bound = max(bound, ms_bound)
         notes.append(f"bound: solver best bound {bound:.6g} (combinatorial {ms_bound:.6g})")
@@ -188,8 +196,11 @@ def _formulate(m: _Model):
     p = m.p
     lp = pulp.LpProblem("halo_plan", pulp.LpMinimize)
     ids = [t.id for t in m.order]
-    x = {(tid, k): lp.add_variable(f"x_{i}_{k}", cat="Binary") for i, tid in enumerate(ids)
-         for k in range(len(m.alts[tid]))}
+    x = {
+        (tid, k): lp.add_variable(f"x_{i}_{k}", cat="Binary")
+        for i, tid in enumerate(ids)
+        for k in range(len(m.alts[tid]))
+    }
     s = {tid: lp.add_variable(f"s_{i}", 0, m.horizon) for i, tid in enumerate(ids)}
     cvar = lp.add_variable("C", 0, m.horizon)
     dur, use = {}, {}
@@ -213,7 +224,7 @@ def _formulate(m: _Model):
                 lp += s[tid] >= s[pid] + dur[pid]
     o = {}
     for a, i in enumerate(ids):
-        for j in ids[a + 1:]:
+        for j in ids[a + 1 :]:
             shared = sorted(set(use[i]) & set(use[j]))
             if not shared:
                 continue
@@ -250,8 +261,9 @@ def _objective(m: _Model, lp, x, cvar):
                         m.first_vars[model, d] = lp.add_variable(f"z_{len(m.first_vars)}", 0, 1)
                     z = m.first_vars[model, d]
                     m.first_uses.append((z, x[tid, k]))
-    lp_usd = pulp.lpSum(usd) + pulp.lpSum(z * price[d] * reload_s(p, model, m.devs[d], False)
-                                          for (model, d), z in m.first_vars.items())
+    lp_usd = pulp.lpSum(usd) + pulp.lpSum(
+        z * price[d] * reload_s(p, model, m.devs[d], False) for (model, d), z in m.first_vars.items()
+    )
     if p.objective == "cost":
         return lp_usd
     prices = list(price.values())
@@ -296,7 +308,9 @@ def _set_warm(m: _Model, x, s, o, cvar, vals) -> None:
         var.setInitialValue(1 if (vals[i][0], vals[i][1] > 0) <= (vals[j][0], vals[j][1] > 0) else 0)
     cvar.setInitialValue(max(st + d for st, d, _ in vals.values()))
     for (model, d), z in m.first_vars.items():
-        used = any(m.tasks[t].model == model and any(r[0] == d for r in m.alts[t][vals[t][2]][1]) for t in vals)
+        used = any(
+            m.tasks[t].model == model and any(r[0] == d for r in m.alts[t][vals[t][2]][1]) for t in vals
+        )
         z.setInitialValue(1 if used else 0)
 
 

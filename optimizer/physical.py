@@ -132,7 +132,9 @@ def validate(plan: PhysicalPlan, problem: Problem) -> None:
                 raise PlanError(f"task {p.task!r}: shards must use devices of one kind, got {p.devices}")
         need = required_duration(t, [devs[d] for d in p.devices])
         if p.end - p.start < need - EPS:
-            raise PlanError(f"task {p.task!r} on {p.devices}: runs {p.end - p.start:.6g}s < required {need:.6g}s")
+            raise PlanError(
+                f"task {p.task!r} on {p.devices}: runs {p.end - p.start:.6g}s < required {need:.6g}s"
+            )
         if p.start < -EPS:
             raise PlanError(f"task {p.task!r} starts before 0")
     missing = set(tasks) - set(where)
@@ -149,13 +151,20 @@ def validate(plan: PhysicalPlan, problem: Problem) -> None:
                 ok = c.start >= p.end - EPS
                 rule = f"start >= end of {pid!r}"
             if not ok:
-                raise PlanError(f"precedence violated: task {t.id!r} [{c.start:.6g}, {c.end:.6g}] needs {rule} "
-                                f"[{p.start:.6g}, {p.end:.6g}]")
+                raise PlanError(
+                    f"precedence violated: task {t.id!r} [{c.start:.6g}, {c.end:.6g}] needs {rule} "
+                    f"[{p.start:.6g}, {p.end:.6g}]"
+                )
     if abs(plan.makespan - max((p.end for p in plan.placements), default=0.0)) > 1e-4:
         raise PlanError(f"makespan {plan.makespan} differs from the last task end")
     for did, dev in devs.items():
-        _check_device(problem, dev, [p for p in plan.placements if did in p.devices],
-                      [m for m in plan.loads if m.device == did], tasks)
+        _check_device(
+            problem,
+            dev,
+            [p for p in plan.placements if did in p.devices],
+            [m for m in plan.loads if m.device == did],
+            tasks,
+        )
     for m in plan.loads:
         if m.device not in devs:
             raise PlanError(f"load on unknown device {m.device!r}")
@@ -195,19 +204,25 @@ def _check_device(problem, dev, places, loads, tasks) -> None:
                     raise PlanError(f"device {dev.id}: evicts {e!r} at t={time} while a task uses it")
                 resident.remove(e)
             if obj.model in resident:
-                raise PlanError(f"device {dev.id}: loads {obj.model!r} at t={time} but it is already resident")
+                raise PlanError(
+                    f"device {dev.id}: loads {obj.model!r} at t={time} but it is already resident"
+                )
             need = reload_s(problem, obj.model, dev, obj.model in seen)
             if obj.end - obj.start < need - EPS:
-                raise PlanError(f"device {dev.id}: load of {obj.model!r} takes {obj.end - obj.start:.6g}s "
-                                f"< required {need:.6g}s")
+                raise PlanError(
+                    f"device {dev.id}: load of {obj.model!r} takes {obj.end - obj.start:.6g}s "
+                    f"< required {need:.6g}s"
+                )
             resident.append(obj.model)
             seen.add(obj.model)
         else:
             t = tasks[obj.task]
             if t.model:
                 if t.model not in resident:
-                    raise PlanError(f"task {t.id!r} runs on {dev.id} at t={time} but model {t.model!r} "
-                                    f"is not resident there")
+                    raise PlanError(
+                        f"task {t.id!r} runs on {dev.id} at t={time} but model {t.model!r} "
+                        f"is not resident there"
+                    )
                 ready = [m.end for m in loads if m.model == t.model and m.start <= obj.start + EPS]
                 if ready and max(ready) > obj.start + EPS:
                     raise PlanError(f"task {t.id!r} starts on {dev.id} before its model load ends")
@@ -215,5 +230,7 @@ def _check_device(problem, dev, places, loads, tasks) -> None:
             mem += t.mem_bytes
         used = sum(problem.model_bytes.get(m, 0) for m in resident) + mem
         if dev.mem_bytes > 0 and used > dev.mem_bytes:
-            raise PlanError(f"device {dev.id}: memory {used} bytes (resident {resident} + running tasks) "
-                            f"exceeds capacity {dev.mem_bytes} at t={time}")
+            raise PlanError(
+                f"device {dev.id}: memory {used} bytes (resident {resident} + running tasks) "
+                f"exceeds capacity {dev.mem_bytes} at t={time}"
+            )

@@ -30,9 +30,15 @@ class SimResult:
     label: str = "simulated"
 
 
-def simulate(problem: Problem, plan: PhysicalPlan, n_inputs: int | None = None,
-             factor: float | dict[str, float] = 1.0, jitter: float = 0.0, seed: int = 0,
-             barrier: bool | None = None) -> SimResult:
+def simulate(
+    problem: Problem,
+    plan: PhysicalPlan,
+    n_inputs: int | None = None,
+    factor: float | dict[str, float] = 1.0,
+    jitter: float = 0.0,
+    seed: int = 0,
+    barrier: bool | None = None,
+) -> SimResult:
     """Replay ``plan``; task time = planned time x factor (per task when a dict) x U(1-jitter, 1+jitter).
 
     ``barrier`` (default: on for operator-at-a-time plans) makes each task wait until every task of
@@ -52,7 +58,7 @@ def simulate(problem: Problem, plan: PhysicalPlan, n_inputs: int | None = None,
     items = [(m.start, 0, i, "load", m) for i, m in enumerate(plan.loads)]
     items += [(p.start, 1, p.order, "task", p) for p in plan.placements]
     for _, _, _, kind, obj in sorted(items, key=lambda it: it[:3]):
-        for d in ([obj.device] if kind == "load" else obj.devices):
+        for d in [obj.device] if kind == "load" else obj.devices:
             queues[d].append((kind, obj))
     head = dict.fromkeys(devs, 0)
     busy = dict.fromkeys(devs, 0)
@@ -156,5 +162,8 @@ def simulate(problem: Problem, plan: PhysicalPlan, n_inputs: int | None = None,
         makespan=makespan,
         throughput=n_inputs / makespan if n_inputs and makespan > 0 else None,
         utilization={d: (u / makespan if makespan > 0 else 0.0) for d, u in util.items()},
-        load_s=loading, mem_peak=peak, switches=switches, times=started,
+        load_s=loading,
+        mem_peak=peak,
+        switches=switches,
+        times=started,
     )

@@ -81,9 +81,13 @@ class Timeline:
             t0 = max(free[lane], self.last_start[did])
             if not task.model:
                 dev = self.devs[did]
-                if dev.slots == 1 and dev.mem_bytes > 0 and (
-                    sum(self.problem.model_bytes.get(m, 0) for m in self.resident[did]) + task.mem_bytes
-                    > dev.mem_bytes
+                if (
+                    dev.slots == 1
+                    and dev.mem_bytes > 0
+                    and (
+                        sum(self.problem.model_bytes.get(m, 0) for m in self.resident[did]) + task.mem_bytes
+                        > dev.mem_bytes
+                    )
                 ):
                     return None
             else:
@@ -155,8 +159,18 @@ class Timeline:
         """The committed schedule as a :class:`PhysicalPlan` (order = rank by start time)."""
         seq = {tid: i for i, tid in enumerate(self.done)}  # commit order breaks start-time ties
         slots = sorted(self.done.values(), key=lambda s: (s.start, seq[s.task.id]))
-        placements = [Placement(s.task.id, list(s.mode.devices), s.start, s.end, i) for i, s in enumerate(slots)]
+        placements = [
+            Placement(s.task.id, list(s.mode.devices), s.start, s.end, i) for i, s in enumerate(slots)
+        ]
         makespan = max((p.end for p in placements), default=0.0)
         loads = sorted(self.loads, key=lambda m: (m.start, m.device))
-        return PhysicalPlan(placements, loads, makespan, busy_cost(self.problem, placements, loads), method,
-                            status, self.problem.objective, **kw)
+        return PhysicalPlan(
+            placements,
+            loads,
+            makespan,
+            busy_cost(self.problem, placements, loads),
+            method,
+            status,
+            self.problem.objective,
+            **kw,
+        )

@@ -21,12 +21,19 @@ class BatchFormation:
     `models`: each node's model.
     """
 
-    def __init__(self, max_batch: int, batch_tokens: int, siblings: Mapping[str, list[str]], rank: Mapping[str, int],
-                 models: Mapping[str, str], cost: Callable[[Any], int]):
+    def __init__(
+        self,
+        max_batch: int,
+        batch_tokens: int,
+        siblings: Mapping[str, list[str]],
+        rank: Mapping[str, int],
+        models: Mapping[str, str],
+        cost: Callable[[Any], int],
+    ):
         self.max_batch, self.batch_tokens = max_batch, batch_tokens
         self.siblings, self.rank = siblings, rank
         self.models, self.cost = models, cost
-        self.queues: dict[str, list[Any]] = defaultdict(list)     # by node
+        self.queues: dict[str, list[Any]] = defaultdict(list)  # by node
 
     def add(self, call: Any) -> None:
         self.queues[call.node].append(call)
@@ -35,8 +42,9 @@ class BatchFormation:
         """A node goes when its queue (with its siblings') fills a batch, or when none of their instances
         is still waiting upstream: one full batch costs about as much as a small one on a GPU."""
         group = [node, *self.siblings.get(node, ())]
-        return (sum(len(self.queues[n]) for n in group) >= self.max_batch
-                or all(unstarted.get(n, 0) <= 0 for n in group))
+        return sum(len(self.queues[n]) for n in group) >= self.max_batch or all(
+            unstarted.get(n, 0) <= 0 for n in group
+        )
 
     def next_batch(self, unstarted: Mapping[str, int], resident: Collection[str], idle: bool) -> list[Any]:
         """The next engine batch (empty: wait). When no node is ready and nothing else is in flight (`idle`),

@@ -17,8 +17,9 @@ from halo.runtime.engines.base import GenRequest
 from halo.runtime.journal import Journal
 from halo.runtime.records import dumps
 
-IN_DOUBT = ("interrupted by a crash: this call may have run; it is not repeated "
-            "(--retry-in-doubt runs it again)")
+IN_DOUBT = (
+    "interrupted by a crash: this call may have run; it is not repeated (--retry-in-doubt runs it again)"
+)
 
 
 @dataclass
@@ -64,7 +65,7 @@ class Memo:
             self.evicted += 1
 
 
-ENTRY_BYTES = 300   # what one memo entry costs besides its key and text (measured on CPython 3.11)
+ENTRY_BYTES = 300  # what one memo entry costs besides its key and text (measured on CPython 3.11)
 
 
 def _size(key: str, text: str | None, error: str | None) -> int:
@@ -83,7 +84,7 @@ class CallCache:
         self.journal = journal
         self.memo = Memo(memo_bytes)
         self.inflight: dict[str, Call] = {}
-        self.resuming = False    # the journal held work when the run started: look there too
+        self.resuming = False  # the journal held work when the run started: look there too
 
     def finished(self, key: str) -> tuple[Any, str | None] | None:
         """The (value, error) of a finished call with this key: from memory, else from the journal when it

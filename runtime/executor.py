@@ -44,19 +44,19 @@ from halo.runtime.toolbox import Toolbox
 class RunOptions:
     """How to execute. The defaults are Halo's; the baselines switch parts off."""
 
-    merge: bool = True                 # serve identical calls once (memo + in-flight coalescing)
-    window: int = 512                  # inputs in flight (bounds memory)
-    max_batch: int = BatchPolicy.max_batch          # LLM requests per engine call
-    batch_tokens: int = BatchPolicy.batch_tokens    # LLM micro-batch budget: prompt + expected output tokens
+    merge: bool = True  # serve identical calls once (memo + in-flight coalescing)
+    window: int = 512  # inputs in flight (bounds memory)
+    max_batch: int = BatchPolicy.max_batch  # LLM requests per engine call
+    batch_tokens: int = BatchPolicy.batch_tokens  # LLM micro-batch budget: prompt + expected output tokens
     tool_workers: int = 8
-    operator_at_a_time: bool = False   # barrier between operators (the operator-at-a-time baseline)
-    prefix_keys: bool = True           # tell the engine which requests share a prefix
-    repair: bool = True                # one repair retry for invalid structured output
+    operator_at_a_time: bool = False  # barrier between operators (the operator-at-a-time baseline)
+    prefix_keys: bool = True  # tell the engine which requests share a prefix
+    repair: bool = True  # one repair retry for invalid structured output
     llm_retries: int = 1
-    priority: list[str] = field(default_factory=list)   # node order from the physical plan
-    kv_ttl_s: float | None = 30.0      # keep an LLM call's KV this long for a follow-up (None/0: off)
-    memo_bytes: int = 64 * 2**20       # results kept in memory, by JSON size (the journal keeps them all)
-    retry_in_doubt: bool = False       # on resume, run again a side effect that may have run (idempotent ones)
+    priority: list[str] = field(default_factory=list)  # node order from the physical plan
+    kv_ttl_s: float | None = 30.0  # keep an LLM call's KV this long for a follow-up (None/0: off)
+    memo_bytes: int = 64 * 2**20  # results kept in memory, by JSON size (the journal keeps them all)
+    retry_in_doubt: bool = False  # on resume, run again a side effect that may have run (idempotent ones)
 
 
 @dataclass
@@ -67,12 +67,18 @@ class _Input:
     todo: set[str]
     running: set[str] = field(default_factory=set)
     errors: list[dict[str, str]] = field(default_factory=list)
-    in_doubt: bool = False             # a side effect of an interrupted run may have run (not repeated)
+    in_doubt: bool = False  # a side effect of an interrupted run may have run (not repeated)
 
 
 class Executor:
-    def __init__(self, plan: LogicalPlan, engine: Engine | None, toolbox: Toolbox, journal: Journal,
-                 options: RunOptions | None = None):
+    def __init__(
+        self,
+        plan: LogicalPlan,
+        engine: Engine | None,
+        toolbox: Toolbox,
+        journal: Journal,
+        options: RunOptions | None = None,
+    ):
         self.plan, self.engine, self.tools, self.journal = plan, engine, toolbox, journal
         self.opt = options or RunOptions()
         self.ops = {op.id: op for op in plan.nodes()}
@@ -80,11 +86,20 @@ class Executor:
         self.order = sorted(self.ops, key=lambda n: rank.get(n, len(rank)))
         self.rank = {n: i for i, n in enumerate(self.order)}
         # Nodes that share engine batches wait for each other (the plan's fusion sets; not in the baseline).
-        siblings = {} if self.opt.operator_at_a_time else \
-            {n: [m for m in group if m != n] for group in fusion_sets(plan) for n in group}
+        siblings = (
+            {}
+            if self.opt.operator_at_a_time
+            else {n: [m for m in group if m != n] for group in fusion_sets(plan) for n in group}
+        )
         llm = [n for n, op in self.ops.items() if op.kind == "llm"]
-        self.batches = BatchFormation(self.opt.max_batch, self.opt.batch_tokens, siblings, self.rank,
-                                      {n: self.ops[n].model for n in llm}, self._expected_tokens)
+        self.batches = BatchFormation(
+            self.opt.max_batch,
+            self.opt.batch_tokens,
+            siblings,
+            self.rank,
+            {n: self.ops[n].model for n in llm},
+            self._expected_tokens,
+        )
         self.retain_s = kv_retention(plan, self.opt.kv_ttl_s)
         self.candidates: list[tuple[int, str]] = []
         self.topo = [op.id for op in plan.nodes()]
@@ -102,17 +117,21 @@ class Executor:
         self.engine_busy = False
         self.inputs: dict[int, _Input] = {}
         self.cache = CallCache(journal, self.opt.memo_bytes)
-        self.finished: list[int] = []        # rows whose every node is done, not yet flushed
-        self.unstarted: dict[str, int] = defaultdict(int)                # admitted instances not yet started
+        self.finished: list[int] = []  # rows whose every node is done, not yet flushed
+        self.unstarted: dict[str, int] = defaultdict(int)  # admitted instances not yet started
         self.done_count: dict[str, int] = defaultdict(int)
         self.total_inputs = 0
-        self.outstanding = 0                 # tool calls and engine batches whose event is still due
+        self.outstanding = 0  # tool calls and engine batches whose event is still due
         self.t0 = 0.0
 
     # -- driver ------------------------------------------------------------------------------------------
 
-    def run(self, rows: Iterable[tuple[int, dict[str, Any]] | RowError], sink: Callable[[str], None],
-            on_progress: Callable[[int], None] | None = None) -> RunStats:
+    def run(
+        self,
+        rows: Iterable[tuple[int, dict[str, Any]] | RowError],
+        sink: Callable[[str], None],
+        on_progress: Callable[[int], None] | None = None,
+    ) -> RunStats:
         """Run every row; each finished input's record goes to `sink` as JSON text (after it is journaled).
 
         A rejected row (a `RowError`) is journaled as its record, never run.
@@ -136,7 +155,7 @@ class Executor:
                         break
                     self._admit(*nxt)
                 self._dispatch()
-                self._flush(sink, on_progress)     # inputs served entirely from memory finish here
+                self._flush(sink, on_progress)  # inputs served entirely from memory finish here
                 if exhausted and not self.inputs:
                     break
                 if self.outstanding == 0:
@@ -183,7 +202,7 @@ class Executor:
         parked on that node until it opens.
         """
         rank = self.rank
-        while True:   # a call served from memory (or the journal) finishes at once and adds its successors
+        while True:  # a call served from memory (or the journal) finishes at once and adds its successors
             if self.opt.operator_at_a_time:
                 self._open_nodes()
             if not self.candidates:
@@ -204,8 +223,9 @@ class Executor:
 
     def _open_nodes(self) -> None:
         """Operator at a time: open the next nodes whose predecessors in topological order are all done."""
-        while self.opened + 1 < len(self.topo) and \
-                self.done_count[self.topo[self.opened]] >= self.total_inputs:
+        while (
+            self.opened + 1 < len(self.topo) and self.done_count[self.topo[self.opened]] >= self.total_inputs
+        ):
             self.opened += 1
             node = self.topo[self.opened]
             self.candidates.extend((row, node) for row in self.parked.pop(node, ()))
@@ -216,7 +236,7 @@ class Executor:
         self.unstarted[node] -= 1
         try:
             key = call_key(op, inp.env) if self.opt.merge else None
-        except Exception as e:   # rendering failed: a missing upstream value
+        except Exception as e:  # rendering failed: a missing upstream value
             self._finish(inp.row, node, None, f"cannot prepare call: {e}")
             return
         if key is not None:
@@ -265,7 +285,7 @@ class Executor:
                 self.journal.intent(op.id, row)
             value, _ = self.tools.run(op, env)
             error = None
-        except Exception as e:   # a tool failure is data for the inputs that need it
+        except Exception as e:  # a tool failure is data for the inputs that need it
             value, error = None, f"{type(e).__name__}: {e}"
         if effect:
             self.journal.put_effect(op.id, row, value, error)
@@ -277,8 +297,9 @@ class Executor:
         """Give the idle engine the next micro-batch (`BatchFormation.next_batch`)."""
         if self.engine_busy or self.engine is None:
             return
-        batch = self.batches.next_batch(self.unstarted, set(self.engine.resident_models()),
-                                        idle=self.outstanding == 0)
+        batch = self.batches.next_batch(
+            self.unstarted, set(self.engine.resident_models()), idle=self.outstanding == 0
+        )
         if not batch:
             return
         self.engine_busy = True
@@ -298,7 +319,7 @@ class Executor:
             load_s = self.engine.load(model)
             pending = list(range(len(batch)))
             results = [GenResult.failed("not run")] * len(batch)
-        except Exception as e:   # the model did not load: every request of the batch fails
+        except Exception as e:  # the model did not load: every request of the batch fails
             results, pending = [GenResult.failed(f"{type(e).__name__}: {e}") for _ in batch], []
         for attempt in range(self.opt.llm_retries + 1):
             if not pending:
@@ -306,12 +327,16 @@ class Executor:
             if attempt:
                 time.sleep(0.2 * 2 ** (attempt - 1))
             try:
-                for i, r in zip(pending, self.engine.generate([batch[i].request for i in pending]), strict=True):
+                for i, r in zip(
+                    pending, self.engine.generate([batch[i].request for i in pending]), strict=True
+                ):
                     results[i] = r
-            except Exception as e:   # the engine itself failed: every pending request fails this attempt
+            except Exception as e:  # the engine itself failed: every pending request fails this attempt
                 for i in pending:
                     results[i] = GenResult.failed(f"{type(e).__name__}: {e}")
-            pending = [i for i in pending if results[i].error and retryable(batch[i].request, results[i].error)]
+            pending = [
+                i for i in pending if results[i].error and retryable(batch[i].request, results[i].error)
+            ]
         self.events.put(("llm", (batch, results, load_s, start, time.perf_counter())))
 
     # -- completions -------------------------------------------------------------------------------------
@@ -334,14 +359,23 @@ class Executor:
             members = Counter(c.node for c in batch)
             for node in members:
                 self.stats.nodes[node].batches += 1
-            self.stats.record_batch({
-                "model": self.ops[batch[0].node].model, "nodes": dict(members), "n": len(batch),
-                "prompt_tokens": sum(r.prompt_tokens for r in results),
-                "cached_tokens": sum(r.cached_tokens for r in results),
-                "steps": max((r.completion_tokens for r in results), default=0),
-                "node_steps": {n: max(r.completion_tokens for c, r in zip(batch, results, strict=True) if c.node == n)
-                               for n in members},
-                "seconds": end - start - load_s})
+            self.stats.record_batch(
+                {
+                    "model": self.ops[batch[0].node].model,
+                    "nodes": dict(members),
+                    "n": len(batch),
+                    "prompt_tokens": sum(r.prompt_tokens for r in results),
+                    "cached_tokens": sum(r.cached_tokens for r in results),
+                    "steps": max((r.completion_tokens for r in results), default=0),
+                    "node_steps": {
+                        n: max(
+                            r.completion_tokens for c, r in zip(batch, results, strict=True) if c.node == n
+                        )
+                        for n in members
+                    },
+                    "seconds": end - start - load_s,
+                }
+            )
             for call, res in zip(batch, results, strict=True):
                 st = self.stats.nodes[call.node]
                 st.calls += 1
@@ -352,7 +386,7 @@ class Executor:
                 st.completion_tokens += res.completion_tokens
                 st.cached_tokens += res.cached_tokens
                 if not res.error:
-                    st.output_tokens.append(res.completion_tokens)   # a bounded deque
+                    st.output_tokens.append(res.completion_tokens)  # a bounded deque
                 self._llm_done(call, res)
         self._flush(sink, on_progress)
 
@@ -409,8 +443,12 @@ class Executor:
         done, self.finished = self.finished, []
         for row in done:
             inp = self.inputs.pop(row)
-            record = {"row": inp.row, "inputs": inp.params, "outputs": self._outputs(inp),
-                      "error": inp.errors or None}
+            record = {
+                "row": inp.row,
+                "inputs": inp.params,
+                "outputs": self._outputs(inp),
+                "error": inp.errors or None,
+            }
             sink(self.journal.put_output(inp.row, record))
             self.stats.inputs += 1
             self.stats.failed += 1 if inp.errors else 0

@@ -63,9 +63,14 @@ class Journal:
                     p.unlink(missing_ok=True)
                 self.db = _connect(path)
                 self.db.executescript(_SCHEMA)
-                self.db.executemany("INSERT INTO meta VALUES (?, ?)", [
-                    ("format", FORMAT), ("fingerprint", fingerprint),
-                    ("checksum", _checksum(FORMAT, fingerprint))])
+                self.db.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [
+                        ("format", FORMAT),
+                        ("fingerprint", fingerprint),
+                        ("checksum", _checksum(FORMAT, fingerprint)),
+                    ],
+                )
         except BaseException:
             self._lockfile.close()
             raise
@@ -73,7 +78,7 @@ class Journal:
         self._pending = 0
         self._last_commit = time.monotonic()
         self._state("open")
-        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")   # the main file itself now says 'open'
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the main file itself now says 'open'
         self.db.execute("BEGIN")
 
     # -- mergeable calls --------------------------------------------------------------------------------
@@ -86,14 +91,17 @@ class Journal:
     def put_call(self, key: str, text: str | None, error: str | None) -> None:
         """Store a call's result as JSON text (from `records.dumps`; None when it failed)."""
         with self.lock:
-            self.db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?, ?)", (key, None if error else text, error))
+            self.db.execute(
+                "INSERT OR REPLACE INTO calls VALUES (?, ?, ?)", (key, None if error else text, error)
+            )
             self._tick()
 
     # -- calls that must not repeat ----------------------------------------------------------------------
     def get_effect(self, node: str, row: int) -> tuple[str, Any, str | None] | None:
         with self.lock:
-            r = self.db.execute("SELECT state, value, error FROM effects WHERE node=? AND row=?",
-                                (node, row)).fetchone()
+            r = self.db.execute(
+                "SELECT state, value, error FROM effects WHERE node=? AND row=?", (node, row)
+            ).fetchone()
         return None if r is None else (r[0], json.loads(r[1]) if r[1] is not None else None, r[2])
 
     def intent(self, node: str, row: int) -> None:
@@ -104,8 +112,10 @@ class Journal:
 
     def put_effect(self, node: str, row: int, value: Any, error: str | None) -> None:
         with self.lock:
-            self.db.execute("INSERT OR REPLACE INTO effects VALUES (?, ?, 'done', ?, ?)",
-                            (node, row, None if error else dumps(value), error))
+            self.db.execute(
+                "INSERT OR REPLACE INTO effects VALUES (?, ?, 'done', ?, ?)",
+                (node, row, None if error else dumps(value), error),
+            )
             self._commit()
 
     # -- finished inputs ---------------------------------------------------------------------------------
@@ -114,7 +124,9 @@ class Journal:
         as its side effects are committed one by one); returns its JSON text."""
         text = dumps(record)
         with self.lock:
-            self.db.execute("INSERT OR REPLACE INTO outputs VALUES (?, ?, ?)", (row, text, int(bool(record["error"]))))
+            self.db.execute(
+                "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?)", (row, text, int(bool(record["error"])))
+            )
             self._tick()
         return text
 
@@ -140,8 +152,9 @@ class Journal:
         last = -(2**63)
         while True:
             with self.lock:
-                rows = self.db.execute("SELECT row, record FROM outputs WHERE row > ? ORDER BY row LIMIT ?",
-                                       (last, chunk)).fetchall()
+                rows = self.db.execute(
+                    "SELECT row, record FROM outputs WHERE row > ? ORDER BY row LIMIT ?", (last, chunk)
+                ).fetchall()
             if not rows:
                 return
             for _, record in rows:
@@ -183,15 +196,17 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 def _acquire(lock_path: Path, journal: Path):
     """Hold an exclusive lock on the journal for this process, or say which process holds it."""
-    f = open(lock_path, "a+")   # noqa: SIM115 - held until `close`
+    f = open(lock_path, "a+")  # noqa: SIM115 - held until `close`
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         f.seek(0)
         holder = f.read().strip() or "unknown"
         f.close()
-        raise JournalError(f"{journal} is in use by another halo run (pid {holder}); wait for it to finish "
-                           "or write to another --output") from None
+        raise JournalError(
+            f"{journal} is in use by another halo run (pid {holder}); wait for it to finish "
+            "or write to another --output"
+        ) from None
     f.truncate(0)
     f.write(str(os.getpid()))
     f.flush()
@@ -215,16 +230,21 @@ def _open_existing(path: Path, fingerprint: str) -> sqlite3.Connection:
         raise JournalError(f"--resume: {path} is not a readable journal ({e}); {again}") from None
     if ok != "ok" or not _TABLES <= tables:
         db.close()
-        raise JournalError(f"--resume: the journal {path} is damaged ({ok if ok != 'ok' else 'tables missing'}); "
-                           f"{again}")
+        raise JournalError(
+            f"--resume: the journal {path} is damaged ({ok if ok != 'ok' else 'tables missing'}); {again}"
+        )
     if meta.get("checksum") != _checksum(meta.get("format", ""), meta.get("fingerprint", "")):
         db.close()
-        raise JournalError(f"--resume: the header of the journal {path} fails its checksum (damaged, or written "
-                           f"by another version of halo); {again}")
+        raise JournalError(
+            f"--resume: the header of the journal {path} fails its checksum (damaged, or written "
+            f"by another version of halo); {again}"
+        )
     if meta.get("state") == "open" and wal_lost:
         db.close()
-        raise JournalError(f"--resume: the write-ahead log {_side(path, '-wal')} of an interrupted run is "
-                           f"missing, so its last writes are lost; {again}")
+        raise JournalError(
+            f"--resume: the write-ahead log {_side(path, '-wal')} of an interrupted run is "
+            f"missing, so its last writes are lost; {again}"
+        )
     if meta["fingerprint"] != fingerprint:
         db.close()
         raise JournalMismatch(f"the journal {path} belongs to another workflow or input file; {again}")

@@ -17,12 +17,18 @@ def build_request(op: OpNode, env: dict[str, Any], prefix_keys: bool, retain_s: 
     """The request for `op` on one input's values; `prefix_keys` names the shared prefix for the engine."""
     system = op.templates["system"].render(env) if "system" in op.templates else None
     top_p = op.option("top_p")
-    return GenRequest(model=op.model, prompt=op.templates["prompt"].render(env), system=system,
-                      max_tokens=int(op.option("max_tokens")),
-                      temperature=float(op.option("temperature")), seed=op.option("seed"),
-                      json_schema=structured.json_schema(op.out),
-                      prefix_key=prefix_key(op, system) if prefix_keys else None,
-                      retain_s=retain_s, top_p=None if top_p is None else float(top_p))
+    return GenRequest(
+        model=op.model,
+        prompt=op.templates["prompt"].render(env),
+        system=system,
+        max_tokens=int(op.option("max_tokens")),
+        temperature=float(op.option("temperature")),
+        seed=op.option("seed"),
+        json_schema=structured.json_schema(op.out),
+        prefix_key=prefix_key(op, system) if prefix_keys else None,
+        retain_s=retain_s,
+        top_p=None if top_p is None else float(top_p),
+    )
 
 
 def expected_tokens(op: OpNode, req: GenRequest, seen: Collection[int]) -> int:

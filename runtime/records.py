@@ -15,7 +15,7 @@ def dumps(value: Any) -> str:
     """`value` as compact JSON text (non-JSON objects as their str())."""
     try:
         text = json.dumps(value, default=str, ensure_ascii=False, allow_nan=False)
-    except ValueError:   # a NaN or an infinity somewhere
+    except ValueError:  # a NaN or an infinity somewhere
         text = json.dumps(_finite(value), default=str, ensure_ascii=False, allow_nan=False)
     try:
         text.encode("utf-8")

@@ -23,7 +23,7 @@ class RunResult:
     stats: RunStats
     output: Path
     journal: Path
-    failed_records: int = 0       # records with an error in the whole output, earlier runs' included
+    failed_records: int = 0  # records with an error in the whole output, earlier runs' included
 
 
 def fingerprint(plan: LogicalPlan, sources: Iterable[str], input_path: str | Path) -> str:
@@ -38,9 +38,17 @@ def fingerprint(plan: LogicalPlan, sources: Iterable[str], input_path: str | Pat
     return h.hexdigest()[:32]
 
 
-def execute(plan: LogicalPlan, rows: Iterable[tuple[int, dict[str, Any]]], output: str | Path, fp: str,
-            engine: str = "hf", engine_options: dict | None = None, options: RunOptions | None = None,
-            resume: bool = False, progress=None) -> RunResult:
+def execute(
+    plan: LogicalPlan,
+    rows: Iterable[tuple[int, dict[str, Any]]],
+    output: str | Path,
+    fp: str,
+    engine: str = "hf",
+    engine_options: dict | None = None,
+    options: RunOptions | None = None,
+    resume: bool = False,
+    progress=None,
+) -> RunResult:
     """Run the plan over `rows`, one JSON record per input in `output`.
 
     `rows` yields (row, params) and, for rows that failed validation, `RowError`s (they get a record too).
@@ -51,7 +59,7 @@ def execute(plan: LogicalPlan, rows: Iterable[tuple[int, dict[str, Any]]], outpu
     output = Path(output)
     tools = Toolbox(plan)
     problems = tools.check()
-    if problems:                  # refused before the journal or the output is touched
+    if problems:  # refused before the journal or the output is touched
         tools.close()
         raise HaloError(problems)
     journal_path = output.with_name(output.name + ".journal")
@@ -80,8 +88,17 @@ def _rebuild(journal: Journal, output: Path) -> None:
     os.replace(tmp, output)
 
 
-def _stream(plan: LogicalPlan, rows, output: Path, journal: Journal, tools: Toolbox, engine: str,
-            engine_options: dict | None, options: RunOptions | None, progress) -> RunStats:
+def _stream(
+    plan: LogicalPlan,
+    rows,
+    output: Path,
+    journal: Journal,
+    tools: Toolbox,
+    engine: str,
+    engine_options: dict | None,
+    options: RunOptions | None,
+    progress,
+) -> RunStats:
     """Run the executor, appending each record to `output` as its input finishes; closes the tools."""
     try:
         needs_llm = any(op.kind == "llm" for op in plan.nodes())
@@ -91,9 +108,11 @@ def _stream(plan: LogicalPlan, rows, output: Path, journal: Journal, tools: Tool
         raise
     try:
         with output.open("a", encoding="utf-8") as f:
+
             def sink(record: str) -> None:
                 f.write(record + "\n")
                 f.flush()
+
             return Executor(plan, llm, tools, journal, options).run(rows, sink, progress)
     finally:
         tools.close()

@@ -5,18 +5,18 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import asdict, dataclass, field
 
-ENGINE_RECORDS = 4096     # engine batches kept for calibration (the most recent ones)
+ENGINE_RECORDS = 4096  # engine batches kept for calibration (the most recent ones)
 
 
 @dataclass
 class NodeStats:
-    instances: int = 0          # (input, node) pairs completed
-    calls: int = 0              # calls actually executed
-    memo_hits: int = 0          # served from an earlier identical call (or the journal)
-    coalesced: int = 0          # joined an identical call still in flight
+    instances: int = 0  # (input, node) pairs completed
+    calls: int = 0  # calls actually executed
+    memo_hits: int = 0  # served from an earlier identical call (or the journal)
+    coalesced: int = 0  # joined an identical call still in flight
     errors: int = 0
-    seconds: float = 0.0        # busy time of executed calls (as each call reports it)
-    engine_s: float = 0.0       # LLM: this node's share (by requests) of its engine batches' wall time
+    seconds: float = 0.0  # busy time of executed calls (as each call reports it)
+    engine_s: float = 0.0  # LLM: this node's share (by requests) of its engine batches' wall time
     first_start: float | None = None
     last_end: float | None = None
     prompt_tokens: int = 0
@@ -39,11 +39,11 @@ class NodeStats:
 
 @dataclass
 class RunStats:
-    inputs: int = 0             # inputs run (to the end) by this run
-    failed: int = 0             # of those, inputs with an error
-    rejected: int = 0           # input rows that failed validation (never run)
-    in_doubt: int = 0           # failed inputs with a side effect that an interrupted run may have done
-    resumed: int = 0            # records already in the journal when this run started
+    inputs: int = 0  # inputs run (to the end) by this run
+    failed: int = 0  # of those, inputs with an error
+    rejected: int = 0  # input rows that failed validation (never run)
+    in_doubt: int = 0  # failed inputs with a side effect that an interrupted run may have done
+    resumed: int = 0  # records already in the journal when this run started
     seconds: float = 0.0
     model_loads: int = 0
     load_seconds: float = 0.0
@@ -64,15 +64,21 @@ class RunStats:
     def totals(self) -> dict:
         ns = self.nodes.values()
         return {
-            "inputs": self.inputs, "failed": self.failed, "rejected": self.rejected, "in_doubt": self.in_doubt,
-            "resumed": self.resumed, "engine_calls": self.engine_calls,
+            "inputs": self.inputs,
+            "failed": self.failed,
+            "rejected": self.rejected,
+            "in_doubt": self.in_doubt,
+            "resumed": self.resumed,
+            "engine_calls": self.engine_calls,
             "seconds": round(self.seconds, 3),
             "inputs_per_s": round(self.inputs / self.seconds, 3) if self.seconds else 0.0,
-            "calls": sum(n.calls for n in ns), "instances": sum(n.instances for n in ns),
+            "calls": sum(n.calls for n in ns),
+            "instances": sum(n.instances for n in ns),
             "merged": sum(n.memo_hits + n.coalesced for n in ns),
             "prompt_tokens": sum(n.prompt_tokens for n in ns),
             "completion_tokens": sum(n.completion_tokens for n in ns),
             "cached_tokens": sum(n.cached_tokens for n in ns),
-            "model_loads": self.model_loads, "load_seconds": round(self.load_seconds, 3),
+            "model_loads": self.model_loads,
+            "load_seconds": round(self.load_seconds, 3),
             "substitutions": self.substitutions,
         }

@@ -50,8 +50,10 @@ class Toolbox:
             return None
         if os.path.exists(db.target):
             return None
-        return (f"database '{db.name}': {db.target} does not exist (the workflow only reads it, so it is "
-                "opened read-only and never created)")
+        return (
+            f"database '{db.name}': {db.target} does not exist (the workflow only reads it, so it is "
+            "opened read-only and never created)"
+        )
 
     def _db(self, op: OpNode):
         key = _db_key(op.db)
@@ -65,6 +67,7 @@ class Toolbox:
                     tool = DuckDBTool(op.db.target, read_only=key not in self._written)
                 else:
                     from halo.runtime.tools.postgres_tool import PostgresTool
+
                     tool = PostgresTool(op.db.target)
                 self._dbs[key] = tool
         return tool
@@ -78,11 +81,22 @@ class Toolbox:
         args = tool_args(op, env)
         if op.kind == "sql":
             result = self._db(op).run(op.option("query"), args, timeout_s=timeout)
-            value: Any = result.rows if not op.sql_write else {"rowcount": result.rowcount, "rows": result.rows}
+            value: Any = (
+                result.rows if not op.sql_write else {"rowcount": result.rowcount, "rows": result.rows}
+            )
         elif op.kind == "http":
-            value = self._client(op.option("retries", 2)).request(
-                args["method"], args["url"], body=args["body"], headers=args["headers"], timeout_s=timeout,
-                follow_redirects=op.option("follow_redirects", REDIRECT_POLICIES[0])).body
+            value = (
+                self._client(op.option("retries", 2))
+                .request(
+                    args["method"],
+                    args["url"],
+                    body=args["body"],
+                    headers=args["headers"],
+                    timeout_s=timeout,
+                    follow_redirects=op.option("follow_redirects", REDIRECT_POLICIES[0]),
+                )
+                .body
+            )
         else:
             value = py_tool.call(op.option("function"), args, timeout_s=timeout)
         return value, time.perf_counter() - start
@@ -112,4 +126,3 @@ def _timeout(op: OpNode, env: dict[str, Any]) -> float:
 
 def _db_key(db: ast.DbDecl) -> tuple[str, str]:
     return db.kind, db.target
-

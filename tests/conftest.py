@@ -23,8 +23,12 @@ class _Echo(BaseHTTPRequestHandler):
             return
         query = sorted(parse_qsl(url.query, keep_blank_values=True))
         seen = [url.path, query, self.headers.get("x_tag")]
-        body = {"path": url.path, "query": query, "tag": seen[2],
-                "v": hashlib.sha256(json.dumps(seen).encode()).hexdigest()[:8]}
+        body = {
+            "path": url.path,
+            "query": query,
+            "tag": seen[2],
+            "v": hashlib.sha256(json.dumps(seen).encode()).hexdigest()[:8],
+        }
         self._send(200, json.dumps(body).encode(), "application/json")
 
     def _send(self, status: int, body: bytes, kind: str = "text/plain") -> None:
@@ -54,9 +58,13 @@ def dump_duckdb(path) -> dict[str, list[tuple]]:
     """Every table of a DuckDB file with its rows, sorted (the state two runs must agree on)."""
     con = duckdb.connect(str(path), read_only=True)
     try:
-        names = con.execute("SELECT table_schema, table_name FROM information_schema.tables ORDER BY 1, 2").fetchall()
-        return {f"{s}.{t}": sorted(con.execute(f"SELECT * FROM {_ident(s)}.{_ident(t)}").fetchall(), key=repr)
-                for s, t in names}
+        names = con.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables ORDER BY 1, 2"
+        ).fetchall()
+        return {
+            f"{s}.{t}": sorted(con.execute(f"SELECT * FROM {_ident(s)}.{_ident(t)}").fetchall(), key=repr)
+            for s, t in names
+        }
     finally:
         con.close()
 

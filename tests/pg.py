@@ -68,12 +68,13 @@ def throwaway_postgres(user: str = "halo") -> Iterator[str]:
         subprocess.run(prefix + list(args), check=True, capture_output=True, text=True)
 
     try:
-        pg(f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", user, "-E", "UTF8",
-           "--locale=C", "--no-sync")
+        pg(f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", user, "-E", "UTF8", "--locale=C", "--no-sync")
         for attempt in range(3):
             port = _free_port()
-            opts = (f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                    "-c synchronous_commit=off -c full_page_writes=off")
+            opts = (
+                f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off"
+            )
             try:
                 pg(f"{bindir}/pg_ctl", "-D", data, "-o", opts, "-l", f"{root}/server.log", "-w", "start")
                 break

@@ -32,14 +32,23 @@ ROWS = 8
 def _planned(report: dict) -> tuple[dict[str, dict], RunOptions]:
     """Per LLM node: batch sizes, fused nodes and distinct calls as priced; the run options planned."""
     nodes = {n["id"]: n for n in report["nodes"]}
-    priced = {nid: {"sizes": sorted(n["estimate"]["breakdown"]["engine_batches"]),
-                    "shares": set(n["estimate"]["breakdown"]["fused_with"]),
-                    "calls": n["merge"]["calls"], "estimated": n["merge"]["estimated"]}
-              for nid, n in nodes.items() if n["kind"] == "llm"}
-    order = [n["id"] for n in sorted(report["nodes"], key=lambda n: (n.get("placement") or {}).get("start", 0))]
+    priced = {
+        nid: {
+            "sizes": sorted(n["estimate"]["breakdown"]["engine_batches"]),
+            "shares": set(n["estimate"]["breakdown"]["fused_with"]),
+            "calls": n["merge"]["calls"],
+            "estimated": n["merge"]["estimated"],
+        }
+        for nid, n in nodes.items()
+        if n["kind"] == "llm"
+    }
+    order = [
+        n["id"] for n in sorted(report["nodes"], key=lambda n: (n.get("placement") or {}).get("start", 0))
+    ]
     b = report["batching"]
-    return priced, RunOptions(**MODES["halo"], priority=order, max_batch=b["max_batch"],
-                              batch_tokens=b["batch_tokens"])
+    return priced, RunOptions(
+        **MODES["halo"], priority=order, max_batch=b["max_batch"], batch_tokens=b["batch_tokens"]
+    )
 
 
 def _ran(engine_batches: list[dict]) -> dict[str, dict]:
@@ -56,20 +65,29 @@ def _ran(engine_batches: list[dict]) -> dict[str, dict]:
 def test_engine_batches_are_the_priced_batches(path, workload_dbs, tmp_path):  # noqa: F811
     plan = _workload_plan(path, workload_dbs)
     rows = _first_rows(path, plan, ROWS)
-    report = explain_report(plan, batches.Batch(rows=rows), hardware="H100", optimizer="heuristic",
-                            time_limit_s=1)
+    report = explain_report(
+        plan, batches.Batch(rows=rows), hardware="H100", optimizer="heuristic", time_limit_s=1
+    )
     priced, options = _planned(report)
     sent: list = []
-    result = execute(plan, rows, tmp_path / "out.jsonl", "fp", engine="fake", engine_options={"batches": sent},
-                     options=options)
+    result = execute(
+        plan,
+        rows,
+        tmp_path / "out.jsonl",
+        "fp",
+        engine="fake",
+        engine_options={"batches": sent},
+        options=options,
+    )
     ran = _ran(result.stats.engine_batches)
     assert [len(b) for b in sent] == [b["n"] for b in result.stats.engine_batches]
     for node, want in priced.items():
         calls = result.stats.nodes[node].calls
-        if want["estimated"]:     # merges known only at run time: the priced count is an upper bound
+        if want["estimated"]:  # merges known only at run time: the priced count is an upper bound
             assert calls <= want["calls"], node
         else:
             assert calls == want["calls"], node
         got = ran.get(node, {"sizes": [], "shares": set()})
-        assert (got["sizes"], got["shares"]) == (want["sizes"], want["shares"]), \
+        assert (got["sizes"], got["shares"]) == (want["sizes"], want["shares"]), (
             f"{node}: ran {got}, priced {want}"
+        )

@@ -14,8 +14,14 @@ from halo.errors import HaloError
 from halo.parser import parse
 
 FIXTURES = Path(__file__).parent / "fixtures"
-PARAMS = parse('workflow w(ticket: text, region: text = "eu", limit: int = 5, ratio: float = 0.5, '
-               'urgent: bool = false, tags: text[] = [], extra: json = null) { return ticket }').workflows[0].params
+PARAMS = (
+    parse(
+        'workflow w(ticket: text, region: text = "eu", limit: int = 5, ratio: float = 0.5, '
+        "urgent: bool = false, tags: text[] = [], extra: json = null) { return ticket }"
+    )
+    .workflows[0]
+    .params
+)
 
 
 def lines(path: Path, rows: list) -> Path:
@@ -27,36 +33,56 @@ def test_jsonl_fixture():
     b = batch.load(FIXTURES / "inputs.jsonl", PARAMS)
     assert b.errors == []
     assert [n for n, _ in b.rows] == [1, 2, 3]
-    assert b.rows[0][1] == {"ticket": "my order is late", "region": "us", "limit": 5, "ratio": 0.5,
-                            "urgent": False, "tags": [], "extra": None}
+    assert b.rows[0][1] == {
+        "ticket": "my order is late",
+        "region": "us",
+        "limit": 5,
+        "ratio": 0.5,
+        "urgent": False,
+        "tags": [],
+        "extra": None,
+    }
     assert b.rows[2][1]["limit"] == 2 and b.rows[2][1]["tags"] == ["size"]
 
 
 def test_csv_fixture_coerces_text_and_uses_defaults_for_empty_cells():
     b = batch.load(FIXTURES / "inputs.csv", PARAMS)
     assert b.errors == []
-    assert b.rows[0] == (1, {"ticket": "late, again", "region": "eu", "limit": 3, "ratio": 0.5,
-                             "urgent": False, "tags": [], "extra": None})
+    assert b.rows[0] == (
+        1,
+        {
+            "ticket": "late, again",
+            "region": "eu",
+            "limit": 3,
+            "ratio": 0.5,
+            "urgent": False,
+            "tags": [],
+            "extra": None,
+        },
+    )
     assert b.rows[1][1]["region"] == "eu" and b.rows[1][1]["limit"] == 5
 
 
 def test_jsonl_bad_rows_are_reported_with_row_numbers(tmp_path):
-    path = lines(tmp_path / "in.jsonl", [
-        {"ticket": "ok"},
-        "not json",
-        "[1, 2]",
-        {"ticket": "x", "zz": 1},
-        {"ticket": 3},
-        {"region": "us"},
-        {"ticket": "x", "limit": "7"},
-        {"ticket": "x", "limit": 7.5},
-        {"ticket": "x", "limit": True},
-        {"ticket": "x", "tags": ["a", 1]},
-        {"ticket": "x", "tags": "a"},
-        {"ticket": "x", "ratio": 2},
-        {"ticket": "x", "extra": {"any": ["thing"]}},
-        {"ticket": None},
-    ])
+    path = lines(
+        tmp_path / "in.jsonl",
+        [
+            {"ticket": "ok"},
+            "not json",
+            "[1, 2]",
+            {"ticket": "x", "zz": 1},
+            {"ticket": 3},
+            {"region": "us"},
+            {"ticket": "x", "limit": "7"},
+            {"ticket": "x", "limit": 7.5},
+            {"ticket": "x", "limit": True},
+            {"ticket": "x", "tags": ["a", 1]},
+            {"ticket": "x", "tags": "a"},
+            {"ticket": "x", "ratio": 2},
+            {"ticket": "x", "extra": {"any": ["thing"]}},
+            {"ticket": None},
+        ],
+    )
     b = batch.load(path, PARAMS)
     assert [n for n, _ in b.rows] == [1, 12, 13]
     assert b.rows[1][1]["ratio"] == 2.0 and isinstance(b.rows[1][1]["ratio"], float)
@@ -72,7 +98,7 @@ def test_jsonl_bad_rows_are_reported_with_row_numbers(tmp_path):
     assert reasons[10] == "'tags[1]' must be text, got int 1"
     assert reasons[11] == "'tags' must be a list of text"
     assert reasons[14] == "'ticket' must be text, got null"
-    assert len(b.rows) + len(b.errors) == 14              # nothing silently dropped
+    assert len(b.rows) + len(b.errors) == 14  # nothing silently dropped
 
 
 def test_jsonl_blank_lines_skipped_and_bom_tolerated(tmp_path):
@@ -90,20 +116,29 @@ def test_null_uses_the_default(tmp_path):
 
 def test_csv_coercion_and_errors(tmp_path):
     path = tmp_path / "in.csv"
-    path.write_text("ticket,limit,ratio,urgent,tags\n"
-                    "a,1,2.5,yes,\"[\"\"x\"\"]\"\n"
-                    "b,one,,,\n"
-                    "c,,x,,\n"
-                    "d,,,maybe,\n"
-                    "e,,,,[1]\n"
-                    "f,,,,notjson\n"
-                    "g,2,,FALSE,,extra\n"
-                    "h\n"
-                    "\"multi\nline\",3,,0,\n")
+    path.write_text(
+        "ticket,limit,ratio,urgent,tags\n"
+        'a,1,2.5,yes,"[""x""]"\n'
+        "b,one,,,\n"
+        "c,,x,,\n"
+        "d,,,maybe,\n"
+        "e,,,,[1]\n"
+        "f,,,,notjson\n"
+        "g,2,,FALSE,,extra\n"
+        "h\n"
+        '"multi\nline",3,,0,\n'
+    )
     b = batch.load(path, PARAMS)
     rows = dict(b.rows)
-    assert rows[1] == {"ticket": "a", "region": "eu", "limit": 1, "ratio": 2.5, "urgent": True,
-                       "tags": ["x"], "extra": None}
+    assert rows[1] == {
+        "ticket": "a",
+        "region": "eu",
+        "limit": 1,
+        "ratio": 2.5,
+        "urgent": True,
+        "tags": ["x"],
+        "extra": None,
+    }
     assert rows[8]["limit"] == 5
     assert rows[9]["ticket"] == "multi\nline" and rows[9]["urgent"] is False
     reasons = {e.row: e.reason for e in b.errors}
@@ -135,18 +170,20 @@ def test_csv_unknown_column_rejects_every_row(tmp_path):
 
 def test_parquet(tmp_path):
     path = tmp_path / "in.parquet"
-    table = pa.table({
-        "ticket": ["a", "b", None, "d"],
-        "limit": pa.array([1, None, 3, 4], type=pa.int64()),
-        "ratio": pa.array([1.5, 2.0, None, None], type=pa.float32()),
-        "tags": [["x"], [], None, ["y", "z"]],
-    })
+    table = pa.table(
+        {
+            "ticket": ["a", "b", None, "d"],
+            "limit": pa.array([1, None, 3, 4], type=pa.int64()),
+            "ratio": pa.array([1.5, 2.0, None, None], type=pa.float32()),
+            "tags": [["x"], [], None, ["y", "z"]],
+        }
+    )
     pq.write_table(table, path)
     b = batch.load(path, PARAMS)
     rows = dict(b.rows)
     assert sorted(rows) == [1, 2, 4]
     assert rows[1]["limit"] == 1 and rows[1]["ratio"] == 1.5 and rows[1]["tags"] == ["x"]
-    assert rows[2]["limit"] == 5                   # null falls back to the default
+    assert rows[2]["limit"] == 5  # null falls back to the default
     assert rows[4]["tags"] == ["y", "z"] and rows[4]["ratio"] == 0.5
     assert [(e.row, e.reason) for e in b.errors] == [(3, "'ticket' must be text, got null")]
     assert len(b.rows) + len(b.errors) == table.num_rows
@@ -169,7 +206,9 @@ def test_limit_counts_valid_rows(tmp_path):
     assert len(batch.load(path, PARAMS, limit=0)) == 0
 
 
-@pytest.mark.parametrize("name, words", [("in.txt", "unknown batch format '.txt'"), ("none.csv", "no such input file")])
+@pytest.mark.parametrize(
+    "name, words", [("in.txt", "unknown batch format '.txt'"), ("none.csv", "no such input file")]
+)
 def test_bad_paths(tmp_path, name, words):
     (tmp_path / "in.txt").write_text("x")
     with pytest.raises(HaloError, match=words):

@@ -41,8 +41,20 @@ def _setup(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 
 def _bench(tmp_path: Path, wf: Path, inputs: Path, *extra: str):
-    return CliRunner().invoke(app, ["bench", str(wf), "--input", str(inputs), "--engine", "fake",
-                                    "--results", str(tmp_path / "results"), *extra])
+    return CliRunner().invoke(
+        app,
+        [
+            "bench",
+            str(wf),
+            "--input",
+            str(inputs),
+            "--engine",
+            "fake",
+            "--results",
+            str(tmp_path / "results"),
+            *extra,
+        ],
+    )
 
 
 def test_each_mode_writes_its_own_copy(tmp_path, monkeypatch, dump_db):
@@ -57,7 +69,9 @@ def test_each_mode_writes_its_own_copy(tmp_path, monkeypatch, dump_db):
         rows = dump_db(copy)["main.log"]
         assert len(rows) == N + 1, (mode, len(rows))
         assert sorted(q for q, _ in rows if q != "seed") == sorted(f"q{i % 4}" for i in range(N))
-        records = [json.loads(line) for line in (copy.parent.parent / f"{mode}.jsonl").read_text().splitlines()]
+        records = [
+            json.loads(line) for line in (copy.parent.parent / f"{mode}.jsonl").read_text().splitlines()
+        ]
         assert all(r["error"] is None for r in records), records[:2]
 
 
@@ -85,11 +99,14 @@ def test_a_database_the_run_creates_is_created_in_the_copy(tmp_path):
     assert plan.nodes()[0].db.target == str(target), "isolate changed the original plan"
 
 
-@pytest.mark.parametrize("binding, node, why", [
-    ('x = py("tests.runtime_fixtures.diff_funcs:note", x = q)', "x", "impure py"),
-    ('x = http("POST", "http://127.0.0.1:9/log", body = {q: q})', "x", "HTTP POST"),
-    ('x = sql(pg, "INSERT INTO t VALUES (:q)", q = q)', "x", "postgres database 'pg'"),
-])
+@pytest.mark.parametrize(
+    "binding, node, why",
+    [
+        ('x = py("tests.runtime_fixtures.diff_funcs:note", x = q)', "x", "impure py"),
+        ('x = http("POST", "http://127.0.0.1:9/log", body = {q: q})', "x", "HTTP POST"),
+        ('x = sql(pg, "INSERT INTO t VALUES (:q)", q = q)', "x", "postgres database 'pg'"),
+    ],
+)
 def test_effects_that_cannot_be_copied_are_refused(tmp_path, monkeypatch, binding, node, why):
     wf = tmp_path / "fx.halo"
     wf.write_text(f"""workflow fx(q: text) {{

@@ -13,8 +13,18 @@ LAW = {"batch_s": 0.05, "step_s": 0.02, "seq_step_s": 0.0004, "token_s": 2e-5}
 
 
 def _rows(law, shapes, device="H100-SXM"):
-    return [{"kind": "llm_batch", "model": "m", "device": device, "n": n, "steps": k, "prefill_tokens": p,
-             "seconds": calibration.engine_seconds(law, n, k, p)} for n, k, p in shapes]
+    return [
+        {
+            "kind": "llm_batch",
+            "model": "m",
+            "device": device,
+            "n": n,
+            "steps": k,
+            "prefill_tokens": p,
+            "seconds": calibration.engine_seconds(law, n, k, p),
+        }
+        for n, k, p in shapes
+    ]
 
 
 SHAPES = [(1, 64, 300), (8, 64, 2400), (32, 96, 9000), (16, 32, 5000), (4, 128, 800), (64, 64, 20000)]
@@ -72,8 +82,9 @@ def plan_of(src):
 
 def _costed(n, cal, policy):
     plan = plan_of(FANOUT)
-    return estimate(consolidate(plan, [{"q": f"question {i}"} for i in range(n)], cal), "1 x H100-SXM",
-                    cal, policy)
+    return estimate(
+        consolidate(plan, [{"q": f"question {i}"} for i in range(n)], cal), "1 x H100-SXM", cal, policy
+    )
 
 
 def test_independent_nodes_that_decode_alike_are_priced_as_shared_batches():
@@ -96,8 +107,13 @@ def test_a_plan_without_fusion_prices_every_group_alone():
     policy = BatchPolicy(max_batch=128, batch_tokens=1 << 20)
     fused = _costed(40, cal, policy).groups
     plan = plan_of(FANOUT)
-    alone = estimate(consolidate(plan, [{"q": f"question {i}"} for i in range(40)], cal), "1 x H100-SXM", cal,
-                     policy, fuse=False).groups
+    alone = estimate(
+        consolidate(plan, [{"q": f"question {i}"} for i in range(40)], cal),
+        "1 x H100-SXM",
+        cal,
+        policy,
+        fuse=False,
+    ).groups
     assert alone["a"].breakdown["fused_with"] == [] and alone["a"].breakdown["engine_batches"] == [40]
     # two batches of 64 steps instead of one: about one more batch's fixed and per-step cost
     extra = (alone["a"].seconds + alone["b"].seconds) - (fused["a"].seconds + fused["b"].seconds)
@@ -109,13 +125,13 @@ def test_the_batch_policy_sets_how_many_batches_are_priced():
     small = _costed(40, cal, BatchPolicy(max_batch=8, batch_tokens=1 << 20)).groups["c"]
     large = _costed(40, cal, BatchPolicy(max_batch=64, batch_tokens=1 << 20)).groups["c"]
     assert small.breakdown["engine_batches"] == [8] * 5 and large.breakdown["engine_batches"] == [40]
-    assert small.seconds > 3 * large.seconds      # five times the fixed and per-step costs
+    assert small.seconds > 3 * large.seconds  # five times the fixed and per-step costs
 
 
 def test_policy_sizes_balance_batches_within_both_limits():
     assert BatchPolicy(32, 1 << 20).sizes(70, 100) == [24, 23, 23]
     assert BatchPolicy(32, 1000).sizes(10, 300) == [3, 3, 2, 2]  # three 300-token calls per 1,000 tokens
-    assert BatchPolicy(32, 100).sizes(2, 300) == [1, 1]          # an oversized call still runs alone
+    assert BatchPolicy(32, 100).sizes(2, 300) == [1, 1]  # an oversized call still runs alone
     assert BatchPolicy().sizes(0, 10) == []
     with pytest.raises(ValueError):
         BatchPolicy(max_batch=0)
@@ -126,14 +142,21 @@ def test_explain_chooses_the_batch_size_the_engine_law_favours():
     from halo.pipeline import explain_report
 
     # A flat engine (cost per step, not per request): the biggest batch wins; it is what the run gets.
-    flat = calibration.fit([{**r, "model": "Qwen/Qwen2.5-1.5B-Instruct"}
-                            for r in _rows({**LAW, "seq_step_s": 0.0}, SHAPES)])
+    flat = calibration.fit(
+        [{**r, "model": "Qwen/Qwen2.5-1.5B-Instruct"} for r in _rows({**LAW, "seq_step_s": 0.0}, SHAPES)]
+    )
     rows = Batch(rows=[(i, {"q": f"question {i}"}) for i in range(200)])
     report = explain_report(plan_of(FANOUT), rows, "1 x H100-SXM", calibration=flat)
-    assert report["batching"]["max_batch"] == 256 and "chosen by predicted LLM time" in report["batching"]["text"]
-    given = explain_report(plan_of(FANOUT), rows, "1 x H100-SXM", calibration=flat, policy=BatchPolicy(16, 8192))
+    assert (
+        report["batching"]["max_batch"] == 256
+        and "chosen by predicted LLM time" in report["batching"]["text"]
+    )
+    given = explain_report(
+        plan_of(FANOUT), rows, "1 x H100-SXM", calibration=flat, policy=BatchPolicy(16, 8192)
+    )
     assert given["batching"]["max_batch"] == 16 and "(given)" in given["batching"]["text"]
+
     def llm_s(r):
         return sum(n["estimate"]["seconds"] for n in r["nodes"] if n["kind"] == "llm")
 
-    assert llm_s(given) > 5 * llm_s(report)            # 38 batches of <= 16 against 3 of <= 256
+    assert llm_s(given) > 5 * llm_s(report)  # 38 batches of <= 16 against 3 of <= 256

@@ -46,14 +46,24 @@ def test_an_imported_file_without_a_workflow_is_a_located_error(tmp_path):
     with pytest.raises(HaloError) as info:
         load(tmp_path / "main.halo")
     d = info.value.diagnostics[0]
-    assert (d.pos.file, d.pos.line, d.message) == (str(tmp_path / "empty.halo"), 1, "no workflow in this file")
+    assert (d.pos.file, d.pos.line, d.message) == (
+        str(tmp_path / "empty.halo"),
+        1,
+        "no workflow in this file",
+    )
 
 
 def test_cli_check_reports_an_empty_file(tmp_path):
     (tmp_path / "e.halo").write_text("# empty\n")
-    proc = subprocess.run([sys.executable, "-m", "halo", "check", str(tmp_path / "e.halo")],
-                          capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 2 and f"{tmp_path / 'e.halo'}:1:1: error: no workflow in this file" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "halo", "check", str(tmp_path / "e.halo")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert (
+        proc.returncode == 2 and f"{tmp_path / 'e.halo'}:1:1: error: no workflow in this file" in proc.stderr
+    )
 
 
 @pytest.mark.parametrize("open_, close", [("[", "]"), ("{k: ", "}"), ("[{k: ", "}]")])
@@ -65,7 +75,7 @@ def test_nesting_deeper_than_the_limit_is_located(open_, close):
 
 
 def test_nesting_at_the_limit_checks_and_plans():
-    depth = MAX_NESTING - 3                     # the workflow's braces and the call's parentheses count
+    depth = MAX_NESTING - 3  # the workflow's braces and the call's parentheses count
     value = "[" * depth + "1" + "]" * depth
     src = wf(f'  a = py("m:f", x = {value}, pure = true)\n  return a')
     plan = build(check(load_source(src, "t.halo")))
@@ -79,8 +89,10 @@ def test_brackets_inside_strings_and_comments_do_not_count():
 
 def test_a_long_integer_literal_is_located():
     digits = "9" * 4301
-    assert load_error(wf("  return q", f"q: int = {digits}")) == \
-        f"1:21: number literal has 4,301 digits; the limit is {MAX_NUMBER_DIGITS}"
+    assert (
+        load_error(wf("  return q", f"q: int = {digits}"))
+        == f"1:21: number literal has 4,301 digits; the limit is {MAX_NUMBER_DIGITS}"
+    )
     ok = "9" * MAX_NUMBER_DIGITS
     assert load_source(wf("  return q", f"q: int = {ok}"), "t.halo").workflows
 
@@ -88,7 +100,10 @@ def test_a_long_integer_literal_is_located():
 def test_a_long_string_literal_is_located():
     big = "x" * MAX_STRING_BYTES
     msg = load_error(wf(f'  a = py("m:f", s = "{big}", pure = true)\n  return a'))
-    assert msg == f"2:21: string literal is {MAX_STRING_BYTES + 2:,} bytes; the limit is {MAX_STRING_BYTES:,} (256 KiB)"
+    assert (
+        msg
+        == f"2:21: string literal is {MAX_STRING_BYTES + 2:,} bytes; the limit is {MAX_STRING_BYTES:,} (256 KiB)"
+    )
 
 
 def test_a_file_over_the_size_limit_is_located(tmp_path):
@@ -100,15 +115,18 @@ def test_a_file_over_the_size_limit_is_located(tmp_path):
         load(path)
 
 
-@pytest.mark.parametrize("target, words", [
-    ("/dev/zero", "not a regular file"),
-    (".", "not a regular file"),
-    ("nope.halo", "no such file"),
-    ("a\\u0000b", None),
-])
+@pytest.mark.parametrize(
+    "target, words",
+    [
+        ("/dev/zero", "not a regular file"),
+        (".", "not a regular file"),
+        ("nope.halo", "no such file"),
+        ("a\\u0000b", None),
+    ],
+)
 def test_import_targets_must_be_regular_files(tmp_path, target, words):
     src = f'import "{target}"\n' + wf("  return q")
-    if words is None:                           # a NUL written into the path
+    if words is None:  # a NUL written into the path
         src = src.replace("\\u0000", "\x00")
         words = "an import path cannot contain a NUL character"
     main = tmp_path / "main.halo"
@@ -138,14 +156,17 @@ def test_import_chains_deeper_than_the_limit_are_located(tmp_path):
 def test_sql_parentheses_deeper_than_the_limit_are_located_before_sqlglot():
     query = "SELECT " + "(" * 46 + "1" + ")" * 46 + " AS x"
     errs = check_errors(wf(f'  db d = duckdb(":memory:")\n  a = sql(d, "{query}")\n  return a.x'))
-    assert errs == [f"3:{14 + 1 + 7 + sql.MAX_PARENS}: SQL does not parse: parentheses nest more than "
-                    f"{sql.MAX_PARENS} levels deep"]
+    assert errs == [
+        f"3:{14 + 1 + 7 + sql.MAX_PARENS}: SQL does not parse: parentheses nest more than "
+        f"{sql.MAX_PARENS} levels deep"
+    ]
 
 
 def test_sql_that_exhausts_recursion_without_parentheses_is_located():
     query = "SELECT " + "NOT " * 3000 + "true AS x"
     assert check_errors(wf(f'  db d = duckdb(":memory:")\n  a = sql(d, "{query}")\n  return a.x')) == [
-        f"3:14: SQL does not parse: {sql.TOO_DEEP}"]
+        f"3:14: SQL does not parse: {sql.TOO_DEEP}"
+    ]
 
 
 def test_workflow_calls_nested_deeper_than_the_limit_are_located():
@@ -158,7 +179,7 @@ def test_workflow_calls_nested_deeper_than_the_limit_are_located():
 
 def test_plans_that_inline_to_too_many_operators_are_located():
     src = 'workflow w0() {\n  a = py("m:f", pure = true)\n  return a\n}\n'
-    for i in range(1, 16):                    # each level calls the one below twice: 2^15 operators
+    for i in range(1, 16):  # each level calls the one below twice: 2^15 operators
         src += f"workflow w{i}() {{\n  a = w{i - 1}()\n  b = w{i - 1}()\n  return a, b\n}}\n"
     checked = check(load_source(src, "t.halo"))
     assert checked.errors == []
@@ -171,14 +192,25 @@ def test_database_paths_resolve_against_the_declaring_file(tmp_path, monkeypatch
     plan = build(check(load(ROOT / "workloads" / "demo.halo")))
     targets = {op.db.target for op in plan.nodes() if op.kind == "sql"}
     assert targets == {str(ROOT / "data" / "tpch.duckdb")}
-    mem = build(check(load_source(wf('  db d = duckdb(":memory:")\n  a = sql(d, "SELECT 1 AS k")\n  return a.k'),
-                                  str(tmp_path / "sub" / "w.halo"))))
+    mem = build(
+        check(
+            load_source(
+                wf('  db d = duckdb(":memory:")\n  a = sql(d, "SELECT 1 AS k")\n  return a.k'),
+                str(tmp_path / "sub" / "w.halo"),
+            )
+        )
+    )
     assert mem.node("a").db.target == ":memory:"
 
 
 def test_halo_explain_from_another_folder_shows_the_resolved_path(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "halo", "explain", str(ROOT / "workloads" / "demo.halo"),
-                           "--format", "json"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "halo", "explain", str(ROOT / "workloads" / "demo.halo"), "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f'"db_target": "{ROOT / "data" / "tpch.duckdb"}"' in proc.stdout

@@ -36,17 +36,20 @@ def test_check_warnings_do_not_fail():
     r = halo("check", FIXTURES / "warn.halo")
     assert r.exit_code == 0
     assert f"{FIXTURES / 'warn.halo'}:5:3: warning: 'unused' is never used" in r.stderr
-    assert "'log'" not in r.stderr                       # a side effect is never "unused"
+    assert "'log'" not in r.stderr  # a side effect is never "unused"
     assert "ok (w; 1 warning(s))" in r.stdout
 
 
-@pytest.mark.parametrize("name, line, col, words", [
-    ("syntax.halo", 4, 3, "unexpected 'return', expected ')' or ','"),
-    ("undefined.halo", 3, 19, "undefined name 'qq'"),
-    ("sql.halo", 3, 27, "SQL does not parse"),
-    ("import_missing.halo", 1, 8, "cannot import 'nowhere.halo': no such file"),
-    ("types.halo", 3, 37, "'max_tokens' must be int, got text"),
-])
+@pytest.mark.parametrize(
+    "name, line, col, words",
+    [
+        ("syntax.halo", 4, 3, "unexpected 'return', expected ')' or ','"),
+        ("undefined.halo", 3, 19, "undefined name 'qq'"),
+        ("sql.halo", 3, 27, "SQL does not parse"),
+        ("import_missing.halo", 1, 8, "cannot import 'nowhere.halo': no such file"),
+        ("types.halo", 3, 37, "'max_tokens' must be int, got text"),
+    ],
+)
 @pytest.mark.parametrize("command", ["check", "explain"])
 def test_bad_files_exit_2_with_located_message(command, name, line, col, words):
     path = FIXTURES / "bad" / name
@@ -62,7 +65,9 @@ def test_bad_files_exit_2_with_located_message(command, name, line, col, words):
 
 
 def test_check_reports_every_file_and_keeps_going(tmp_path):
-    r = halo("check", FIXTURES / "bad" / "undefined.halo", FIXTURES / "triage.halo", tmp_path / "missing.halo")
+    r = halo(
+        "check", FIXTURES / "bad" / "undefined.halo", FIXTURES / "triage.halo", tmp_path / "missing.halo"
+    )
     assert r.exit_code == 2
     assert "undefined name 'qq'" in r.stderr and "1 error(s), 0 warning(s)" in r.stderr
     assert "triage.halo: ok" in r.stdout
@@ -85,15 +90,20 @@ def test_explain_text_json_dot():
 def test_explain_other_workflow_and_limit():
     r = halo("explain", FIXTURES / "triage.halo", "-w", "summarize")
     assert r.exit_code == 0 and r.stdout.startswith("Workflow summarize(text: text, n: int)")
-    r = halo("explain", FIXTURES / "triage.halo", "-i", FIXTURES / "inputs.jsonl", "--limit", "1", "-f", "json")
+    r = halo(
+        "explain", FIXTURES / "triage.halo", "-i", FIXTURES / "inputs.jsonl", "--limit", "1", "-f", "json"
+    )
     assert json.loads(r.stdout)["batch"]["inputs"] == 1
 
 
-@pytest.mark.parametrize("args, words", [
-    (["-w", "nope"], "no workflow named 'nope' (known: summarize, triage)"),
-    (["-i", "in.txt"], "unknown batch format '.txt'"),
-    (["-i", "none.csv"], "no such input file"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["-w", "nope"], "no workflow named 'nope' (known: summarize, triage)"),
+        (["-i", "in.txt"], "unknown batch format '.txt'"),
+        (["-i", "none.csv"], "no such input file"),
+    ],
+)
 def test_explain_bad_options_exit_2(tmp_path, args, words):
     (tmp_path / "in.txt").write_text("x")
     args = [str(tmp_path / a) if a.endswith((".txt", ".csv")) else a for a in args]
@@ -149,5 +159,7 @@ def test_installed_console_script(tmp_path):
     p = subprocess.run([str(exe), "check", str(bad)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert p.stderr.startswith(f"{bad}:3:1: error: unexpected '}}'")
-    p = subprocess.run([str(exe), "check", str(FIXTURES / "triage.halo")], capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [str(exe), "check", str(FIXTURES / "triage.halo")], capture_output=True, text=True, timeout=60
+    )
     assert p.returncode == 0 and "ok (triage" in p.stdout

@@ -9,10 +9,10 @@ from halo.consolidate import call_key, consolidate
 from halo.prefix import lcp, prefix_groups
 from halo.tokens import TokenCounter
 
-HEAD = '''workflow w(q: text, n: int, doc: text = "") {
+HEAD = """workflow w(q: text, n: int, doc: text = "") {
   model m = "Qwen/Qwen3-8B"
   db d = duckdb(":memory:")
-'''
+"""
 
 
 def build(body: str, ret: str = "k = 1"):
@@ -52,8 +52,10 @@ def test_llm_key_depends_on_model_prompt_and_options():
 
 
 def test_sql_reads_merge_on_normalized_query_and_params():
-    body = ('x = sql(d, "SELECT  n_name FROM nation\\n  WHERE n_key = :k", k = n)\n'
-            '  y = sql(d, "select n_name from nation where n_key = :k", k = n)')
+    body = (
+        'x = sql(d, "SELECT  n_name FROM nation\\n  WHERE n_key = :k", k = n)\n'
+        '  y = sql(d, "select n_name from nation where n_key = :k", k = n)'
+    )
     plan = build(body)
     env = {"q": "a", "n": 1}
     assert call_key(plan.node("x"), env) == call_key(plan.node("y"), env)
@@ -63,11 +65,13 @@ def test_sql_reads_merge_on_normalized_query_and_params():
 
 
 def test_sql_writes_never_merge_and_keep_order():
-    plan = build('a = sql(d, "INSERT INTO t VALUES (:q)", q = q)\n  b = sql(d, "DELETE FROM t WHERE x = :q", q = q)')
+    plan = build(
+        'a = sql(d, "INSERT INTO t VALUES (:q)", q = q)\n  b = sql(d, "DELETE FROM t WHERE x = :q", q = q)'
+    )
     cp = consolidate(plan, ROWS)
     assert cp.groups["a"].calls == 4 and cp.groups["a"].row_call == [0, 1, 2, 3]
     assert call_key(plan.node("a"), ROWS[0]) is None
-    assert cp.graph.has_edge("a", "b")          # declared order kept
+    assert cp.graph.has_edge("a", "b")  # declared order kept
 
 
 def test_http_get_merges_post_does_not():
@@ -124,7 +128,7 @@ def test_member_order_puts_shared_contexts_together():
     plan = prefix_groups(texts, CPT)
     assert {tuple(sorted(g.members)) for g in plan.groups} == {(0, 2, 4), (1, 3, 5)}
     runs = [texts[i][:304] for i in plan.order]
-    assert runs == sorted(runs)                 # members of a group are adjacent in run order
+    assert runs == sorted(runs)  # members of a group are adjacent in run order
     unsorted = sum(lcp(texts[a], texts[b]) for a, b in zip(range(5), range(1, 6), strict=True))
     ordered = sum(lcp(texts[a], texts[b]) for a, b in zip(plan.order, plan.order[1:], strict=False))
     assert ordered > unsorted

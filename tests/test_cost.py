@@ -20,7 +20,7 @@ from halo.optimizer.problem import check as check_problem
 from halo.pipeline import explain_report, physical_plan
 from halo.tokens import counter, output_tokens
 
-SRC = '''workflow w(q: text, doc: text, region: text) {{
+SRC = """workflow w(q: text, doc: text, region: text) {{
   model m = "{model}"
   db d = duckdb(":memory:")
   x = llm(m, system = "You answer questions about documents. Be brief and exact.",
@@ -29,7 +29,7 @@ SRC = '''workflow w(q: text, doc: text, region: text) {{
   y = llm(m, prompt = "Answer {{x}} with data {{r}}", max_tokens = 32) -> {{ok: bool, why: text}}
   return y
 }}
-'''
+"""
 
 
 def build(model: str = "Qwen/Qwen3-8B"):
@@ -37,7 +37,9 @@ def build(model: str = "Qwen/Qwen3-8B"):
 
 
 def rows(n: int, doc_len: int = 200) -> list[dict]:
-    return [{"q": f"question {i}", "doc": f"doc {i % 3} " + "text " * doc_len, "region": "ASIA"} for i in range(n)]
+    return [
+        {"q": f"question {i}", "doc": f"doc {i % 3} " + "text " * doc_len, "region": "ASIA"} for i in range(n)
+    ]
 
 
 def cost(model="Qwen/Qwen3-8B", n=50, doc_len=200, device="H100", cal=None):
@@ -78,17 +80,21 @@ def test_output_length_from_schema_text_and_history():
     assert output_tokens(x, "w.x") == (32.0, "default")
     n, source = output_tokens(y, "w.y")
     assert source == "schema" and 5 < n <= 32
-    cal = calib.fit([{"kind": "output", "node": "w.x", "tokens": 10}, {"kind": "output", "node": "w.x", "tokens": 20}])
+    cal = calib.fit(
+        [{"kind": "output", "node": "w.x", "tokens": 10}, {"kind": "output", "node": "w.x", "tokens": 20}]
+    )
     assert output_tokens(x, "w.x", cal) == (15.0, "measured")
 
 
 def test_calibration_changes_estimates_and_is_reported(tmp_path):
     key = dict(model="Qwen/Qwen3-8B", device="H100-SXM")
-    cal = calib.fit([
-        {"kind": "llm", **key, "phase": "prefill", "tokens": 1000, "seconds": 1.0},
-        {"kind": "llm", **key, "phase": "decode", "tokens": 10, "seconds": 2.0, "predicted_s": 1.0},
-        {"kind": "tool", "tool": "sql", "seconds": 0.5},
-    ])
+    cal = calib.fit(
+        [
+            {"kind": "llm", **key, "phase": "prefill", "tokens": 1000, "seconds": 1.0},
+            {"kind": "llm", **key, "phase": "decode", "tokens": 10, "seconds": 2.0, "predicted_s": 1.0},
+            {"kind": "tool", "tool": "sql", "seconds": 0.5},
+        ]
+    )
     assert cal.llm_rate["Qwen/Qwen3-8B@H100-SXM:prefill"] == 1000.0
     assert cal.llm_factor["Qwen/Qwen3-8B@H100-SXM:decode"] == 2.0
     plain, tuned = cost(), cost(cal=cal)
@@ -98,8 +104,16 @@ def test_calibration_changes_estimates_and_is_reported(tmp_path):
     assert x1.calibrated and "calibrated" in x1.text
     assert tuned.groups["r"].seconds == 0.5 and tuned.groups["r"].calibrated
     assert counter("Qwen/Qwen3-8B", cal).source == "default"
-    whole = cal.add({"kind": "llm", **key, "phase": "group", "tokens": 1, "seconds": 3.0,
-                     "predicted_s": x0.breakdown["roofline_s"]})
+    whole = cal.add(
+        {
+            "kind": "llm",
+            **key,
+            "phase": "group",
+            "tokens": 1,
+            "seconds": 3.0,
+            "predicted_s": x0.breakdown["roofline_s"],
+        }
+    )
     assert cost(cal=whole).groups["x"].seconds == pytest.approx(3.0)
     chars = cal.add({"kind": "chars", "chars": 500, "tokens": 100})
     assert counter("Qwen/Qwen3-8B", chars).chars_per_token == 5.0
@@ -139,15 +153,17 @@ def test_to_problem_is_valid_and_optimizable():
 def test_cpu_only_hardware_runs_llms_on_the_cpu():
     problem = to_problem(cost(model="HuggingFaceTB/SmolLM2-135M-Instruct", n=5), "cpu:2")
     check_problem(problem)
-    assert {t.id: set(t.duration) for t in problem.tasks}["x"] == {"cpu-engine"}   # one engine on the host
+    assert {t.id: set(t.duration) for t in problem.tasks}["x"] == {"cpu-engine"}  # one engine on the host
     engine = next(d for d in problem.devices if d.kind == "cpu-engine")
-    assert engine.slots == 1          # LLM groups run one after another, beside the tool pool
+    assert engine.slots == 1  # LLM groups run one after another, beside the tool pool
 
 
 def test_explain_report_has_the_new_keys():
     plan = build()
     batch = Batch(rows=list(enumerate(rows(30), start=1)))
-    report = explain_report(plan, batch, hardware="2xH100", optimizer="heuristic", simulate=True, time_limit_s=0.5)
+    report = explain_report(
+        plan, batch, hardware="2xH100", optimizer="heuristic", simulate=True, time_limit_s=0.5
+    )
     json.dumps(report)
     for node in report["nodes"]:
         assert {"calls", "merge", "estimate", "placement"} <= set(node)
@@ -157,7 +173,9 @@ def test_explain_report_has_the_new_keys():
     assert {"rewrites", "totals", "optimizer", "simulation", "calibration"} <= set(report)
     assert report["optimizer"]["method"] and report["optimizer"]["text"]
     text = render_text(copy.deepcopy(report))
-    assert "estimate:" in text and "Optimizer:" in text and "Rewrite: merged 30 SQL calls of `r` into 1" in text
+    assert (
+        "estimate:" in text and "Optimizer:" in text and "Rewrite: merged 30 SQL calls of `r` into 1" in text
+    )
     no_hw = explain_report(plan, batch)
     assert "optimizer" not in no_hw and no_hw["totals"]["device"] == "H100-SXM"
     _, physical = physical_plan(plan, batch, "H100", optimizer="heuristic", time_limit_s=1.0)

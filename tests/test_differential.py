@@ -29,7 +29,7 @@ from halo.runtime.engines import GenRequest
 from halo.runtime.engines.fake import FakeEngine
 from tests.runtime_fixtures import diff_funcs
 
-STALL_S = 60          # a mode that takes longer has stalled
+STALL_S = 60  # a mode that takes longer has stalled
 ROWS = 6
 QS = ["ant", "bee", "ant bee", "c/d?e&f"]
 PREFIXES = ["Answer briefly:", "Answer briefly: about", "Rate this:"]
@@ -38,11 +38,19 @@ FUNCS = "tests.runtime_fixtures.diff_funcs"
 
 # -- the fake engine ------------------------------------------------------------------------------------
 
+
 def test_fake_engine_replies_do_not_depend_on_the_batch():
     reqs = [GenRequest("m", f"p{i}", max_tokens=1 + i % 4) for i in range(6)]
-    schema = {"type": "object", "properties": {"a": {"type": "string"}, "n": {"type": "integer"},
-                                               "f": {"type": "number"}, "b": {"type": "boolean"}},
-              "required": ["a", "n", "f", "b"]}
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"type": "string"},
+            "n": {"type": "integer"},
+            "f": {"type": "number"},
+            "b": {"type": "boolean"},
+        },
+        "required": ["a", "n", "f", "b"],
+    }
     reqs.append(GenRequest("m", "p0", json_schema=schema))
     eng = FakeEngine()
     together = [r.text for r in eng.generate(reqs)]
@@ -56,23 +64,33 @@ def test_fake_engine_replies_do_not_depend_on_the_batch():
 
 def test_fake_engine_reply_changes_with_every_decoding_field():
     base = GenRequest("m", "p", system="s", max_tokens=8, temperature=0.5, seed=1, top_p=0.9)
-    variants = [GenRequest("m2", "p", "s", 8, 0.5, 1, top_p=0.9), GenRequest("m", "p2", "s", 8, 0.5, 1, top_p=0.9),
-                GenRequest("m", "p", "s2", 8, 0.5, 1, top_p=0.9), GenRequest("m", "p", "s", 8, 0.7, 1, top_p=0.9),
-                GenRequest("m", "p", "s", 8, 0.5, 2, top_p=0.9), GenRequest("m", "p", "s", 8, 0.5, 1, top_p=0.8),
-                GenRequest("m", "p", "s", 8, 0.5, 1, json_schema={"type": "object"}, top_p=0.9)]
+    variants = [
+        GenRequest("m2", "p", "s", 8, 0.5, 1, top_p=0.9),
+        GenRequest("m", "p2", "s", 8, 0.5, 1, top_p=0.9),
+        GenRequest("m", "p", "s2", 8, 0.5, 1, top_p=0.9),
+        GenRequest("m", "p", "s", 8, 0.7, 1, top_p=0.9),
+        GenRequest("m", "p", "s", 8, 0.5, 2, top_p=0.9),
+        GenRequest("m", "p", "s", 8, 0.5, 1, top_p=0.8),
+        GenRequest("m", "p", "s", 8, 0.5, 1, json_schema={"type": "object"}, top_p=0.9),
+    ]
     eng = FakeEngine()
     digests = {eng.reply(r) for r in [base, *variants]}
-    assert len(digests) >= 6      # a short reply can collide by chance; the hash of each field differs
-    assert eng.reply(GenRequest("m", "p", "s", 8, 0.5, 1, prefix_key="k", retain_s=3, top_p=0.9)) == eng.reply(base)
+    assert len(digests) >= 6  # a short reply can collide by chance; the hash of each field differs
+    assert eng.reply(
+        GenRequest("m", "p", "s", 8, 0.5, 1, prefix_key="k", retain_s=3, top_p=0.9)
+    ) == eng.reply(base)
     [bad] = eng.generate([GenRequest("m", "p", max_tokens=0)])
     assert bad.error and "max_tokens" in bad.error
 
 
 # -- running three modes --------------------------------------------------------------------------------
 
+
 def _records(path: Path) -> list[dict]:
-    return [{k: r[k] for k in ("row", "outputs", "error")}
-            for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())]
+    return [
+        {k: r[k] for k in ("row", "outputs", "error")}
+        for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())
+    ]
 
 
 def _run(plan, rows, workdir: Path, mode: str, priority: list[str], engine: str):
@@ -90,7 +108,9 @@ def _run(plan, rows, workdir: Path, mode: str, priority: list[str], engine: str)
     worker.join(STALL_S)
     assert not worker.is_alive(), f"mode {mode} stalled (no result after {STALL_S} s)"
     if "error" in box:
-        raise AssertionError(f"mode {mode} raised {type(box['error']).__name__}: {box['error']}") from box["error"]
+        raise AssertionError(f"mode {mode} raised {type(box['error']).__name__}: {box['error']}") from box[
+            "error"
+        ]
     return box["res"]
 
 
@@ -112,8 +132,10 @@ def assert_same(results: dict[str, dict], source: str, rows) -> None:
         for part in ("records", "dbs", "py_calls"):
             if got[part] != ref[part]:
                 diff = _first_difference(ref[part], got[part])
-                raise AssertionError(f"{mode} differs from naive in {part}: {diff}\n--- workflow\n{source}"
-                                     f"--- batch\n{[p for _, p in rows]}")
+                raise AssertionError(
+                    f"{mode} differs from naive in {part}: {diff}\n--- workflow\n{source}"
+                    f"--- batch\n{[p for _, p in rows]}"
+                )
 
 
 def _first_difference(a, b) -> str:
@@ -126,6 +148,7 @@ def _first_difference(a, b) -> str:
 
 # -- generated workflows --------------------------------------------------------------------------------
 
+
 @dataclass
 class _Gen:
     """The workflow being drawn: its bindings and the references each kind of argument can take."""
@@ -133,10 +156,10 @@ class _Gen:
     base_url: str
     db: str
     lines: list[str] = field(default_factory=list)
-    texts: list[str] = field(default_factory=lambda: ["q"])    # text values (templates, SQL, URLs)
-    ints: list[str] = field(default_factory=lambda: ["k"])     # int values (SQL limits, sub calls)
-    anys: list[str] = field(default_factory=list)              # tables and JSON (templates only)
-    llms: list[str] = field(default_factory=list)              # llm calls, for twins
+    texts: list[str] = field(default_factory=lambda: ["q"])  # text values (templates, SQL, URLs)
+    ints: list[str] = field(default_factory=lambda: ["k"])  # int values (SQL limits, sub calls)
+    anys: list[str] = field(default_factory=list)  # tables and JSON (templates only)
+    llms: list[str] = field(default_factory=list)  # llm calls, for twins
     names: list[str] = field(default_factory=list)
     uses_sub: bool = False
 
@@ -149,7 +172,9 @@ class _Gen:
 def _binding(draw, g: _Gen) -> None:
     name = f"n{len(g.names)}"
     ref = lambda pool: draw(st.sampled_from(pool))  # noqa: E731
-    kind = draw(st.sampled_from(["llm", "llm", "twin", "read", "count", "write", "http", "py", "impure", "sub"]))
+    kind = draw(
+        st.sampled_from(["llm", "llm", "twin", "read", "count", "write", "http", "py", "impure", "sub"])
+    )
     if kind == "twin" and g.llms:
         g.add(name, draw(st.sampled_from(g.llms)))
         g.texts.append(name if "->" not in g.lines[-1] else f"{name}.label")
@@ -159,9 +184,11 @@ def _binding(draw, g: _Gen) -> None:
         system = ', system = "Be brief."' if draw(st.booleans()) else ""
         sampled = ", temperature = 0.7, seed = 3" if draw(st.integers(0, 4)) == 0 else ""
         structured = draw(st.booleans())
-        call = (f'llm(m, "{draw(st.sampled_from(PREFIXES))} {holes}"{system}{sampled}, '
-                f'max_tokens = {draw(st.sampled_from([1, 3, 6]))})' + (" -> { label: text, score: int }"
-                                                                     if structured else ""))
+        call = (
+            f'llm(m, "{draw(st.sampled_from(PREFIXES))} {holes}"{system}{sampled}, '
+            f"max_tokens = {draw(st.sampled_from([1, 3, 6]))})"
+            + (" -> { label: text, score: int }" if structured else "")
+        )
         g.add(name, call)
         g.llms.append(call)
         g.texts.append(f"{name}.label" if structured else name)
@@ -171,17 +198,23 @@ def _binding(draw, g: _Gen) -> None:
         g.add(name, f'sql(d, "SELECT id, name FROM items WHERE id <= :n ORDER BY id", n = {ref(g.ints)})')
         g.anys.append(name)
         g.texts.append(f"{name}.name")
-    elif kind == "count":      # reads rows this input wrote: the order of reads and writes shows
+    elif kind == "count":  # reads rows this input wrote: the order of reads and writes shows
         g.add(name, 'sql(d, "SELECT count(*) AS c, max(tag) AS t FROM log WHERE uid = :uid", uid = uid)')
         g.anys.append(name)
     elif kind == "write":
-        g.add(name, f'sql(d, "INSERT INTO log (uid, tag) VALUES (:uid, :tag) RETURNING tag", uid = uid, '
-                    f'tag = {ref(g.texts)})')
+        g.add(
+            name,
+            f'sql(d, "INSERT INTO log (uid, tag) VALUES (:uid, :tag) RETURNING tag", uid = uid, '
+            f"tag = {ref(g.texts)})",
+        )
         g.anys.extend([name, f"{name}.rows"])
     elif kind == "http":
         path = "missing" if draw(st.integers(0, 5)) == 0 else "echo"
-        g.add(name, f'http("{g.base_url}/{path}/{{{ref(g.texts)}}}", query = {{v: {ref(g.texts)}, '
-                    f'n: {ref(g.ints)}}}, headers = {{x_tag: {ref(g.texts)}}})')
+        g.add(
+            name,
+            f'http("{g.base_url}/{path}/{{{ref(g.texts)}}}", query = {{v: {ref(g.texts)}, '
+            f"n: {ref(g.ints)}}}, headers = {{x_tag: {ref(g.texts)}}})",
+        )
         g.anys.append(name)
         g.texts.append(f"{name}.v")
     elif kind == "py":
@@ -217,8 +250,10 @@ def workflows(draw, base_url: str, db: str) -> str:
     for _ in range(draw(st.integers(1, 7))):
         draw(_binding(g))
     rets = ", ".join(f"o{i} = {n}" for i, n in enumerate(g.names))
-    head = (f'workflow gen(q: text, k: int, uid: int) {{\n  model m = "Qwen/Qwen3-0.6B"\n'
-            f'  db d = duckdb("{db}")\n')
+    head = (
+        f'workflow gen(q: text, k: int, uid: int) {{\n  model m = "Qwen/Qwen3-0.6B"\n'
+        f'  db d = duckdb("{db}")\n'
+    )
     return head + "\n".join(g.lines) + f"\n  return {rets}\n}}\n" + (SUB.format(db=db) if g.uses_sub else "")
 
 
@@ -234,9 +269,17 @@ def _fresh_db(path: Path) -> None:
         con.execute("CREATE TABLE sublog (uid INTEGER, tag TEXT)")
 
 
-GENERATED = settings(max_examples=220, deadline=None, derandomize=True, database=None,
-                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                            HealthCheck.data_too_large])
+GENERATED = settings(
+    max_examples=220,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.data_too_large,
+    ],
+)
 
 
 @GENERATED
@@ -311,7 +354,7 @@ def test_demo_agrees_across_modes_on_the_real_engine(workload_dbs, tmp_path, dum
     path = WORKLOADS / "demo.halo"
     plan = _workload_plan(path, workload_dbs)
     first = [params for _, params in _first_rows(path, plan, 3)]
-    rows = list(enumerate([*first, first[0]], start=1))      # an input repeats
+    rows = list(enumerate([*first, first[0]], start=1))  # an input repeats
     results = run_three(plan, rows, tmp_path, dump_db, engine="hf")
     assert_same(results, path.read_text(), rows)
     assert all(r["error"] is None for r in results["naive"]["records"]), results["naive"]["records"][:2]

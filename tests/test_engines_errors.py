@@ -36,8 +36,11 @@ def test_map_to_unloadable_directory_is_an_error_not_a_substitute(tmp_path):
 def test_map_naming_an_undeclared_model_is_an_error():
     check_model_map(["Qwen/Qwen3-14B"], {"Qwen/Qwen3-14B": "smollm2"})
     check_model_map(["Qwen/Qwen3-14B"], {})
-    with pytest.raises(EngineUnavailable, match=r"'Qwen/Qwen3-41B', which no workflow declares "
-                       r"\(declared model ids: Qwen/Qwen3-14B\)"):
+    with pytest.raises(
+        EngineUnavailable,
+        match=r"'Qwen/Qwen3-41B', which no workflow declares "
+        r"\(declared model ids: Qwen/Qwen3-14B\)",
+    ):
         check_model_map(["Qwen/Qwen3-14B"], {"Qwen/Qwen3-41B": "smollm2", "Qwen/Qwen3-14B": "smollm2"})
 
 
@@ -51,8 +54,12 @@ class _Cut(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _Cut.bodies.append(body)
         text = '{"a": "unfinished' if body.get("response_format") else "plain text cut"
-        data = json.dumps({"choices": [{"message": {"content": text}, "finish_reason": "length"}],
-                           "usage": {"prompt_tokens": 3, "completion_tokens": 4}}).encode()
+        data = json.dumps(
+            {
+                "choices": [{"message": {"content": text}, "finish_reason": "length"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 4},
+            }
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -67,12 +74,19 @@ def test_openai_schema_reply_cut_by_max_tokens_fails_its_request():
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/v1"
         with make_engine("openai", base_url=url, retries=0) as eng:
-            cut, plain = eng.generate([GenRequest(model="m", prompt="x", max_tokens=4, json_schema=SCHEMA),
-                                       GenRequest(model="m", prompt="y", max_tokens=4)])
+            cut, plain = eng.generate(
+                [
+                    GenRequest(model="m", prompt="x", max_tokens=4, json_schema=SCHEMA),
+                    GenRequest(model="m", prompt="y", max_tokens=4),
+                ]
+            )
     finally:
         server.shutdown()
         server.server_close()
     assert cut.error and "max_tokens=4 ran out before the JSON output was complete" in cut.error
     assert plain.error is None and plain.text == "plain text cut"
     sent = next(b for b in _Cut.bodies if b.get("response_format"))
-    assert sent["response_format"] == {"type": "json_schema", "json_schema": {"name": "output", "schema": SCHEMA}}
+    assert sent["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": SCHEMA},
+    }

@@ -7,8 +7,14 @@ from transformers import DynamicCache, LlamaConfig
 
 from halo.runtime.engines.kv_tensors import batch_cache, kv_layers, make_cache, nbytes, row_kv
 
-CONFIG = LlamaConfig(hidden_size=8, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2,
-                     num_key_value_heads=1, vocab_size=32)
+CONFIG = LlamaConfig(
+    hidden_size=8,
+    intermediate_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    vocab_size=32,
+)
 
 
 def head(length: int, fill: float) -> tuple[list[int], DynamicCache]:

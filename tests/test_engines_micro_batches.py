@@ -24,7 +24,8 @@ def row(n: int, max_tokens: int = 4, **kw) -> Row:
 def test_sampling_key_ignores_top_p_and_seed_when_greedy():
     assert sampling_key(GenRequest("m", "p", seed=1, top_p=0.5)) == sampling_key(GenRequest("m", "p"))
     assert sampling_key(GenRequest("m", "p", temperature=0.7, seed=1)) != sampling_key(
-        GenRequest("m", "p", temperature=0.7, seed=2))
+        GenRequest("m", "p", temperature=0.7, seed=2)
+    )
 
 
 def test_batches_split_by_sampling_then_group_prefix_keys_and_sort_by_length():

@@ -18,8 +18,11 @@ from halo.runtime.run import execute
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
-VOTE = {"type": "object", "properties": {"answer": {"type": "string"}, "votes": {"type": "integer"}},
-        "required": ["answer", "votes"]}
+VOTE = {
+    "type": "object",
+    "properties": {"answer": {"type": "string"}, "votes": {"type": "integer"}},
+    "required": ["answer", "votes"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +40,13 @@ def req(prompt: str, **kw) -> GenRequest:
 def test_schema_rows_are_valid_json_and_plain_rows_unchanged(engine):
     plain = req("What is SQL?", max_tokens=10)
     alone = engine.generate([plain])[0]
-    mixed = engine.generate([req("Write a long poem about the sea.", json_schema=VOTE), plain,
-                             req("Is 7 * 14 = 98? Vote.", json_schema=VOTE, temperature=0.8, seed=1)])
+    mixed = engine.generate(
+        [
+            req("Write a long poem about the sea.", json_schema=VOTE),
+            plain,
+            req("Is 7 * 14 = 98? Vote.", json_schema=VOTE, temperature=0.8, seed=1),
+        ]
+    )
     assert mixed[1].error is None and mixed[1].text == alone.text
     for res in (mixed[0], mixed[2]):
         assert res.error is None, res.error
@@ -50,8 +58,17 @@ def test_schema_rows_are_valid_json_and_plain_rows_unchanged(engine):
 def test_tight_budget_still_closes_the_json(engine):
     """The model would write a poem; the grammar plus the closing path fit the object in 16 tokens."""
     for temperature in (0.0, 1.0):
-        res = engine.generate([req("Write a long poem about the sea.", json_schema=VOTE, max_tokens=16,
-                                   temperature=temperature, seed=3)])[0]
+        res = engine.generate(
+            [
+                req(
+                    "Write a long poem about the sea.",
+                    json_schema=VOTE,
+                    max_tokens=16,
+                    temperature=temperature,
+                    seed=3,
+                )
+            ]
+        )[0]
         assert res.error is None and res.completion_tokens <= 16
         assert set(json.loads(res.text)) == {"answer", "votes"}
 
@@ -63,7 +80,9 @@ def test_budget_below_the_smallest_json_is_an_error(engine):
 
 
 def test_schema_compiles_once_and_bad_schema_fails_alone(engine):
-    engine.generate([req("a", json_schema=VOTE, max_tokens=16), req("b", json_schema=dict(VOTE), max_tokens=16)])
+    engine.generate(
+        [req("a", json_schema=VOTE, max_tokens=16), req("b", json_schema=dict(VOTE), max_tokens=16)]
+    )
     grammars = _grammars(engine._loaded[engine._declared[SMOLLM2_ID]])
     before = grammars.compiled_count()
     engine.generate([req("c", json_schema=VOTE, max_tokens=16)])
@@ -91,20 +110,23 @@ def test_llm_voting_workload_has_no_failed_input(tmp_path):
 
 
 def test_triage_struct_output_is_typed(tmp_path):
-    src = '''workflow triage(ticket: text) {
+    src = """workflow triage(ticket: text) {
   model m = "HuggingFaceTB/SmolLM2-135M-Instruct"
   t = llm(m, system = "Classify the support ticket.", prompt = "Ticket: {ticket}", max_tokens = 24,
     temperature = 0) -> { category: text, urgent: bool, priority: int }
   return category = t.category, urgent = t.urgent, priority = t.priority
 }
-'''
+"""
     plan = plans.build(check(load_source(src, str(tmp_path / "triage.halo"))))
-    tickets = ["My invoice is wrong, I was charged twice.", "The site is down for all our users!",
-               "How do I change my password?", "Please add a dark mode."]
+    tickets = [
+        "My invoice is wrong, I was charged twice.",
+        "The site is down for all our users!",
+        "How do I change my password?",
+        "Please add a dark mode.",
+    ]
     failed, records = _run(plan, [(i, {"ticket": t}) for i, t in enumerate(tickets)], tmp_path)
     assert failed == 0, records
     for rec in records:
         out = rec["outputs"]
         assert isinstance(out["category"], str) and isinstance(out["urgent"], bool)
         assert isinstance(out["priority"], int) and not isinstance(out["priority"], bool)
-

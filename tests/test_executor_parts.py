@@ -31,8 +31,14 @@ def _q(node: str, prompt: str, prefix: str | None = None, max_tokens: int = 10) 
 
 def _formation(max_batch=4, batch_tokens=1000, siblings=None, models=None) -> BatchFormation:
     nodes = ["a", "b", "c"]
-    return BatchFormation(max_batch, batch_tokens, siblings or {}, {n: i for i, n in enumerate(nodes)},
-                          models or dict.fromkeys(nodes, "m"), _cost)
+    return BatchFormation(
+        max_batch,
+        batch_tokens,
+        siblings or {},
+        {n: i for i, n in enumerate(nodes)},
+        models or dict.fromkeys(nodes, "m"),
+        _cost,
+    )
 
 
 def _cost(c: _Q) -> int:
@@ -41,28 +47,29 @@ def _cost(c: _Q) -> int:
 
 # -- batch formation ------------------------------------------------------------------------------------
 
+
 def test_a_node_waits_until_its_batch_is_full_or_nothing_is_upstream():
     f = _formation(max_batch=3)
     f.add(_q("a", "p1"))
     f.add(_q("a", "p2"))
     assert not f.ready("a", {"a": 5})
-    assert f.next_batch({"a": 5}, resident=[], idle=False) == []          # other work is in flight: wait
-    assert len(f.next_batch({"a": 5}, resident=[], idle=True)) == 2       # nothing in flight: go anyway
+    assert f.next_batch({"a": 5}, resident=[], idle=False) == []  # other work is in flight: wait
+    assert len(f.next_batch({"a": 5}, resident=[], idle=True)) == 2  # nothing in flight: go anyway
     f.add(_q("a", "p3"))
-    assert f.ready("a", {"a": 0})                                         # nothing upstream
+    assert f.ready("a", {"a": 0})  # nothing upstream
     for p in ("p4", "p5", "p6"):
         f.add(_q("a", p))
-    assert f.ready("a", {"a": 9}) and len(f.next_batch({"a": 9}, [], idle=False)) == 3   # a full batch
+    assert f.ready("a", {"a": 9}) and len(f.next_batch({"a": 9}, [], idle=False)) == 3  # a full batch
 
 
 def test_siblings_wait_for_each_other_and_fuse():
     f = _formation(max_batch=8, siblings={"a": ["b"], "b": ["a"]})
     f.add(_q("a", "p1"))
-    assert not f.ready("a", {"a": 0, "b": 2})          # b's instances are still upstream
+    assert not f.ready("a", {"a": 0, "b": 2})  # b's instances are still upstream
     f.add(_q("b", "q1"))
     f.add(_q("b", "q2"))
     batch = f.next_batch({"a": 0, "b": 0}, [], idle=False)
-    assert [c.node for c in batch] == ["a", "b", "b"]   # plan rank first, the sibling joins
+    assert [c.node for c in batch] == ["a", "b", "b"]  # plan rank first, the sibling joins
 
 
 def test_only_siblings_share_a_batch():
@@ -87,14 +94,15 @@ def test_a_batch_keeps_prefix_groups_together_short_prompts_first_within_budgets
     f = _formation(max_batch=3, batch_tokens=45)
     for prompt, prefix in [("x" * 40, "k2"), ("y" * 8, "k2"), ("z" * 80, "k1"), ("w" * 4, "k1")]:
         f.add(_q("a", prompt, prefix))
-    first = f.next_batch({"a": 0}, [], False)      # costs 11 + 30, then 12 would pass 45
+    first = f.next_batch({"a": 0}, [], False)  # costs 11 + 30, then 12 would pass 45
     assert [c.request.prompt for c in first] == ["w" * 4, "z" * 80]
     assert [c.request.prompt for c in f.next_batch({"a": 0}, [], False)] == ["y" * 8, "x" * 40]
-    f.add(_q("a", "v" * 4000))                     # over the budget alone: goes alone
+    f.add(_q("a", "v" * 4000))  # over the budget alone: goes alone
     assert len(f.next_batch({"a": 0}, [], False)) == 1
 
 
 # -- requests -------------------------------------------------------------------------------------------
+
 
 def _llm_plan(tmp_path, args: str, out: str = ""):
     src = f'''workflow w(q: text) {{
@@ -106,8 +114,9 @@ def _llm_plan(tmp_path, args: str, out: str = ""):
 
 
 def test_build_request_renders_and_keys_the_prefix(tmp_path):
-    op = _llm_plan(tmp_path, ", max_tokens = 7, temperature = 0.5, seed = 3, top_p = 0.9",
-                   " -> { label: text }").node("a")
+    op = _llm_plan(
+        tmp_path, ", max_tokens = 7, temperature = 0.5, seed = 3, top_p = 0.9", " -> { label: text }"
+    ).node("a")
     req = build_request(op, {"q": "ants"}, prefix_keys=True, retain_s=2.0)
     assert (req.prompt, req.system) == ("Answer: ants", "Be brief about ants.")
     assert (req.max_tokens, req.temperature, req.seed, req.top_p, req.retain_s) == (7, 0.5, 3, 0.9, 2.0)
@@ -115,8 +124,13 @@ def test_build_request_renders_and_keys_the_prefix(tmp_path):
     assert req.prefix_key == prefix_key(op, "Be brief about ants.") != prefix_key(op, "Be brief about bees.")
     assert build_request(op, {"q": "ants"}, prefix_keys=False, retain_s=None).prefix_key is None
     plain = build_request(_llm_plan(tmp_path, "").node("a"), {"q": "x"}, True, None)
-    assert (plain.max_tokens, plain.temperature, plain.seed, plain.top_p, plain.json_schema) == \
-        (256, 0.0, None, None, None)
+    assert (plain.max_tokens, plain.temperature, plain.seed, plain.top_p, plain.json_schema) == (
+        256,
+        0.0,
+        None,
+        None,
+        None,
+    )
 
 
 def test_expected_tokens_use_max_tokens_then_the_p90_of_seen_outputs(tmp_path):
@@ -133,24 +147,25 @@ def test_only_failures_that_may_pass_are_retried():
     assert not retryable(bad, "temperature must be >= 0, got -1.0")
     cut = GenRequest("m", "p", max_tokens=8, json_schema={"type": "object"})
     assert not retryable(cut, f"{json_cut_error(8)}; reply was '{{\"a'")
-    assert retryable(GenRequest("m", "p", max_tokens=8, temperature=0.7), json_cut_error(8))   # sampled
+    assert retryable(GenRequest("m", "p", max_tokens=8, temperature=0.7), json_cut_error(8))  # sampled
     assert retryable(cut, "generate: CUDA error: out of memory")
     assert retryable(cut, "ReadTimeout: timed out (after 3 attempts)")
 
 
 # -- the call cache -------------------------------------------------------------------------------------
 
+
 def test_call_cache_serves_memo_then_journal_and_joins_calls_in_flight(tmp_path):
     journal = Journal(tmp_path / "j", "fp", resume=False)
     try:
-        cache = CallCache(journal, memo_bytes=1)           # every entry is evicted at once
+        cache = CallCache(journal, memo_bytes=1)  # every entry is evicted at once
         call = Call("n", "k", [(1, "n")])
         assert cache.finished("k") is None and not cache.join("k", 2, "n")
         cache.open(call)
         assert cache.join("k", 2, "n") and call.waiters == [(1, "n"), (2, "n")]
         cache.close(call, {"v": 1}, None, sampled=False)
-        assert not cache.inflight and not cache.memo.items   # evicted ...
-        assert cache.finished("k") == ({"v": 1}, None)       # ... and read back from the journal
+        assert not cache.inflight and not cache.memo.items  # evicted ...
+        assert cache.finished("k") == ({"v": 1}, None)  # ... and read back from the journal
         sampled = Call("s", None, [(3, "s")])
         cache.close(sampled, "text", None, sampled=True)
         assert cache.replay("s", 3, retry_in_doubt=False) == ("text", None, False)
@@ -164,6 +179,7 @@ def test_call_cache_serves_memo_then_journal_and_joins_calls_in_flight(tmp_path)
 
 
 # -- retries through the executor ------------------------------------------------------------------------
+
 
 class _Flaky(FakeEngine):
     """The fake engine whose first `fail` generate() calls raise (a transient engine failure)."""
@@ -192,14 +208,18 @@ def _execute(tmp_path, plan, engine, rows, retries: int) -> list[str]:
 
 
 def test_a_deterministic_failure_is_sent_once_and_a_transient_one_again(tmp_path):
-    plan = _llm_plan(tmp_path, ", max_tokens = 5000")    # the fake engine's limit is 4096
+    plan = _llm_plan(tmp_path, ", max_tokens = 5000")  # the fake engine's limit is 4096
     engine = FakeEngine()
     out = _execute(tmp_path / "1", plan, engine, [(1, {"q": "a"}), (2, {"q": "b"})], retries=3)
-    assert engine.batch_sizes() == [2]                   # before the fix: [2, 2, 2, 2]
+    assert engine.batch_sizes() == [2]  # before the fix: [2, 2, 2, 2]
     assert all("exceeds the limit" in line for line in out)
     flaky = _Flaky(fail=2)
-    out = _execute(tmp_path / "2", _llm_plan(tmp_path, ", max_tokens = 4"), flaky, [(1, {"q": "a"})], retries=3)
+    out = _execute(
+        tmp_path / "2", _llm_plan(tmp_path, ", max_tokens = 4"), flaky, [(1, {"q": "a"})], retries=3
+    )
     assert flaky.batch_sizes() == [1, 1, 1] and '"error": null' in out[0]
     gone = _Flaky(fail=9)
-    out = _execute(tmp_path / "3", _llm_plan(tmp_path, ", max_tokens = 4"), gone, [(1, {"q": "a"})], retries=1)
+    out = _execute(
+        tmp_path / "3", _llm_plan(tmp_path, ", max_tokens = 4"), gone, [(1, {"q": "a"})], retries=1
+    )
     assert gone.batch_sizes() == [1, 1] and "engine lost its device" in out[0]

@@ -50,13 +50,15 @@ def test_report_keys_and_values(report):
     assert nodes["log"]["side_effect"] and not nodes["orders"]["side_effect"]
     assert sorted(nodes["answer"]["deps"]) == ["orders", "s/out"]
     assert nodes["s/out"]["max_tokens"] == 256 and nodes["s/out"]["output"] == "text"
-    assert report["returns"] == [{"key": "answer", "expr": "answer", "refs": ["answer"]},
-                                 {"key": "label", "expr": "cls.label", "refs": ["cls"]},
-                                 {"key": "urgent", "expr": "cls.urgent", "refs": ["cls"]}]
+    assert report["returns"] == [
+        {"key": "answer", "expr": "answer", "refs": ["answer"]},
+        {"key": "label", "expr": "cls.label", "refs": ["cls"]},
+        {"key": "urgent", "expr": "cls.urgent", "refs": ["cls"]},
+    ]
 
 
 def test_json_round_trip_is_stable(plan, report):
-    text = json.dumps(report, indent=2)          # no default=str needed: everything is plain JSON
+    text = json.dumps(report, indent=2)  # no default=str needed: everything is plain JSON
     assert json.loads(text) == report
     again = logical_report(plan, batches.load(FIXTURES / "inputs.jsonl", plan.params))
     assert json.dumps(again, indent=2) == text
@@ -71,15 +73,18 @@ def test_text_tree_shows_every_node_once(report):
     titles = [ln.strip() for ln in lines if ln.strip().startswith("->")]
     full = [t for t in titles if "(shared, see above)" not in t]
     ids = [t.split()[2] for t in full]
-    assert sorted(ids) == sorted(n["id"] for n in report["nodes"])   # each node in full exactly once
+    assert sorted(ids) == sorted(n["id"] for n in report["nodes"])  # each node in full exactly once
     assert any("cls  (shared, see above)" in t for t in titles)
     assert "query: SELECT id, total FROM orders WHERE region = :region LIMIT :limit" in text
     assert "params: :region = region, :limit = limit" in text
     assert "side effect: runs once per input, never merged, in declared order" in text
     assert "Side effects (not returned)" in text
     # children are indented deeper than their parent
-    depth = {t.split()[2]: (len(ln) - len(ln.lstrip())) for ln, t in
-             ((ln, ln.strip()) for ln in lines if ln.strip().startswith("->")) if "shared" not in t}
+    depth = {
+        t.split()[2]: (len(ln) - len(ln.lstrip()))
+        for ln, t in ((ln, ln.strip()) for ln in lines if ln.strip().startswith("->"))
+        if "shared" not in t
+    }
     assert depth["orders"] > depth["answer"] and depth["cls"] > depth["s/out"]
 
 
@@ -100,24 +105,34 @@ def test_dot_has_every_node_and_edge(plan, report):
     edges = set(re.findall(r'^  "([^"]+)" -> "([^"]+)"(?: \[style=dashed, label="[^"]+"\])?;', dot, re.M))
     assert set(plan.graph.edges) <= edges
     assert ("answer", "return") in edges and ("cls", "return") in edges
-    assert 'fillcolor="#fde2e2"' in dot          # the side effect is highlighted
+    assert 'fillcolor="#fde2e2"' in dot  # the side effect is highlighted
 
 
 def test_all_operator_kinds_render():
-    src = ('workflow w(q: text) {\n model m = "x"\n db d = postgres("postgresql://h/db")\n'
-           ' a = http("GET", "http://x/{q}?a={{b}}")\n'
-           ' b = py("mod:fn", x = a, pure = true)\n'
-           ' c = sql(d, "SELECT :v AS k", v = q)\n'
-           ' e = llm(m, "{b} {c.k}", seed = 7) -> {f: text}\n'
-           ' return e\n}')
+    src = (
+        'workflow w(q: text) {\n model m = "x"\n db d = postgres("postgresql://h/db")\n'
+        ' a = http("GET", "http://x/{q}?a={{b}}")\n'
+        ' b = py("mod:fn", x = a, pure = true)\n'
+        ' c = sql(d, "SELECT :v AS k", v = q)\n'
+        ' e = llm(m, "{b} {c.k}", seed = 7) -> {f: text}\n'
+        " return e\n}"
+    )
     report = report_of(src)
     nodes = {n["id"]: n for n in report["nodes"]}
     assert nodes["a"]["method"] == "GET" and nodes["a"]["url"] == "http://x/{q}?a={b}"
-    assert nodes["b"]["function"] == "mod:fn" and nodes["b"]["pure"] is True and nodes["b"]["args"] == {"x": "a"}
+    assert (
+        nodes["b"]["function"] == "mod:fn" and nodes["b"]["pure"] is True and nodes["b"]["args"] == {"x": "a"}
+    )
     assert nodes["c"]["db_kind"] == "postgres" and nodes["e"]["seed"] == 7
     text = render_text(report)
-    for needle in ("HTTP a  GET http://x/{q}?a={b}", "Python b  mod:fn pure", "SQL c  db=d (postgres) read",
-                   "seed=7", "output: {f}", "args: x = a"):
+    for needle in (
+        "HTTP a  GET http://x/{q}?a={b}",
+        "Python b  mod:fn pure",
+        "SQL c  db=d (postgres) read",
+        "seed=7",
+        "output: {f}",
+        "args: x = a",
+    ):
         assert needle in text
     assert render_dot(report).count("->") >= 4
     json.loads(json.dumps(report))
@@ -125,14 +140,18 @@ def test_all_operator_kinds_render():
 
 def test_literal_and_dict_returns_render():
     report = report_of('workflow w(q: text) { return k = {a: [1, "x"], b: q}, n = null }')
-    assert report["returns"] == [{"key": "k", "expr": '{a: [1, "x"], b: q}', "refs": ["q"]},
-                                 {"key": "n", "expr": "null", "refs": []}]
+    assert report["returns"] == [
+        {"key": "k", "expr": '{a: [1, "x"], b: q}', "refs": ["q"]},
+        {"key": "n", "expr": "null", "refs": []},
+    ]
     assert report["nodes"] == []
     assert render_text(report).splitlines()[1] == 'Return (k = {a: [1, "x"], b: q}, n = null)'
 
 
-REC = ('workflow v(n: int) {\n model m = "q"\n o = llm(m, "{n}")\n return o\n}\n'
-       'workflow w(q: int) {\n model m = "q"\n a = v(n = q)\n b = llm(m, "x {q}")\n return a, k = {x: b}\n}')
+REC = (
+    'workflow v(n: int) {\n model m = "q"\n o = llm(m, "{n}")\n return o\n}\n'
+    'workflow w(q: int) {\n model m = "q"\n a = v(n = q)\n b = llm(m, "x {q}")\n return a, k = {x: b}\n}'
+)
 
 
 def test_nodes_returned_inside_records_are_roots():
@@ -143,5 +162,7 @@ def test_nodes_returned_inside_records_are_roots():
 
 
 def test_unused_pure_node_is_not_called_a_side_effect():
-    report = report_of('workflow w(q: text) {\n model m = "x"\n a = llm(m, "{q}")\n b = llm(m, "{q}")\n return a\n}')
+    report = report_of(
+        'workflow w(q: text) {\n model m = "x"\n a = llm(m, "{q}")\n b = llm(m, "{q}")\n return a\n}'
+    )
     assert "Side effects" not in render_text(report)

@@ -36,9 +36,52 @@ workflow caller(z: text) {
 }
 ''',
 ]
-TOKENS = ["workflow", "model", "db", "return", "import", "llm", "sql", "http", "py", "(", ")", "{", "}", "[", "]",
-          "[]", ",", ":", "=", "->", ".", '"', '"""', "{x}", "#", "//", "\n", " ", "x", "q", "a", "3", "-1.5e3",
-          "true", "null", '"s"', "text", "int", ":n", "SELECT", "w", "{{", "}}", "\\"]
+TOKENS = [
+    "workflow",
+    "model",
+    "db",
+    "return",
+    "import",
+    "llm",
+    "sql",
+    "http",
+    "py",
+    "(",
+    ")",
+    "{",
+    "}",
+    "[",
+    "]",
+    "[]",
+    ",",
+    ":",
+    "=",
+    "->",
+    ".",
+    '"',
+    '"""',
+    "{x}",
+    "#",
+    "//",
+    "\n",
+    " ",
+    "x",
+    "q",
+    "a",
+    "3",
+    "-1.5e3",
+    "true",
+    "null",
+    '"s"',
+    "text",
+    "int",
+    ":n",
+    "SELECT",
+    "w",
+    "{{",
+    "}}",
+    "\\",
+]
 
 
 def pipeline(src: str) -> None:
@@ -98,7 +141,7 @@ def mutated(draw):
         elif op == "token":
             src = src[:i] + draw(st.sampled_from(TOKENS)) + src[i:]
         else:
-            src = src[:i] + src[j:j + (j - i)] + src[i:j] + src[j + (j - i):]
+            src = src[:i] + src[j : j + (j - i)] + src[i:j] + src[j + (j - i) :]
     return src
 
 
@@ -113,7 +156,7 @@ def test_mutated_workflows(src):
 def test_mutated_token_level(src):
     # delete or duplicate whole tokens of a valid source
     parts = re.findall(r'"""[\s\S]*?"""|"(?:\\.|[^"\\\n])*"|\w+|->|\[\]|\S', src)
-    pipeline(" ".join(parts[: len(parts) // 2] + parts[len(parts) // 2 - 3:]))
+    pipeline(" ".join(parts[: len(parts) // 2] + parts[len(parts) // 2 - 3 :]))
 
 
 @FUZZ
@@ -134,11 +177,16 @@ def _pathological(kind: str, n: int) -> str:
     if kind == "not":
         return head + f'  a = sql(d, "SELECT {"NOT " * n}true AS x")\n  return a.x\n}}'
     if kind == "digits":
-        return f'workflow w(q: int = {"7" * n}) {{ return q }}'
+        return f"workflow w(q: int = {'7' * n}) {{ return q }}"
     if kind == "import":
-        return f'import "{["/dev/zero", "/dev/null", ".", "a" + chr(0), "/nonexistent/x.halo"][n % 5]}"\n' + SEEDS[2]
-    return "".join(f"workflow w{i}() {{\n  a = w{i + 1}()\n  return a\n}}\n" for i in range(n)) + \
-        f"workflow w{n}() {{ return x = 1 }}"
+        return (
+            f'import "{["/dev/zero", "/dev/null", ".", "a" + chr(0), "/nonexistent/x.halo"][n % 5]}"\n'
+            + SEEDS[2]
+        )
+    return (
+        "".join(f"workflow w{i}() {{\n  a = w{i + 1}()\n  return a\n}}\n" for i in range(n))
+        + f"workflow w{n}() {{ return x = 1 }}"
+    )
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

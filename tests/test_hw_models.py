@@ -26,8 +26,10 @@ def within(value, target, tol=0.15):
 
 # ---- specs -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, kib", [("llama-3-8b", 128), ("meta-llama/Meta-Llama-3-70B", 320),
-                                       ("Qwen/Qwen2.5-7B-Instruct", 56)])
+
+@pytest.mark.parametrize(
+    "name, kib", [("llama-3-8b", 128), ("meta-llama/Meta-Llama-3-70B", 320), ("Qwen/Qwen2.5-7B-Instruct", 56)]
+)
 def test_kv_bytes_per_token(name, kib):
     assert specs.model(name).kv_bytes_per_token() == kib * KIB
 
@@ -48,7 +50,7 @@ def test_model_lookup_by_alias_is_case_insensitive():
 
 def test_mixed_precision_checkpoint_and_formats():
     oss = specs.model("openai/gpt-oss-20b")
-    assert 12e9 < oss.weight_bytes() < 15e9           # mxfp4 experts, bf16 attention
+    assert 12e9 < oss.weight_bytes() < 15e9  # mxfp4 experts, bf16 attention
     assert within(oss.weight_bytes("bf16"), 2 * oss.params_total, 1e-9)
     llama = specs.model("llama-3-8b")
     assert within(llama.weight_bytes("bf16") / llama.weight_bytes("w4a16"), 3.88, 0.01)
@@ -72,13 +74,22 @@ def test_unknown_model_error_lists_known_names():
 
 
 def test_model_from_hf_config(tmp_path):
-    cfg = {"_name_or_path": "acme/tiny-moe", "num_hidden_layers": 4, "hidden_size": 256,
-           "num_attention_heads": 8, "num_key_value_heads": 2, "intermediate_size": 512,
-           "vocab_size": 1000, "num_local_experts": 4, "num_experts_per_tok": 2,
-           "torch_dtype": "float16", "tie_word_embeddings": True}
+    cfg = {
+        "_name_or_path": "acme/tiny-moe",
+        "num_hidden_layers": 4,
+        "hidden_size": 256,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 2,
+        "intermediate_size": 512,
+        "vocab_size": 1000,
+        "num_local_experts": 4,
+        "num_experts_per_tok": 2,
+        "torch_dtype": "float16",
+        "tie_word_embeddings": True,
+    }
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg))
-    m = specs.model(str(tmp_path))                     # a directory holding config.json
+    m = specs.model(str(tmp_path))  # a directory holding config.json
     assert (m.name, m.head_dim, m.dtype, m.experts) == ("acme/tiny-moe", 32, "fp16", 4)
     assert m.kv_bytes_per_token() == 2 * 4 * 2 * 32 * 2
     attn = 256 * (256 + 2 * 64) + 256 * 256
@@ -101,7 +112,7 @@ def test_every_device_loads_with_sane_numbers(name):
 def test_cpu_device_scales_with_cores():
     small, big = specs.device("cpu", 4), specs.device("cpu", 64)
     assert big.peak_flops("bf16") == 16 * small.peak_flops("bf16")
-    assert big.mem_bw == specs.device("cpu").mem_bw    # socket bandwidth saturates
+    assert big.mem_bw == specs.device("cpu").mem_bw  # socket bandwidth saturates
     with pytest.raises(ValueError):
         specs.device("H100-SXM", 8)
 
@@ -116,6 +127,7 @@ def test_lora_adapter_is_small_and_cheap_to_switch():
 
 
 # ---- hardware ----------------------------------------------------------------------------
+
 
 def test_parse_hardware_string():
     hw = hardware.parse("2 x H100-SXM + cpu:16")
@@ -140,22 +152,26 @@ def test_parse_hardware_toml(tmp_path):
     assert hardware.parse('hardware = "1 x Duplex + cpu:4"').devices[0].id == "xpu0"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("2 x B300", "unknown device 'B300'"),
-    ("2 x", "cannot parse"),
-    ("0 x H100-SXM", "at least 1"),
-    ("H100-SXM:8", "not a CPU"),
-    ("cpu:0", "at least one core"),
-    ("", "empty"),
-    ("missing.toml", "does not exist"),
-    ("[[devices]]\ncount = 2", "lacks 'name'"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("2 x B300", "unknown device 'B300'"),
+        ("2 x", "cannot parse"),
+        ("0 x H100-SXM", "at least 1"),
+        ("H100-SXM:8", "not a CPU"),
+        ("cpu:0", "at least one core"),
+        ("", "empty"),
+        ("missing.toml", "does not exist"),
+        ("[[devices]]\ncount = 2", "lacks 'name'"),
+    ],
+)
 def test_parse_hardware_errors(text, message):
     with pytest.raises(hardware.HardwareConfigError, match=message):
         hardware.parse(text)
 
 
 # ---- roofline ----------------------------------------------------------------------------
+
 
 def test_decode_memory_bound_at_batch_one_compute_bound_past_ridge():
     one = roofline.decode_time("llama-3-8b", "H100-SXM", 1, 512)
@@ -214,7 +230,7 @@ def test_load_times():
 
 
 def test_kv_transfer_beats_recompute():
-    kv = 4096 * specs.model("llama-3-8b").kv_bytes_per_token()      # 512 MiB
+    kv = 4096 * specs.model("llama-3-8b").kv_bytes_per_token()  # 512 MiB
     nvlink = roofline.kv_transfer_time(kv, "nvlink").seconds
     pcie = roofline.kv_transfer_time(kv, "pcie").seconds
     recompute = roofline.prefill_time("llama-3-8b", "H100-SXM", 4096).seconds
@@ -226,7 +242,11 @@ def test_group_time_batches_under_kv_budget():
     g = roofline.group_time("llama-3-8b", "H100-SXM", 1000, 8000, 0, 1000, max_batch=256)
     b = g.breakdown
     assert b["batch_limited_by"] == "memory"
-    assert b["batch"] * b["kv_bytes_per_request"] <= b["kv_budget_bytes"] < (b["batch"] + 1) * b["kv_bytes_per_request"]
+    assert (
+        b["batch"] * b["kv_bytes_per_request"]
+        <= b["kv_budget_bytes"]
+        < (b["batch"] + 1) * b["kv_bytes_per_request"]
+    )
     assert b["waves"] == -(-1000 // b["batch"])
     assert g.peak_memory_bytes <= 0.9 * 80e9 + 1
     assert g.seconds == pytest.approx(b["prefill_s"] + b["decode_s"])
@@ -260,15 +280,19 @@ def test_neupims_pim_channel_packing_and_sub_batches():
     d = specs.device("NeuPIMs")
     loads = npu_pim.pim_channel_loads(specs.model("gpt3-13b"), d, [1000] + [10] * 63)
     small = npu_pim.pim_channel_loads(specs.model("gpt3-13b"), d, [10])[0]
-    assert len(loads) == 32 and max(loads) == loads[0] > 30 * small   # the long request sits alone
-    assert max(loads[1:]) - min(loads[1:]) == pytest.approx(small)     # the rest spread evenly
+    assert len(loads) == 32 and max(loads) == loads[0] > 30 * small  # the long request sits alone
+    assert max(loads[1:]) - min(loads[1:]) == pytest.approx(small)  # the rest spread evenly
     subs = npu_pim.split_sub_batches(SHAREGPT, 2)
     assert abs(sum(subs[0]) - sum(subs[1])) <= max(SHAREGPT)
     step = npu_pim.decode_step("gpt3-13b", d, SHAREGPT)
     assert step.breakdown["simulated"] and step.breakdown["sub_batches"] == [64, 64]
     # overlap pays most when GEMM and PIM time balance; it is bounded by 2x over blocked mode
-    gain = {f: npu_pim.compare("gpt3-13b", SHAREGPT, specs.with_params(d, pim_channel_bw=d.params["pim_channel_bw"] / f))["naive"]
-            for f in (0.5, 1.0, 1.6, 4.0)}
+    gain = {
+        f: npu_pim.compare(
+            "gpt3-13b", SHAREGPT, specs.with_params(d, pim_channel_bw=d.params["pim_channel_bw"] / f)
+        )["naive"]
+        for f in (0.5, 1.0, 1.6, 4.0)
+    }
     assert gain[0.5] < gain[1.0] < gain[1.6] <= 2.0 and gain[4.0] < gain[1.6]
     assert gain[1.6] > 1.9
 
@@ -276,7 +300,7 @@ def test_neupims_pim_channel_packing_and_sub_batches():
 def test_duplex_up_to_2_67x_over_h100_on_mixtral_decode():
     gains = {b: logic_pim.speedup_vs_gpu("mixtral-8x7b", b, 1024) for b in (1, 2, 4, 8, 16, 32, 64, 128, 256)}
     assert within(max(gains.values()), 2.67)
-    assert gains[256] < max(gains.values()) / 1.5       # Logic-PIM's edge fades once Op/B is high
+    assert gains[256] < max(gains.values()) / 1.5  # Logic-PIM's edge fades once Op/B is high
     step = logic_pim.decode_step("mixtral-8x7b", "Duplex", [1024] * 16)
     assert step.breakdown["attention_on"] == "logic_pim"
 
@@ -300,7 +324,7 @@ def test_sail_lut_cost_linear_in_bits():
 
 
 def test_marlin_w4a16_speedup_and_fade():
-    k, n = 72 * 1024, 18 * 1024                         # MARLIN's large GEMM, on an A10
+    k, n = 72 * 1024, 18 * 1024  # MARLIN's large GEMM, on an A10
     assert within(w4a16.gemm_speedup(k, n, 1, "A10"), 3.87)
     assert within(w4a16.gemm_speedup(k, n, 16, "A10"), 3.87)
     assert w4a16.gemm_speedup(k, n, 128, "A10") < 2.0

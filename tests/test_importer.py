@@ -52,7 +52,9 @@ def test_template_converts_checks_and_plans(path: Path):
 def test_processor_becomes_py_with_the_template_config():
     path = TEMPLATES / "tpch_trident.yaml"
     _, plan = _build(path)
-    config = next(n for n in yaml.safe_load(path.read_text())["graph"]["nodes"] if n["id"] == "rule_param_extractor")["config"]
+    config = next(
+        n for n in yaml.safe_load(path.read_text())["graph"]["nodes"] if n["id"] == "rule_param_extractor"
+    )["config"]
     op = plan.node("tpch_params")
     assert op.kind == "py" and op.option("function") == "halo.runtime.tools.builtins:regex_params"
     assert op.option("pure") is True
@@ -92,16 +94,37 @@ def test_malformed_yaml_gives_a_clear_error(tmp_path: Path):
 
 def test_small_template_round_trip(tmp_path: Path):
     src = tmp_path / "tiny.yaml"
-    src.write_text(yaml.safe_dump({"graph": {
-        "name": "tiny", "description": "one LLM after one query",
-        "nodes": [
-            {"id": "in", "type": "input", "outputs": ["user_query"]},
-            {"id": "answer", "type": "inference", "engine": "vllm", "model": "Qwen/Qwen3-14B",
-             "system_prompt": "Answer briefly.", "inputs": ["user_query"], "outputs": ["reply"],
-             "db_queries": [{"name": "rows", "sql": "SELECT 1 AS x WHERE :q <> ''", "parameters": {"q": "{{ user_query }}"},
-                             "plans": [{"id": "p1"}]}]},
-        ],
-        "edges": [{"from": "in", "to": "answer"}]}}))
+    src.write_text(
+        yaml.safe_dump(
+            {
+                "graph": {
+                    "name": "tiny",
+                    "description": "one LLM after one query",
+                    "nodes": [
+                        {"id": "in", "type": "input", "outputs": ["user_query"]},
+                        {
+                            "id": "answer",
+                            "type": "inference",
+                            "engine": "vllm",
+                            "model": "Qwen/Qwen3-14B",
+                            "system_prompt": "Answer briefly.",
+                            "inputs": ["user_query"],
+                            "outputs": ["reply"],
+                            "db_queries": [
+                                {
+                                    "name": "rows",
+                                    "sql": "SELECT 1 AS x WHERE :q <> ''",
+                                    "parameters": {"q": "{{ user_query }}"},
+                                    "plans": [{"id": "p1"}],
+                                }
+                            ],
+                        },
+                    ],
+                    "edges": [{"from": "in", "to": "answer"}],
+                }
+            }
+        )
+    )
     result, plan = _build(src)
     llm = plan.node("answer")
     assert llm.option("system") == "Answer briefly." and "rows" in llm.deps

@@ -20,12 +20,17 @@ SYSTEM = (
     "You are a careful data analyst for an online shop. The orders table has the columns order_id, "
     "customer_id, order_date and total; the customers table has customer_id, name and country."
 )
-FIRST = ["User: Which table holds the order totals?\nAssistant:", "User: Name one column of customers.\nAssistant:"]
+FIRST = [
+    "User: Which table holds the order totals?\nAssistant:",
+    "User: Name one column of customers.\nAssistant:",
+]
 TURN = "<|im_end|>\n<|im_start|>assistant\n{reply}<|im_end|>\n<|im_start|>user\n"  # SmolLM2's chat format
 
 
 def req(prompt: str, **kw) -> GenRequest:
-    return GenRequest(model=SMOLLM2_ID, prompt=prompt, system=SYSTEM, max_tokens=kw.pop("max_tokens", 6), **kw)
+    return GenRequest(
+        model=SMOLLM2_ID, prompt=prompt, system=SYSTEM, max_tokens=kw.pop("max_tokens", 6), **kw
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +54,10 @@ def test_follow_up_reuses_the_whole_first_conversation(engine, fresh):
     firsts = engine.generate([req(p, retain_s=30) for p in FIRST])  # one batch, two retained rows
     assert all(r.error is None for r in firsts) and engine.retained_stats()["entries"] == 2
     # the follow-up is the first turn, its reply and a new user turn: its tokens extend the retained ones
-    follow = [req(p + TURN.format(reply=r.text) + "And which column is the date?", max_tokens=6)
-              for p, r in zip(FIRST, firsts, strict=True)]
+    follow = [
+        req(p + TURN.format(reply=r.text) + "And which column is the date?", max_tokens=6)
+        for p, r in zip(FIRST, firsts, strict=True)
+    ]
     other = GenRequest(model=SMOLLM2_ID, prompt="What is SQL?", max_tokens=6)  # shares nothing: plain
     reused = engine.generate([*follow, other])  # one generate call: two retained heads and a plain row
     expected = fresh.generate([*follow, other])
@@ -93,14 +100,16 @@ def test_memory_and_count_bounds():
 
 
 def test_top_p_sampling_is_reproducible(engine):
-    a, b = (engine.generate([req("Tell me a story.", temperature=0.9, top_p=0.5, seed=3)])[0] for _ in range(2))
+    a, b = (
+        engine.generate([req("Tell me a story.", temperature=0.9, top_p=0.5, seed=3)])[0] for _ in range(2)
+    )
     assert a.error is None and a.text == b.text
     assert engine.generate([req("x", top_p=1.5)])[0].error.startswith("top_p")
 
 
 # ---- executor -------------------------------------------------------------------------------------
 
-WORKFLOW = '''
+WORKFLOW = """
 workflow w(q: text) {{
   model m = "{model}"
   db shop = duckdb("{db}")
@@ -111,7 +120,7 @@ workflow w(q: text) {{
     max_tokens = 6, temperature = 0)
   c = llm(m, system = "Another system.", prompt = "{{a}} Summarize.", max_tokens = 4)
   return a, b, c
-}}'''
+}}"""
 
 
 def build(tmp_path: Path):

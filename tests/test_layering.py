@@ -29,7 +29,12 @@ PACKAGE_DIRS = {
 # Top-level `halo.*` modules by layer; sub-packages are placed whole in `PACKAGE_LAYERS`.
 MODULE_LAYERS = {
     "base": {
-        "halo.errors", "halo.ast", "halo.types", "halo.template", "halo.sql", "halo.urls",
+        "halo.errors",
+        "halo.ast",
+        "halo.types",
+        "halo.template",
+        "halo.sql",
+        "halo.urls",
         "halo.models",
     },
     "front end": {"halo.parser", "halo.program", "halo.check", "halo.plan", "halo.batch"},
@@ -37,8 +42,16 @@ MODULE_LAYERS = {
     "cost": {"halo.cost"},
     # `halo` itself is top: its namespace exports the library API (`halo.api`).
     "top": {
-        "halo", "halo.api", "halo.pipeline", "halo.explain", "halo.analyze", "halo.bench", "halo.probe",
-        "halo.importer", "halo.cli", "halo.__main__",
+        "halo",
+        "halo.api",
+        "halo.pipeline",
+        "halo.explain",
+        "halo.analyze",
+        "halo.bench",
+        "halo.probe",
+        "halo.importer",
+        "halo.cli",
+        "halo.__main__",
     },
 }
 PACKAGE_LAYERS = {
@@ -101,8 +114,10 @@ def imports(module: str, path: Path) -> list[tuple[int, str]]:
                 parent = package.rsplit(".", node.level - 1)[0]
                 base = f"{parent}.{base}" if base else parent
             # `from halo import cost` imports the module halo.cost, not the package halo.
-            found += [(node.lineno, f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base)
-                      for a in node.names]
+            found += [
+                (node.lineno, f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base)
+                for a in node.names
+            ]
     return [(line, target) for line, target in found if target == "halo" or target.startswith("halo.")]
 
 
@@ -141,12 +156,18 @@ def test_imports_follow_the_pipeline():
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
-        ("def f():\n    from halo.runtime.engines import model_cache\n",
-         "halo.tokens:2 imports halo.runtime.engines.model_cache (layer logical may not import layer runtime)"),
-        ("from halo import cost\n",
-         "halo.tokens:1 imports halo.cost (layer logical may not import layer cost)"),
-        ("import halo.cli as cli\n",
-         "halo.tokens:1 imports halo.cli (layer logical may not import layer top)"),
+        (
+            "def f():\n    from halo.runtime.engines import model_cache\n",
+            "halo.tokens:2 imports halo.runtime.engines.model_cache (layer logical may not import layer runtime)",
+        ),
+        (
+            "from halo import cost\n",
+            "halo.tokens:1 imports halo.cost (layer logical may not import layer cost)",
+        ),
+        (
+            "import halo.cli as cli\n",
+            "halo.tokens:1 imports halo.cli (layer logical may not import layer top)",
+        ),
     ],
 )
 def test_a_backward_import_is_reported(tmp_path, source, expected):
@@ -159,11 +180,14 @@ def test_only_cost_reaches_the_hardware_models(tmp_path):
     path = tmp_path / "cli.py"
     path.write_text("from halo.hw_models import hardware\nfrom halo.cost import parse_hardware\n")
     assert violations({"halo.cli": path}) == [
-        "halo.cli:1 imports halo.hw_models.hardware (layer top may not import layer hardware models)"]
+        "halo.cli:1 imports halo.hw_models.hardware (layer top may not import layer hardware models)"
+    ]
 
 
 def test_relative_imports_are_resolved(tmp_path):
     path = tmp_path / "hf.py"
     path.write_text("from ..structured import parse\nfrom . import base\n")
-    assert imports("halo.runtime.engines.hf", path) == [(1, "halo.runtime.structured"),
-                                                         (2, "halo.runtime.engines.base")]
+    assert imports("halo.runtime.engines.hf", path) == [
+        (1, "halo.runtime.structured"),
+        (2, "halo.runtime.engines.base"),
+    ]

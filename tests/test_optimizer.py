@@ -36,7 +36,9 @@ def llm(tid: str, model: str, dur: float, deps=(), **kw) -> Task:
     return Task(tid, "llm", list(deps), {"gpu": dur}, model=model, mem_bytes=2 * GB, **kw)
 
 
-def random_dag(n: int, g: int, seed: int, models: int = 3, cpu: bool = False, overlap: float = 0.3) -> Problem:
+def random_dag(
+    n: int, g: int, seed: int, models: int = 3, cpu: bool = False, overlap: float = 0.3
+) -> Problem:
     rng = random.Random(seed)
     tasks = []
     for i in range(n):
@@ -44,8 +46,15 @@ def random_dag(n: int, g: int, seed: int, models: int = 3, cpu: bool = False, ov
         if cpu and rng.random() < 0.2:
             tasks.append(Task(f"t{i}", "sql", deps, {"cpu": rng.uniform(1, 5)}))
         else:
-            tasks.append(llm(f"t{i}", f"m{rng.randrange(models)}", rng.uniform(5, 30), deps,
-                             shardable=rng.random() < 0.3))
+            tasks.append(
+                llm(
+                    f"t{i}",
+                    f"m{rng.randrange(models)}",
+                    rng.uniform(5, 30),
+                    deps,
+                    shardable=rng.random() < 0.3,
+                )
+            )
     devs = gpus(g) + ([Device("cpu0", "cpu", 0, slots=4)] if cpu else [])
     mb = {f"m{i}": (45 + 5 * i) * GB for i in range(models)}  # two never fit in 80 GB
     return Problem(tasks, devs, mb, {(m, "gpu"): 10.0 + 5 * i for i, m in enumerate(mb)}, overlap=overlap)
@@ -57,8 +66,12 @@ def two_models() -> Problem:
     By hand: A-tasks together on one GPU (10+20+20=50), B on the other (10+30=40) -> 50. Any split
     of the A-tasks puts a switch after b1 (>= 10+30+10+20=70). Optimum = 50.
     """
-    return Problem([llm("a1", "A", 20), llm("a2", "A", 20), llm("b1", "B", 30)], gpus(2),
-                   {"A": 50 * GB, "B": 50 * GB}, {("A", "gpu"): 10.0, ("B", "gpu"): 10.0})
+    return Problem(
+        [llm("a1", "A", 20), llm("a2", "A", 20), llm("b1", "B", 30)],
+        gpus(2),
+        {"A": 50 * GB, "B": 50 * GB},
+        {("A", "gpu"): 10.0, ("B", "gpu"): 10.0},
+    )
 
 
 @pytest.mark.parametrize("solver", ["cbc", "highs"])
@@ -86,8 +99,12 @@ def test_heuristic_close_to_ilp_on_small_random_dags():
 
 
 def test_switch_cost_and_count():
-    p = Problem([llm("a", "A", 5), llm("b", "B", 5, ["a"]), llm("c", "A", 5, ["b"])], gpus(1),
-                {"A": 50 * GB, "B": 50 * GB}, {("A", "gpu"): 10.0, ("B", "gpu"): 7.0})
+    p = Problem(
+        [llm("a", "A", 5), llm("b", "B", 5, ["a"]), llm("c", "A", 5, ["b"])],
+        gpus(1),
+        {"A": 50 * GB, "B": 50 * GB},
+        {("A", "gpu"): 10.0, ("B", "gpu"): 7.0},
+    )
     plan = optimize(p, time_limit_s=5)
     plan.validate(p)
     assert [m.model for m in plan.loads] == ["A", "B", "A"]
@@ -126,8 +143,12 @@ def test_model_too_big_is_a_clear_error():
 
 
 def test_memory_violation_is_caught():
-    p = Problem([llm("a", "A", 5), llm("b", "B", 5)], gpus(1), {"A": 50 * GB, "B": 50 * GB},
-                {("A", "gpu"): 1.0, ("B", "gpu"): 1.0})
+    p = Problem(
+        [llm("a", "A", 5), llm("b", "B", 5)],
+        gpus(1),
+        {"A": 50 * GB, "B": 50 * GB},
+        {("A", "gpu"): 1.0, ("B", "gpu"): 1.0},
+    )
     plan = heuristic(p, 0.05)
     plan.validate(p)
     plan.loads[1].evicted = []
@@ -136,8 +157,13 @@ def test_memory_violation_is_caught():
 
 
 def test_sharding_shortens_makespan():
-    base = Problem([llm("big", "A", 100)], gpus(4), {"A": 20 * GB}, {("A", "gpu"): 5.0},
-                   resident={f"gpu{i}": ["A"] for i in range(4)})
+    base = Problem(
+        [llm("big", "A", 100)],
+        gpus(4),
+        {"A": 20 * GB},
+        {("A", "gpu"): 5.0},
+        resident={f"gpu{i}": ["A"] for i in range(4)},
+    )
     single = optimize(base, time_limit_s=5)
     sharded_p = replace(base, tasks=[llm("big", "A", 100, shardable=True)])
     sharded = optimize(sharded_p, time_limit_s=5)
@@ -183,8 +209,7 @@ def test_simulator_agrees_and_perturbs():
     for pl in plan.placements:
         assert sim.times[pl.task] == pytest.approx((pl.start, pl.end))
     assert sim.throughput == pytest.approx(1000 / plan.makespan)
-    assert sim.switches == sum(1 for _ in plan.loads) - sum(
-        1 for d in {m.device for m in plan.loads})
+    assert sim.switches == sum(1 for _ in plan.loads) - sum(1 for d in {m.device for m in plan.loads})
     assert all(0 <= u <= 1 + 1e-9 for u in sim.utilization.values())
     assert max(sim.mem_peak.values()) <= 80 * GB
     slow = simulate(p, plan, factor=1.5)

@@ -66,9 +66,13 @@ def test_params_defaults_and_types():
 
 def test_model_and_db_decls():
     wf = parse(FULL, "f.halo").workflows[0]
-    assert [(m.name, m.model_id, m.pos.line, m.pos.col) for m in wf.models] == [("qwen", "Qwen/Qwen3-14B", 7, 9)]
+    assert [(m.name, m.model_id, m.pos.line, m.pos.col) for m in wf.models] == [
+        ("qwen", "Qwen/Qwen3-14B", 7, 9)
+    ]
     assert [(d.name, d.kind, d.target) for d in wf.dbs] == [
-        ("shop", "duckdb", os.path.abspath("shop.duckdb")), ("pg", "postgres", "postgresql://localhost/db")]
+        ("shop", "duckdb", os.path.abspath("shop.duckdb")),
+        ("pg", "postgres", "postgresql://localhost/db"),
+    ]
     assert wf.dbs[0].pos == Pos("f.halo", 8, 6)
 
 
@@ -81,7 +85,11 @@ def test_binding_args_and_schema():
     assert cls.call.positional()[0] == ast.Ref(("qwen",), Pos("f.halo", 10, 13))
     assert cls.call.kwargs()["max_tokens"].value == 64
     assert cls.call.args[2].pos == Pos("f.halo", 10, 40)
-    assert [(f.name, str(f.type)) for f in cls.schema] == [("label", "text"), ("score", "float"), ("tags", "text[]")]
+    assert [(f.name, str(f.type)) for f in cls.schema] == [
+        ("label", "text"),
+        ("score", "float"),
+        ("tags", "text[]"),
+    ]
     assert cls.schema[0].pos == Pos("f.halo", 10, 82)
     assert rows.schema is None
     q = rows.call.positional()[1]
@@ -104,22 +112,25 @@ def test_no_return_statement_is_recorded():
     assert not wf.has_return and wf.returns == []
 
 
-@pytest.mark.parametrize("src, value", [
-    (r'"a\nb"', "a\nb"),
-    (r'"tab\there"', "tab\there"),
-    (r'"q\"uote"', 'q"uote'),
-    (r'"back\\slash"', "back\\slash"),
-    (r'"cr\r"', "cr\r"),
-    (r'"unknown \q kept"', "unknown \\q kept"),
-    ('"# not a comment // either"', "# not a comment // either"),
-    ('""', ""),
-    ('"""\n    one\n      two\n    """', "one\n  two"),
-    ('"""inline"""', "inline"),
-    ('"""  keep "quotes" inside\n"""', 'keep "quotes" inside'),
-    ('"""\n\n   a\n\n   b   \n   """', "\na\n\nb"),
-])
+@pytest.mark.parametrize(
+    "src, value",
+    [
+        (r'"a\nb"', "a\nb"),
+        (r'"tab\there"', "tab\there"),
+        (r'"q\"uote"', 'q"uote'),
+        (r'"back\\slash"', "back\\slash"),
+        (r'"cr\r"', "cr\r"),
+        (r'"unknown \q kept"', "unknown \\q kept"),
+        ('"# not a comment // either"', "# not a comment // either"),
+        ('""', ""),
+        ('"""\n    one\n      two\n    """', "one\n  two"),
+        ('"""inline"""', "inline"),
+        ('"""  keep "quotes" inside\n"""', 'keep "quotes" inside'),
+        ('"""\n\n   a\n\n   b   \n   """', "\na\n\nb"),
+    ],
+)
 def test_string_literals(src, value):
-    wf = parse(f'workflow w() {{ return s = {src} }}').workflows[0]
+    wf = parse(f"workflow w() {{ return s = {src} }}").workflows[0]
     assert wf.returns[0].value.value == value
 
 
@@ -151,24 +162,27 @@ def test_empty_source_is_empty_module():
     assert mod.workflows == [] and mod.imports == []
 
 
-@pytest.mark.parametrize("src, line, col, words", [
-    ('workflow w() {\n  a = llm(m, "abc\n  return a\n}', 2, 14, "unterminated string"),
-    ('workflow w() {\n  a = llm(m, """abc\n  return a\n}', 2, 14, 'unterminated """string"""'),
-    ('workflow w() {\n  a = llm(m, "x"\n  return a\n}', 3, 3, "unexpected 'return', expected ')' or ','"),
-    ('workflow w() {\n  a = llm(m, "x"))\n}', 2, 18, "unexpected ')'"),
-    ('workflow w() {\n  a = llm(m, "x")', 2, 18, "unexpected end of file"),
-    ("workflow", 1, 9, "unexpected end of file, expected a name"),
-    ("workflow w() { @ }", 1, 16, "unexpected character '@'"),
-    ("workflow w() {\n  x = 3\n}", 2, 7, "expected an operator call after '='"),
-    ('workflow w() {\n  x = "s"\n}', 2, 7, "expected an operator call after '='"),
-    ("workflow w() {\n  x = llm\n}", 3, 1, "expected '(' after 'llm'"),
-    ("workflow w() {\n  return\n}", 3, 1, "expected a value"),
-    ("workflow 3() {}", 1, 10, "expected a name"),
-    ("workflow w(q: int[][]) {}", 1, 20, "unexpected '[]'"),
-    ("workflow w() { db d = 3 }", 1, 23, "expected a name"),
-    ('import lib\n', 1, 8, "expected a string"),
-    ("workflow w() {\x00}", 1, 15, "unexpected character '\\x00'"),
-])
+@pytest.mark.parametrize(
+    "src, line, col, words",
+    [
+        ('workflow w() {\n  a = llm(m, "abc\n  return a\n}', 2, 14, "unterminated string"),
+        ('workflow w() {\n  a = llm(m, """abc\n  return a\n}', 2, 14, 'unterminated """string"""'),
+        ('workflow w() {\n  a = llm(m, "x"\n  return a\n}', 3, 3, "unexpected 'return', expected ')' or ','"),
+        ('workflow w() {\n  a = llm(m, "x"))\n}', 2, 18, "unexpected ')'"),
+        ('workflow w() {\n  a = llm(m, "x")', 2, 18, "unexpected end of file"),
+        ("workflow", 1, 9, "unexpected end of file, expected a name"),
+        ("workflow w() { @ }", 1, 16, "unexpected character '@'"),
+        ("workflow w() {\n  x = 3\n}", 2, 7, "expected an operator call after '='"),
+        ('workflow w() {\n  x = "s"\n}', 2, 7, "expected an operator call after '='"),
+        ("workflow w() {\n  x = llm\n}", 3, 1, "expected '(' after 'llm'"),
+        ("workflow w() {\n  return\n}", 3, 1, "expected a value"),
+        ("workflow 3() {}", 1, 10, "expected a name"),
+        ("workflow w(q: int[][]) {}", 1, 20, "unexpected '[]'"),
+        ("workflow w() { db d = 3 }", 1, 23, "expected a name"),
+        ("import lib\n", 1, 8, "expected a string"),
+        ("workflow w() {\x00}", 1, 15, "unexpected character '\\x00'"),
+    ],
+)
 def test_syntax_errors_are_located(src, line, col, words):
     with pytest.raises(HaloError) as info:
         parse(src, "bad.halo")
@@ -188,7 +202,7 @@ def test_error_message_never_shows_internal_terminal_names():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=" \t\n\rab{}\"", max_size=40))
+@given(st.text(alphabet=' \t\n\rab{}"', max_size=40))
 def test_long_string_matches_textwrap_dedent(body):
     raw = '"""' + body.replace('"', "x") + '"""'
     value, offsets = _long_string_offsets(raw)

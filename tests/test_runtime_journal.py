@@ -21,23 +21,23 @@ ENV = {**os.environ, "PYTHONPATH": str(FIXTURES)}
 
 # `slow` (pure) comes first in plan order, so it fills the tool pool (8 workers) and every INSERT waits
 # in the pool's queue behind it: queued, not started.
-QUEUED_WF = '''
+QUEUED_WF = """
 workflow w(item: int) {{
   db shop = duckdb("{db}")
   slow = py("rtfuncs:slow_double", x = item, delay = {delay}, pure = true)
   note = sql(shop, "INSERT INTO log VALUES (:r, 'seen')", r = item)
   return slow
 }}
-'''
+"""
 # The effect itself is slow: at most the 8 running calls can be in doubt, never the queued ones.
-SLOW_EFFECT_WF = '''
+SLOW_EFFECT_WF = """
 workflow w(item: int) {{
   db shop = duckdb("{db}")
   note = sql(shop, "INSERT INTO log VALUES (:r, 'seen')", r = item)
   mark = py("rtfuncs:slow_double", x = item, delay = {delay})
   return mark
 }}
-'''
+"""
 
 
 @pytest.fixture()
@@ -88,10 +88,11 @@ def test_effects_queued_but_not_started_are_not_in_doubt(setup):
     journal = out.with_name(out.name + ".journal")
     seen = []
 
-    def ready():   # the run is under way, no INSERT has started (each `slow` takes 3 s)
+    def ready():  # the run is under way, no INSERT has started (each `slow` takes 3 s)
         if journal.exists() and not seen:
             seen.append(time.time())
         return bool(seen) and time.time() - seen[0] > 1.0
+
     start_and_kill(cmd, ready)
     assert writes(db) == {}
     done = finish([*cmd, "--resume"])
@@ -118,23 +119,26 @@ def test_after_kill_9_only_running_effects_are_in_doubt_and_retry_runs_them(setu
     got = lines(out)
     assert [r["row"] for r in got] == list(range(1, 41))
     doubt = [r["row"] for r in got if r["error"]]
-    assert len(doubt) <= 8                                  # the tool pool: at most 8 calls were running
+    assert len(doubt) <= 8  # the tool pool: at most 8 calls were running
     assert all("interrupted by a crash" in r["error"][0]["error"] for r in got if r["error"])
     assert (done.returncode == 1) == bool(doubt)
     if doubt:
         assert f"{len(doubt)} inputs in doubt" in done.stderr
-    assert writes(db) == {i: 1 for i in range(1, 41)}       # the INSERT before the slow effect never repeats
+    assert writes(db) == {i: 1 for i in range(1, 41)}  # the INSERT before the slow effect never repeats
     again = finish([*halo_cmd(wf, batch, other, "--window", "32"), "--resume", "--retry-in-doubt"])
     assert again.returncode == 0, again.stderr
-    assert all(r["error"] is None for r in lines(other))    # the in-doubt calls ran again
+    assert all(r["error"] is None for r in lines(other))  # the in-doubt calls ran again
 
 
-@pytest.mark.parametrize("damage, words", [
-    ("missing", "no journal"),
-    ("empty", "is empty"),
-    ("garbage", "not a readable journal"),
-    ("header", "fails its checksum"),
-])
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        ("missing", "no journal"),
+        ("empty", "is empty"),
+        ("garbage", "not a readable journal"),
+        ("header", "fails its checksum"),
+    ],
+)
 def test_resume_refuses_a_missing_or_damaged_journal(setup, damage, words):
     db, batch, out = setup
     wf = db.parent / "w.halo"
@@ -157,7 +161,7 @@ def test_resume_refuses_a_missing_or_damaged_journal(setup, damage, words):
     before = writes(db)
     done = finish([*cmd, "--resume"])
     assert done.returncode == 2 and words in done.stderr and str(journal) in done.stderr, done.stderr
-    assert "internal error" not in done.stderr and writes(db) == before      # nothing was repeated
+    assert "internal error" not in done.stderr and writes(db) == before  # nothing was repeated
 
 
 def test_resume_refuses_a_journal_whose_log_was_deleted_after_a_crash(setup):
@@ -198,13 +202,14 @@ def test_a_second_run_on_a_journal_in_use_gets_a_clear_error(setup):
     journal = out.with_name(out.name + ".journal")
     holder = _hold(journal)
     with pytest.raises(JournalError, match="in use by another halo run"):
-        Journal(journal, "fp", resume=True)                 # in one process too
+        Journal(journal, "fp", resume=True)  # in one process too
     try:
-        for extra in (["--resume"], []):                    # neither a resume nor a fresh run may take it
+        for extra in (["--resume"], []):  # neither a resume nor a fresh run may take it
             done = finish([*cmd, *extra])
-            assert done.returncode == 2 and f"in use by another halo run (pid {os.getpid()})" in done.stderr, \
-                done.stderr
-        assert len(lines(out)) == 40                        # the fresh run did not wipe the journal or output
+            assert (
+                done.returncode == 2 and f"in use by another halo run (pid {os.getpid()})" in done.stderr
+            ), done.stderr
+        assert len(lines(out)) == 40  # the fresh run did not wipe the journal or output
     finally:
         holder.close()
     assert finish([*cmd, "--resume"]).returncode == 0

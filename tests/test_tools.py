@@ -36,12 +36,21 @@ def tpch_db(tmp_path_factory) -> DuckDBTool:
 
 # ---- sql helpers -------------------------------------------------------------------------------
 
+
 def test_placeholders_and_is_write():
     assert placeholders(parse("SELECT * FROM t WHERE a = :x AND b = :y OR a = :x")) == ["x", "y"]
     assert not is_write(parse("WITH c AS (SELECT 1) SELECT * FROM c UNION SELECT 2"))
-    for sql in ("INSERT INTO t VALUES (1)", "UPDATE t SET a = 1", "DELETE FROM t", "DROP TABLE t",
-                "CREATE TABLE u AS SELECT 1", "ALTER TABLE t ADD COLUMN c int", "TRUNCATE t",
-                "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", "SELECT * INTO u FROM t"):
+    for sql in (
+        "INSERT INTO t VALUES (1)",
+        "UPDATE t SET a = 1",
+        "DELETE FROM t",
+        "DROP TABLE t",
+        "CREATE TABLE u AS SELECT 1",
+        "ALTER TABLE t ADD COLUMN c int",
+        "TRUNCATE t",
+        "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+        "SELECT * INTO u FROM t",
+    ):
         assert is_write(parse(sql)), sql
     assert is_write("SELECT 1; DELETE FROM t")
 
@@ -63,9 +72,11 @@ def test_normalize_merges_formatting_not_values():
 
 
 def test_transpile_runs_on_duckdb_tpch(tpch_db):
-    sql = parse("SELECT c_name, o_totalprice FROM customer JOIN orders ON o_custkey = c_custkey "
-                "WHERE o_custkey = :cust AND o_orderdate >= :since::date AND c_name ~* :pat "
-                "AND c_name ILIKE '%' || :frag || '%' ORDER BY o_totalprice DESC")
+    sql = parse(
+        "SELECT c_name, o_totalprice FROM customer JOIN orders ON o_custkey = c_custkey "
+        "WHERE o_custkey = :cust AND o_orderdate >= :since::date AND c_name ~* :pat "
+        "AND c_name ILIKE '%' || :frag || '%' ORDER BY o_totalprice DESC"
+    )
     text, order = transpile(sql, "duckdb")
     assert order == ["cust", "since", "pat", "frag"] and "$cust" in text
     result = tpch_db.run(sql, {"cust": 370, "since": "1990-01-01", "pat": "^customer#0+370$", "frag": "370"})
@@ -93,8 +104,10 @@ def test_duckdb_threads_and_writes(tmp_path):
     with DuckDBTool(str(tmp_path / "w.duckdb")) as db:
         db.run("CREATE TABLE t (id INTEGER, name VARCHAR)")
         assert db.run("INSERT INTO t VALUES (:i, :n)", {"i": 1, "n": EVIL}).rowcount == 1
-        threads = [threading.Thread(target=db.run, args=("INSERT INTO t VALUES (:i, 'x')", {"i": i}))
-                   for i in range(2, 6)]
+        threads = [
+            threading.Thread(target=db.run, args=("INSERT INTO t VALUES (:i, 'x')", {"i": i}))
+            for i in range(2, 6)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -104,6 +117,7 @@ def test_duckdb_threads_and_writes(tmp_path):
 
 
 # ---- postgres ----------------------------------------------------------------------------------
+
 
 def test_postgres_run_cost_and_writes(postgres_dsn):  # noqa: F811
     with PostgresTool(postgres_dsn, pool_size=2) as db:
@@ -128,12 +142,16 @@ def test_postgres_load_roundtrip(postgres_dsn, tmp_path):  # noqa: F811
     with PostgresTool(postgres_dsn) as db:
         row = db.run("INSERT INTO finewiki_answers (question) VALUES (:q) RETURNING id", {"q": "q"}).rows
         assert row == [{"id": 1}]
-        hits = db.run("SELECT page_id FROM pages WHERE to_tsvector('english', wikitext) "
-                      "@@ plainto_tsquery('english', :k)", {"k": "history"})
+        hits = db.run(
+            "SELECT page_id FROM pages WHERE to_tsvector('english', wikitext) "
+            "@@ plainto_tsquery('english', :k)",
+            {"k": "history"},
+        )
         assert hits.rowcount > 0
 
 
 # ---- http --------------------------------------------------------------------------------------
+
 
 class _Handler(JSONHandler):
     hits: dict[str, int] = {}
@@ -178,6 +196,7 @@ def test_http_timeout(server):
 
 # ---- python tools ------------------------------------------------------------------------------
 
+
 def test_py_tool_call_and_errors():
     ref = "halo.runtime.tools.builtins:search_keyword"
     assert py_tool.call(ref, {"text": 'Who directed "The Dark Knight"?'}) == "The Dark Knight"
@@ -190,16 +209,24 @@ def test_py_tool_call_and_errors():
 
 
 def test_regex_params():
-    params = regex_params("Revenue for region: europe, segment machinery between 1995 and 1997 "
-                          "shipped by air reg after 1996/01/02, Brand#23, discount=0.06, qty < 30")
+    params = regex_params(
+        "Revenue for region: europe, segment machinery between 1995 and 1997 "
+        "shipped by air reg after 1996/01/02, Brand#23, discount=0.06, qty < 30"
+    )
     assert params["region"] == "EUROPE" and params["segment"] == "MACHINERY"
     assert (params["year"], params["year2"], params["date"]) == (1995, 1997, "1996-01-02")
-    assert (params["shipmode"], params["brand"], params["discount_lo"], params["qty"]) == ("AIR REG", "Brand#23", 0.06, 30)
+    assert (params["shipmode"], params["brand"], params["discount_lo"], params["qty"]) == (
+        "AIR REG",
+        "Brand#23",
+        0.06,
+        30,
+    )
     assert params["nation"] == "CANADA" and params["size"] == 15  # defaults
     assert search_keyword("Tell me about Christopher Nolan films") == "Christopher Nolan"
 
 
 # ---- generators --------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("module", [imdb, wiki])
 def test_generators_deterministic(module, tmp_path):

@@ -15,8 +15,19 @@ from halo.program import load
 
 WORKLOADS = Path(__file__).resolve().parents[1] / "workloads"
 FILES = sorted(WORKLOADS.glob("*.halo"))
-SHAPES = {"demo", "tpch_trident", "tpch_fanout", "tpch_layered", "imdb_diamond", "imdb_triple_chain",
-          "wiki_long_chain", "wiki_bridges", "llm_voting", "llm_debate", "llm_multiturn"}
+SHAPES = {
+    "demo",
+    "tpch_trident",
+    "tpch_fanout",
+    "tpch_layered",
+    "imdb_diamond",
+    "imdb_triple_chain",
+    "wiki_long_chain",
+    "wiki_bridges",
+    "llm_voting",
+    "llm_debate",
+    "llm_multiturn",
+}
 
 
 def test_every_shape_has_a_workload():

@@ -31,7 +31,7 @@ class GenRequest:
     model: str
     prompt: str
     system: str | None = None
-    max_tokens: int = DEFAULT_MAX_TOKENS      # llm()'s registry default (halo.types.OPS)
+    max_tokens: int = DEFAULT_MAX_TOKENS  # llm()'s registry default (halo.types.OPS)
     temperature: float = 0.0
     seed: int | None = None
     json_schema: dict | None = None
@@ -159,4 +159,6 @@ def validate(req: GenRequest, max_tokens_limit: int) -> str | None:
 
 def invalid(req: GenRequest, error: str) -> bool:
     """Whether ``error`` is `validate`'s verdict on ``req`` under any engine's limit: the request is wrong."""
-    return error == validate(req, 1 << 62) or error.startswith(f"max_tokens={req.max_tokens} exceeds the limit")
+    return error == validate(req, 1 << 62) or error.startswith(
+        f"max_tokens={req.max_tokens} exceeds the limit"
+    )

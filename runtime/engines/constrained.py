@@ -92,7 +92,7 @@ class SchemaProcessor(LogitsProcessor):
     def complete(self, row: int, kept: list[int]) -> bool:
         """Feed ``row``'s tokens not yet accepted; whether its output is a complete value of the schema."""
         matcher = self.matchers[row]
-        for tok in kept[self.fed[row]:]:
+        for tok in kept[self.fed[row] :]:
             if matcher.is_terminated() or not matcher.accept_token(tok):
                 break
         return matcher.is_terminated() or matcher.is_completed()

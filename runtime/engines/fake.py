@@ -14,8 +14,24 @@ import threading
 
 from .base import Engine, GenRequest, GenResult, validate
 
-WORDS = ("alpha", "bravo", "carbon", "delta", "ember", "fjord", "gamma", "harbor", "iris", "jade",
-         "kelvin", "lumen", "maple", "nova", "onyx", "prism")
+WORDS = (
+    "alpha",
+    "bravo",
+    "carbon",
+    "delta",
+    "ember",
+    "fjord",
+    "gamma",
+    "harbor",
+    "iris",
+    "jade",
+    "kelvin",
+    "lumen",
+    "maple",
+    "nova",
+    "onyx",
+    "prism",
+)
 MAX_TOKENS_LIMIT = 4096
 
 
@@ -77,7 +93,16 @@ class FakeEngine(Engine):
 
 def _digest(req: GenRequest, model: str) -> bytes:
     """SHA-256 of the request fields that decide a reply (prefix_key and retain_s do not)."""
-    key = [model, req.system, req.prompt, req.max_tokens, req.temperature, req.seed, req.top_p, req.json_schema]
+    key = [
+        model,
+        req.system,
+        req.prompt,
+        req.max_tokens,
+        req.temperature,
+        req.seed,
+        req.top_p,
+        req.json_schema,
+    ]
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).digest()
 
 

@@ -112,8 +112,13 @@ class HFEngine(Engine):
     # ---- models -------------------------------------------------------------------------------
 
     def _resolve(self, model: str) -> tuple[str, str | None]:
-        return resolve(model, self.model_map, random_weights=self.random_weights, shape=self.shape,
-                       cache_dir=self.cache_dir)
+        return resolve(
+            model,
+            self.model_map,
+            random_weights=self.random_weights,
+            shape=self.shape,
+            cache_dir=self.cache_dir,
+        )
 
     def load(self, model: str) -> float:
         with self._lock:
@@ -135,8 +140,14 @@ class HFEngine(Engine):
             return time.perf_counter() - start
 
     def _load_actual(self, actual: str) -> Loaded:
-        return load_actual(actual, shape=self.shape, dtype=self.dtype, device=self.device,
-                           cache_dir=self.cache_dir, max_batch_tokens=self.max_batch_tokens)
+        return load_actual(
+            actual,
+            shape=self.shape,
+            dtype=self.dtype,
+            device=self.device,
+            cache_dir=self.cache_dir,
+            max_batch_tokens=self.max_batch_tokens,
+        )
 
     def resident_models(self) -> list[str]:
         with self._lock:
@@ -205,8 +216,9 @@ class HFEngine(Engine):
             text = "\n\n".join(m["content"] for m in chat_messages(req)) + "\n\n"
         ids = tok(text, add_special_tokens=False)["input_ids"]
         if len(ids) + req.max_tokens > loaded.context:
-            return None, (f"prompt ({len(ids)} tokens) + max_tokens ({req.max_tokens}) exceeds context "
-                          f"{loaded.context}")
+            return None, (
+                f"prompt ({len(ids)} tokens) + max_tokens ({req.max_tokens}) exceeds context {loaded.context}"
+            )
         grammar = None
         if req.json_schema is not None and not loaded.random:  # timing runs decode unconstrained
             try:
@@ -250,8 +262,9 @@ class HFEngine(Engine):
         ids = seqs[0][:n]
         cache = DynamicCache(config=loaded.model.config)
         with torch.inference_mode():
-            loaded.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True,
-                         **{loaded.cache_kw: cache})
+            loaded.model(
+                input_ids=torch.tensor([ids], device=self.device), use_cache=True, **{loaded.cache_kw: cache}
+            )
         self._prefixes.put(actual, key, ids, cache)
         return ids, cache
 

@@ -80,7 +80,12 @@ def substitute(model: str, actual: str, exc: Exception, *, mapped: bool, cache_d
 
 
 def load_actual(
-    actual: str, *, shape: str | dict, dtype: torch.dtype, device: str, cache_dir,
+    actual: str,
+    *,
+    shape: str | dict,
+    dtype: torch.dtype,
+    device: str,
+    cache_dir,
     max_batch_tokens: int | None,
 ) -> Loaded:
     """Load what ``resolve`` named onto ``device``, with a left-padding tokenizer and its batch budget."""

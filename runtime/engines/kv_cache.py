@@ -95,8 +95,9 @@ class RetainedStore(Generic[C]):
         self._entries: OrderedDict[tuple[str, tuple[int, ...]], _Retained[C]] = OrderedDict()  # LRU order
         self._bytes = 0
 
-    def put(self, model: str, ids: tuple[int, ...], nbytes: int, ttl_s: float,
-            build: Callable[[], C]) -> None:
+    def put(
+        self, model: str, ids: tuple[int, ...], nbytes: int, ttl_s: float, build: Callable[[], C]
+    ) -> None:
         """Keep the KV of ``ids`` (``nbytes``, made by ``build``) for ``ttl_s`` seconds, unless ``ids`` is
         shorter than MIN_PREFIX_TOKENS or ``nbytes`` exceeds ``max_bytes`` (then ``build`` is not called);
         then drop expired entries and evict to the bounds."""

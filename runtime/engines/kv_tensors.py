@@ -44,8 +44,10 @@ def batch_cache(config, heads: Sequence[Head | None], width_c: int) -> DynamicCa
         if len(heads) > 1:
             cache.batch_repeat_interleave(len(heads))
         return cache
-    per_row = [[(k[:, :, : len(h[0])], v[:, :, : len(h[0])]) for k, v in kv_layers(h[1])] if h else None
-               for h in heads]
+    per_row = [
+        [(k[:, :, : len(h[0])], v[:, :, : len(h[0])]) for k, v in kv_layers(h[1])] if h else None
+        for h in heads
+    ]
     template = next(r for r in per_row if r)
     layers = []
     for layer, (k0, v0) in enumerate(template):
@@ -62,5 +64,7 @@ def batch_cache(config, heads: Sequence[Head | None], width_c: int) -> DynamicCa
 def row_kv(cache, row: int, cols: list[int], device: str) -> Layers:
     """Row ``row`` of a batch's KV restricted to sequence positions ``cols``, as batch-1 layers."""
     index = torch.tensor(cols, device=device)
-    return [(k[row : row + 1].index_select(2, index), v[row : row + 1].index_select(2, index))
-            for k, v in kv_layers(cache)]
+    return [
+        (k[row : row + 1].index_select(2, index), v[row : row + 1].index_select(2, index))
+        for k, v in kv_layers(cache)
+    ]

@@ -15,8 +15,8 @@ import torch
 
 from .base import GenRequest
 
-CPU_BATCH_TOKENS = 65536    # padded positions per micro-batch on the CPU
-ACTIVATION_WIDTHS = 16      # transient activations of one position in prefill, in hidden sizes (MLP, logits)
+CPU_BATCH_TOKENS = 65536  # padded positions per micro-batch on the CPU
+ACTIVATION_WIDTHS = 16  # transient activations of one position in prefill, in hidden sizes (MLP, logits)
 
 
 class Tokenized(Protocol):

@@ -21,17 +21,27 @@ TPCH_PARAM_CONFIG: dict[str, Any] = {
         "orderpriority_prefix": ["1-URGENT", "2-HIGH", "3-MEDIUM", "4-NOT SPECIFIED", "5-LOW"],
     },
     "regex": {
-        "date": [rf"(?i)\bdate\s*[=:]\s*{_DATE}\b", rf"(?i)\bafter\s+{_DATE}\b", rf"(?i)\bbefore\s+{_DATE}\b"],
+        "date": [
+            rf"(?i)\bdate\s*[=:]\s*{_DATE}\b",
+            rf"(?i)\bafter\s+{_DATE}\b",
+            rf"(?i)\bbefore\s+{_DATE}\b",
+        ],
         "date2": [rf"(?i)\bdate2\s*[=:]\s*{_DATE}\b", rf"(?i)\bto\s+{_DATE}\b"],
         "year": [r"(?i)\byear\s*[=:]\s*(199[2-8])\b", r"(?i)\b(199[2-8])\b"],
         "year2": [r"(?i)\byear2\s*[=:]\s*(199[2-8])\b", r"(?i)\bbetween\s+(199[2-8])\s+and\s+(199[2-8])\b"],
-        "region": [r"(?i)\bregion\s*[=:]\s*([A-Z][A-Z ]+?)\b",
-                   r"(?i)\b(AF(RICA)?|AMERICA|ASIA|EUROPE|MIDDLE\s+EAST)\b"],
-        "nation": [r"(?i)\bnation\s*[=:]\s*([A-Z][A-Z ]+?)\b",
-                   r"(?i)\b(JAPAN|CHINA|INDIA|FRANCE|GERMANY|CANADA|BRAZIL|UNITED\s+STATES|RUSSIA)\b"],
+        "region": [
+            r"(?i)\bregion\s*[=:]\s*([A-Z][A-Z ]+?)\b",
+            r"(?i)\b(AF(RICA)?|AMERICA|ASIA|EUROPE|MIDDLE\s+EAST)\b",
+        ],
+        "nation": [
+            r"(?i)\bnation\s*[=:]\s*([A-Z][A-Z ]+?)\b",
+            r"(?i)\b(JAPAN|CHINA|INDIA|FRANCE|GERMANY|CANADA|BRAZIL|UNITED\s+STATES|RUSSIA)\b",
+        ],
         "nation2": [r"(?i)\bnation2\s*[=:]\s*([A-Z][A-Z ]+?)\b", r"(?i)\bvs\s+([A-Z][A-Z ]+?)\b"],
-        "segment": [r"(?i)\bsegment\s*[=:]\s*(AUTOMOBILE|BUILDING|FURNITURE|HOUSEHOLD|MACHINERY)\b",
-                    r"(?i)\b(AUTOMOBILE|BUILDING|FURNITURE|HOUSEHOLD|MACHINERY)\b"],
+        "segment": [
+            r"(?i)\bsegment\s*[=:]\s*(AUTOMOBILE|BUILDING|FURNITURE|HOUSEHOLD|MACHINERY)\b",
+            r"(?i)\b(AUTOMOBILE|BUILDING|FURNITURE|HOUSEHOLD|MACHINERY)\b",
+        ],
         "brand": [r"(?i)\bbrand\s*[=:]\s*(Brand#[0-9]{2})\b", r"(?i)\b(Brand#[0-9]{2})\b"],
         "type": [r"(?i)\btype\s*[=:]\s*([A-Za-z0-9_\- ]{3,30})\b"],
         "size": [r"(?i)\bsize\s*[=:]\s*([0-9]{1,3})\b"],
@@ -42,9 +52,20 @@ TPCH_PARAM_CONFIG: dict[str, Any] = {
         "qty": [r"(?i)\bqty\s*[<=>:]\s*([0-9]{1,4})\b", r"(?i)\bquantity\s*[<=>:]\s*([0-9]{1,4})\b"],
     },
     "defaults": {
-        "year": 1994, "region": "ASIA", "segment": "BUILDING", "shipmode": "MAIL", "shipmode2": "SHIP",
-        "date": "1995-03-15", "discount_lo": 0.05, "discount_hi": 0.07, "qty": 24, "size": 15,
-        "type": "BRASS", "brand": "Brand#13", "nation": "CANADA", "nation2": "GERMANY",
+        "year": 1994,
+        "region": "ASIA",
+        "segment": "BUILDING",
+        "shipmode": "MAIL",
+        "shipmode2": "SHIP",
+        "date": "1995-03-15",
+        "discount_lo": 0.05,
+        "discount_hi": 0.07,
+        "qty": 24,
+        "size": 15,
+        "type": "BRASS",
+        "brand": "Brand#13",
+        "nation": "CANADA",
+        "nation2": "GERMANY",
     },
     # The templates also upper-case "brand", which turns "Brand#23" into "BRAND#23" and matches no
     # TPC-H part; brand is left as written here.
@@ -57,9 +78,14 @@ TPCH_PARAM_CONFIG: dict[str, Any] = {
 }
 
 
-def regex_params(text: str, enums: dict | None = None, regex: dict | None = None,
-                 defaults: dict | None = None, normalize: dict | None = None,
-                 allow_multi: list[str] | bool | None = None) -> dict[str, Any]:
+def regex_params(
+    text: str,
+    enums: dict | None = None,
+    regex: dict | None = None,
+    defaults: dict | None = None,
+    normalize: dict | None = None,
+    allow_multi: list[str] | bool | None = None,
+) -> dict[str, Any]:
     """Extract query parameters from free text, Halo ``regex_param_extractor`` style.
 
     Each field takes capture group 1 of its first matching pattern (all matches, as a

@@ -54,7 +54,7 @@ class DuckDBTool:
         guard = threading.Lock()
         running = [True]
 
-        def interrupt() -> None:        # only while this statement runs, never a later one on the cursor
+        def interrupt() -> None:  # only while this statement runs, never a later one on the cursor
             with guard:
                 if running[0]:
                     cur.interrupt()
@@ -78,8 +78,9 @@ class DuckDBTool:
             if timer is not None:
                 timer.cancel()
 
-    def run(self, sql: exp.Expression | str, params: dict[str, Any] | None = None,
-            timeout_s: float | None = None) -> SqlResult:
+    def run(
+        self, sql: exp.Expression | str, params: dict[str, Any] | None = None, timeout_s: float | None = None
+    ) -> SqlResult:
         """Execute one statement with bound parameters; SqlError carries DuckDB's message."""
         start = time.perf_counter()
         prepared = prepare(sql, "duckdb")

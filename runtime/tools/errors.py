@@ -11,4 +11,3 @@ class ToolError(Exception):
         self.message = message
         self.status = status
         self.body = body
-

@@ -47,9 +47,16 @@ class HttpTool:
         self.backoff_s = backoff_s
         self._client = httpx.Client(timeout=timeout_s, follow_redirects=False)
 
-    def request(self, method: str, url: str, query: dict[str, Any] | None = None, body: Any = None,
-                headers: dict[str, str] | None = None, timeout_s: float | None = None,
-                follow_redirects: str = "same-origin") -> HttpResult:
+    def request(
+        self,
+        method: str,
+        url: str,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+        follow_redirects: str = "same-origin",
+    ) -> HttpResult:
         """Send one request to `url` (already encoded) with `query` appended; ``body`` is JSON-encoded
         unless it is str or bytes."""
         url = with_query(url, query)
@@ -61,26 +68,41 @@ class HttpTool:
         start = time.perf_counter()
         try:
             request = self._client.build_request(
-                method, url, content=content, json=payload, headers=headers,
-                timeout=self.timeout_s if timeout_s is None else timeout_s)
-        except httpx.HTTPError as e:   # an invalid URL or header
+                method,
+                url,
+                content=content,
+                json=payload,
+                headers=headers,
+                timeout=self.timeout_s if timeout_s is None else timeout_s,
+            )
+        except httpx.HTTPError as e:  # an invalid URL or header
             raise ToolError(f"{method} {url} failed: {e}") from None
         first = origin(url)
         response = self._send(request)
         hops = 0
         while (nxt := response.next_request) is not None:
-            if follow_redirects == "none" or (follow_redirects == "same-origin" and origin(str(nxt.url)) != first):
+            if follow_redirects == "none" or (
+                follow_redirects == "same-origin" and origin(str(nxt.url)) != first
+            ):
                 hint = '"same-origin"; "any" allows it' if follow_redirects == "same-origin" else '"none"'
-                raise ToolError(f"{method} {url} redirected (HTTP {response.status_code}) to {nxt.url}; "
-                                f"not followed (follow_redirects = {hint})", status=response.status_code)
+                raise ToolError(
+                    f"{method} {url} redirected (HTTP {response.status_code}) to {nxt.url}; "
+                    f"not followed (follow_redirects = {hint})",
+                    status=response.status_code,
+                )
             if hops == MAX_REDIRECTS:
-                raise ToolError(f"{method} {url}: more than {MAX_REDIRECTS} redirects", status=response.status_code)
+                raise ToolError(
+                    f"{method} {url}: more than {MAX_REDIRECTS} redirects", status=response.status_code
+                )
             response = self._send(nxt)
             hops += 1
         if not response.is_success:
             excerpt = response.text[:_EXCERPT]
-            raise ToolError(f"{method} {url} returned HTTP {response.status_code}: {excerpt}",
-                            status=response.status_code, body=excerpt)
+            raise ToolError(
+                f"{method} {url} returned HTTP {response.status_code}: {excerpt}",
+                status=response.status_code,
+                body=excerpt,
+            )
         return HttpResult(response.status_code, _decode(response), time.perf_counter() - start)
 
     def _send(self, request: httpx.Request) -> httpx.Response:
@@ -93,7 +115,9 @@ class HttpTool:
             except (httpx.ConnectError, httpx.TimeoutException) as e:
                 if attempt + 1 >= attempts:
                     kind = "timed out" if isinstance(e, httpx.TimeoutException) else "connection failed"
-                    raise ToolError(f"{request.method} {request.url} {kind} after {attempt + 1} attempt(s): {e}") from None
+                    raise ToolError(
+                        f"{request.method} {request.url} {kind} after {attempt + 1} attempt(s): {e}"
+                    ) from None
             except httpx.HTTPError as e:
                 raise ToolError(f"{request.method} {request.url} failed: {e}") from None
             else:

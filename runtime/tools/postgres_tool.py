@@ -31,7 +31,11 @@ class PostgresTool:
 
     def __init__(self, dsn: str, pool_size: int = 4, connect_timeout_s: float = 10.0):
         self._pool = ConnectionPool(
-            dsn, min_size=1, max_size=pool_size, open=False, name="halo-postgres",
+            dsn,
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            name="halo-postgres",
             kwargs={"autocommit": True, "row_factory": dict_row},
         )
         # statement_timeout last set on each pooled connection, in ms (0 = none).
@@ -58,8 +62,9 @@ class PostgresTool:
         except psycopg.Error as e:
             raise SqlError(str(e).strip(), sql=text) from None
 
-    def run(self, sql: exp.Expression | str, params: dict[str, Any] | None = None,
-            timeout_s: float | None = None) -> SqlResult:
+    def run(
+        self, sql: exp.Expression | str, params: dict[str, Any] | None = None, timeout_s: float | None = None
+    ) -> SqlResult:
         """Execute one statement with bound parameters; SqlError carries PostgreSQL's message."""
         start = time.perf_counter()
         prepared = prepare(sql, "postgres")
@@ -85,4 +90,3 @@ class PostgresTool:
 
     def __exit__(self, *exc) -> None:
         self.close()
-

@@ -50,7 +50,7 @@ def call(ref: str, kwargs: dict[str, Any] | None = None, timeout_s: float | None
             box["value"] = _invoke(ref, func, kwargs or {})
         except ToolError as e:
             box["error"] = e
-        except BaseException as e:   # SystemExit and the like end this call only
+        except BaseException as e:  # SystemExit and the like end this call only
             box["error"] = ToolError(f"{ref} raised {type(e).__name__}: {e}")
 
     worker = threading.Thread(target=target, name=f"py {ref}", daemon=True)

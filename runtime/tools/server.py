@@ -42,8 +42,9 @@ class _Handler(JSONHandler):
         self.send_json(200, {"status": "ok", "slept_s": round(slept, 4), "query": query})
 
 
-
-def serve(port: int = 8765, host: str = "127.0.0.1", gamma: bool = False, seed: int = 0) -> ThreadingHTTPServer:
+def serve(
+    port: int = 8765, host: str = "127.0.0.1", gamma: bool = False, seed: int = 0
+) -> ThreadingHTTPServer:
     """Start serving in a background thread; call `.shutdown()` on the result to stop."""
     handler = type("Handler", (_Handler,), {"gamma": gamma, "rng": random.Random(seed)})
     server = ThreadingHTTPServer((host, port), handler)

@@ -17,5 +17,7 @@ def bind_scalars(names: list[str], params: dict[str, Any] | None) -> dict[str, A
     for name, value in values.items():
         if isinstance(value, _NOT_SCALAR):
             what = "record" if isinstance(value, dict) else "list"
-            raise SqlError(f"SQL parameter :{name} got a {what}; bind one scalar value (pick a field or element)")
+            raise SqlError(
+                f"SQL parameter :{name} got a {what}; bind one scalar value (pick a field or element)"
+            )
     return values

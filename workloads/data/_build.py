@@ -14,7 +14,9 @@ import numpy as np
 META_TABLE = "halo_meta"
 
 
-def build(path: str | os.PathLike, marker: dict[str, Any], fill: Callable[[duckdb.DuckDBPyConnection], None]) -> Path:
+def build(
+    path: str | os.PathLike, marker: dict[str, Any], fill: Callable[[duckdb.DuckDBPyConnection], None]
+) -> Path:
     """Create the DuckDB file ``path`` with ``fill`` unless it already carries ``marker``.
 
     The file is built under a temporary name and renamed, so a crash never leaves a file that
@@ -50,11 +52,18 @@ def read_marker(path: str | os.PathLike) -> str | None:
 def checksum(path: str | os.PathLike) -> dict[str, tuple[int, int]]:
     """Per table (row count, order-independent content hash), to compare two builds."""
     with duckdb.connect(str(path), read_only=True) as con:
-        tables = [r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1"
-        ).fetchall()]
-        return {t: tuple(int(v or 0) for v in con.execute(f'SELECT count(*), sum(hash("{t}")) FROM "{t}"')
-                         .fetchone()) for t in tables}
+        tables = [
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1"
+            ).fetchall()
+        ]
+        return {
+            t: tuple(
+                int(v or 0) for v in con.execute(f'SELECT count(*), sum(hash("{t}")) FROM "{t}"').fetchone()
+            )
+            for t in tables
+        }
 
 
 def zipf_weights(n: int, s: float) -> np.ndarray:

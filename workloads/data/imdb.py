@@ -55,8 +55,19 @@ GENRES = (
 TYPES = ["movie", "short", "tvSeries", "tvMovie", "video", "tvMiniSeries"]
 TYPE_P = [0.55, 0.13, 0.12, 0.08, 0.07, 0.05]
 REGIONS = ["US", "GB", "DE", "FR", "IN", "JP", "ES", "IT", "BR", "CA", "AU", "MX", "RU", "KR", "SE"]
-REGION_LANG = {"DE": "de", "FR": "fr", "IN": "hi", "JP": "ja", "ES": "es", "IT": "it", "BR": "pt",
-               "MX": "es", "RU": "ru", "KR": "ko", "SE": "sv"}
+REGION_LANG = {
+    "DE": "de",
+    "FR": "fr",
+    "IN": "hi",
+    "JP": "ja",
+    "ES": "es",
+    "IT": "it",
+    "BR": "pt",
+    "MX": "es",
+    "RU": "ru",
+    "KR": "ko",
+    "SE": "sv",
+}
 ARTICLE = {"de": "Der", "fr": "Le", "es": "El", "it": "Il", "pt": "O", "sv": "Den"}
 EXTRA_ROLES = ["director", "writer", "producer", "composer", "cinematographer", "editor"]
 WRITER_JOBS = ["screenplay", "story", "novel", "written by", None, None]
@@ -88,7 +99,9 @@ def _tables(scale: float, seed: int) -> dict[str, pa.Table]:
     years = np.clip(2024 - rng.exponential(20, n_works).astype(int), 1915, 2024)
     titles = [_title(rng, adj_p, noun_p) for _ in range(n_works)]
     genre_p = zipf_weights(len(GENRES), 0.9)
-    genres = [",".join(sorted(set(rng.choice(GENRES, rng.integers(1, 4), p=genre_p)))) for _ in range(n_works)]
+    genres = [
+        ",".join(sorted(set(rng.choice(GENRES, rng.integers(1, 4), p=genre_p)))) for _ in range(n_works)
+    ]
     runtime = np.where(types == "short", rng.normal(14, 6, n_works), rng.normal(98, 22, n_works))
     runtime = np.where(np.isin(types, ["tvSeries", "tvMiniSeries"]), rng.normal(45, 12, n_works), runtime)
 
@@ -101,101 +114,150 @@ def _tables(scale: float, seed: int) -> dict[str, pa.Table]:
     n_titles = n_works + n_eps
     tconst = np.array([f"tt{i:07d}" for i in range(1, n_titles + 1)])
     all_types = np.concatenate([types, np.full(n_eps, "tvEpisode")])
-    primary = titles + [f"Episode #{s}.{e}" if rng.random() < 0.6 else _title(rng, adj_p, noun_p)
-                        for s, e in zip(season, episode, strict=True)]
+    primary = titles + [
+        f"Episode #{s}.{e}" if rng.random() < 0.6 else _title(rng, adj_p, noun_p)
+        for s, e in zip(season, episode, strict=True)
+    ]
     ep_years = years[parent] + (season - 1)
     original = list(primary)
     for i in np.flatnonzero(rng.random(n_works) < 0.12):
         original[i] = f"{rng.choice(list(ARTICLE.values()))} {primary[i].removeprefix('The ')}"
-    end_year = np.where(np.isin(types, ["tvSeries", "tvMiniSeries"]) & (rng.random(n_works) < 0.6),
-                        np.minimum(years + rng.geometric(0.25, n_works), 2024), -1)
-    basics = pa.table({
-        "tconst": tconst,
-        "title_type": all_types,
-        "primary_title": primary,
-        "original_title": original,
-        "is_adult": np.zeros(n_titles, dtype=bool),
-        "start_year": pa.array(np.concatenate([years, np.minimum(ep_years, 2024)]).astype("int32")),
-        "end_year": pa.array(np.concatenate([end_year, np.full(n_eps, -1)]).astype("int32"),
-                             mask=np.concatenate([end_year < 0, np.ones(n_eps, dtype=bool)])),
-        "runtime_minutes": pa.array(np.concatenate([np.maximum(runtime, 3), rng.normal(35, 12, n_eps).clip(5)])
-                                    .astype("int32"), mask=rng.random(n_titles) < 0.08),
-        "genres": pa.array(genres + [genres[p] for p in parent], mask=rng.random(n_titles) < 0.03),
-    })
+    end_year = np.where(
+        np.isin(types, ["tvSeries", "tvMiniSeries"]) & (rng.random(n_works) < 0.6),
+        np.minimum(years + rng.geometric(0.25, n_works), 2024),
+        -1,
+    )
+    basics = pa.table(
+        {
+            "tconst": tconst,
+            "title_type": all_types,
+            "primary_title": primary,
+            "original_title": original,
+            "is_adult": np.zeros(n_titles, dtype=bool),
+            "start_year": pa.array(np.concatenate([years, np.minimum(ep_years, 2024)]).astype("int32")),
+            "end_year": pa.array(
+                np.concatenate([end_year, np.full(n_eps, -1)]).astype("int32"),
+                mask=np.concatenate([end_year < 0, np.ones(n_eps, dtype=bool)]),
+            ),
+            "runtime_minutes": pa.array(
+                np.concatenate([np.maximum(runtime, 3), rng.normal(35, 12, n_eps).clip(5)]).astype("int32"),
+                mask=rng.random(n_titles) < 0.08,
+            ),
+            "genres": pa.array(genres + [genres[p] for p in parent], mask=rng.random(n_titles) < 0.03),
+        }
+    )
 
     # Ratings: votes follow a power law over a random popularity ranking; ~80% of titles rated.
     rank = rng.permutation(n_titles) + 1
-    votes = np.maximum(5, (1_500_000 * rank ** -1.1 * rng.lognormal(0, 0.4, n_titles))).astype("int64")
+    votes = np.maximum(5, (1_500_000 * rank**-1.1 * rng.lognormal(0, 0.4, n_titles))).astype("int64")
     rated = (rng.random(n_titles) < 0.8) | (rank <= n_titles // 100)
     rating = np.clip(rng.normal(6.1, 1.2, n_titles) + 0.15 * np.log10(votes), 1, 10).round(1)
     ratings = pa.table({"tconst": tconst[rated], "average_rating": rating[rated], "num_votes": votes[rated]})
 
     # Principals: cast then crew per title, people drawn by Zipf popularity.
     person_p = zipf_weights(n_people, 0.6)[rng.permutation(n_people)]
-    k = np.where(all_types == "tvEpisode", 2 + rng.poisson(2, n_titles), 4 + rng.poisson(3, n_titles)).clip(2, 10)
+    k = np.where(all_types == "tvEpisode", 2 + rng.poisson(2, n_titles), 4 + rng.poisson(3, n_titles)).clip(
+        2, 10
+    )
     people = rng.choice(n_people, int(k.sum()), p=person_p)
     owner = np.repeat(np.arange(n_titles), k)
     ordering = np.arange(len(owner)) - np.repeat(np.cumsum(k) - k, k) + 1
     n_cast = np.maximum(1, k - 3)[owner]
     female = people % 2 == 1
     crew_slot = np.minimum(ordering - n_cast - 1, len(EXTRA_ROLES) - 1)
-    category = np.where(ordering <= n_cast, np.where(female, "actress", "actor"),
-                        np.array(EXTRA_ROLES)[np.maximum(crew_slot, 0)])
-    first = np.where(female, np.array(FIRST_F)[rng.integers(0, len(FIRST_F), len(owner))],
-                     np.array(FIRST_M)[rng.integers(0, len(FIRST_M), len(owner))])
-    job = [WRITER_JOBS[rng.integers(len(WRITER_JOBS))] if c == "writer" else
-           ("producer" if c == "producer" else None) for c in category]
+    category = np.where(
+        ordering <= n_cast,
+        np.where(female, "actress", "actor"),
+        np.array(EXTRA_ROLES)[np.maximum(crew_slot, 0)],
+    )
+    first = np.where(
+        female,
+        np.array(FIRST_F)[rng.integers(0, len(FIRST_F), len(owner))],
+        np.array(FIRST_M)[rng.integers(0, len(FIRST_M), len(owner))],
+    )
+    job = [
+        WRITER_JOBS[rng.integers(len(WRITER_JOBS))]
+        if c == "writer"
+        else ("producer" if c == "producer" else None)
+        for c in category
+    ]
     nconst = np.array([f"nm{j:07d}" for j in range(1, n_people + 1)])
-    principals = pa.table({
-        "tconst": tconst[owner],
-        "ordering": ordering.astype("int32"),
-        "nconst": nconst[people],
-        "category": category,
-        "job": job,
-        "characters": pa.array([f'["{f}"]' for f in first], mask=~np.isin(category, ["actor", "actress"])),
-    })
+    principals = pa.table(
+        {
+            "tconst": tconst[owner],
+            "ordering": ordering.astype("int32"),
+            "nconst": nconst[people],
+            "category": category,
+            "job": job,
+            "characters": pa.array(
+                [f'["{f}"]' for f in first], mask=~np.isin(category, ["actor", "actress"])
+            ),
+        }
+    )
 
-    names_first = np.where(np.arange(n_people) % 2 == 1, np.array(FIRST_F)[rng.integers(0, len(FIRST_F), n_people)],
-                           np.array(FIRST_M)[rng.integers(0, len(FIRST_M), n_people)])
+    names_first = np.where(
+        np.arange(n_people) % 2 == 1,
+        np.array(FIRST_F)[rng.integers(0, len(FIRST_F), n_people)],
+        np.array(FIRST_M)[rng.integers(0, len(FIRST_M), n_people)],
+    )
     last = np.array(LAST)[rng.choice(len(LAST), n_people, p=zipf_weights(len(LAST), 0.8))]
     birth = rng.integers(1900, 2006, n_people)
     dead = (birth < 1960) & (rng.random(n_people) < (1960 - birth) / 60)
-    names = pa.table({
-        "nconst": nconst,
-        "primary_name": np.char.add(np.char.add(names_first.astype(str), " "), last.astype(str)),
-        "birth_year": pa.array(birth.astype("int32"), mask=rng.random(n_people) < 0.35),
-        "death_year": pa.array(np.minimum(birth + rng.integers(45, 96, n_people), 2024).astype("int32"),
-                               mask=~dead),
-    })
+    names = pa.table(
+        {
+            "nconst": nconst,
+            "primary_name": np.char.add(np.char.add(names_first.astype(str), " "), last.astype(str)),
+            "birth_year": pa.array(birth.astype("int32"), mask=rng.random(n_people) < 0.35),
+            "death_year": pa.array(
+                np.minimum(birth + rng.integers(45, 96, n_people), 2024).astype("int32"), mask=~dead
+            ),
+        }
+    )
 
-    akas_n = np.where(all_types == "tvEpisode", 0, 1 + np.minimum(rng.poisson(1.0, n_titles) +
-                                                                 (rank <= n_titles // 20) * 3, 7))
+    akas_n = np.where(
+        all_types == "tvEpisode",
+        0,
+        1 + np.minimum(rng.poisson(1.0, n_titles) + (rank <= n_titles // 20) * 3, 7),
+    )
     a_owner = np.repeat(np.arange(n_titles), akas_n)
     a_order = np.arange(len(a_owner)) - np.repeat(np.cumsum(akas_n) - akas_n, akas_n) + 1
     region = np.array(REGIONS)[rng.choice(len(REGIONS), len(a_owner), p=zipf_weights(len(REGIONS), 0.7))]
     lang = [REGION_LANG.get(r) for r in region]
     localized = rng.random(len(a_owner)) < 0.4
-    aka_title = [original[o] if n == 1 else
-                 (f"{ARTICLE[g]} {primary[o].removeprefix('The ')}" if loc and g in ARTICLE else primary[o])
-                 for o, n, g, loc in zip(a_owner, a_order, lang, localized, strict=True)]
+    aka_title = [
+        original[o]
+        if n == 1
+        else (f"{ARTICLE[g]} {primary[o].removeprefix('The ')}" if loc and g in ARTICLE else primary[o])
+        for o, n, g, loc in zip(a_owner, a_order, lang, localized, strict=True)
+    ]
     is_orig = a_order == 1
-    akas = pa.table({
-        "title_id": tconst[a_owner],
-        "ordering": a_order.astype("int32"),
-        "title": aka_title,
-        "region": pa.array(region, mask=is_orig),
-        "language": pa.array([None if o else g for g, o in zip(lang, is_orig, strict=True)], pa.string()),
-        "types": pa.array(np.where(is_orig, "original", "imdbDisplay")),
-        "is_original_title": is_orig,
-    })
-    episodes = pa.table({
-        "tconst": tconst[n_works:],
-        "parent_tconst": tconst[parent],
-        "season_number": season.astype("int32"),
-        "episode_number": episode.astype("int32"),
-    })
-    return {"title_basics": basics, "title_ratings": ratings, "title_principals": principals,
-            "name_basics_base": names, "title_akas": akas, "title_episode": episodes}
+    akas = pa.table(
+        {
+            "title_id": tconst[a_owner],
+            "ordering": a_order.astype("int32"),
+            "title": aka_title,
+            "region": pa.array(region, mask=is_orig),
+            "language": pa.array([None if o else g for g, o in zip(lang, is_orig, strict=True)], pa.string()),
+            "types": pa.array(np.where(is_orig, "original", "imdbDisplay")),
+            "is_original_title": is_orig,
+        }
+    )
+    episodes = pa.table(
+        {
+            "tconst": tconst[n_works:],
+            "parent_tconst": tconst[parent],
+            "season_number": season.astype("int32"),
+            "episode_number": episode.astype("int32"),
+        }
+    )
+    return {
+        "title_basics": basics,
+        "title_ratings": ratings,
+        "title_principals": principals,
+        "name_basics_base": names,
+        "title_akas": akas,
+        "title_episode": episodes,
+    }
 
 
 _DERIVED = """
@@ -245,4 +307,8 @@ def generate(path: str | os.PathLike, scale: float = 1.0, seed: int = 7) -> Path
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    print(generate(args[0], *(float(args[1]),) if len(args) > 1 else (), *(int(args[2]),) if len(args) > 2 else ()))
+    print(
+        generate(
+            args[0], *(float(args[1]),) if len(args) > 1 else (), *(int(args[2]),) if len(args) > 2 else ()
+        )
+    )

@@ -19,11 +19,25 @@ from psycopg import sql
 from ._build import META_TABLE
 
 _TYPES = {
-    "BOOLEAN": "boolean", "TINYINT": "smallint", "SMALLINT": "smallint", "INTEGER": "integer",
-    "BIGINT": "bigint", "HUGEINT": "numeric", "UBIGINT": "numeric", "UINTEGER": "bigint", "FLOAT": "real",
-    "DOUBLE": "double precision", "VARCHAR": "text", "DATE": "date", "TIMESTAMP": "timestamp",
-    "TIMESTAMP WITH TIME ZONE": "timestamptz", "TIME": "time", "BLOB": "bytea", "UUID": "uuid",
-    "INTERVAL": "interval", "JSON": "jsonb",
+    "BOOLEAN": "boolean",
+    "TINYINT": "smallint",
+    "SMALLINT": "smallint",
+    "INTEGER": "integer",
+    "BIGINT": "bigint",
+    "HUGEINT": "numeric",
+    "UBIGINT": "numeric",
+    "UINTEGER": "bigint",
+    "FLOAT": "real",
+    "DOUBLE": "double precision",
+    "VARCHAR": "text",
+    "DATE": "date",
+    "TIMESTAMP": "timestamp",
+    "TIMESTAMP WITH TIME ZONE": "timestamptz",
+    "TIME": "time",
+    "BLOB": "bytea",
+    "UUID": "uuid",
+    "INTERVAL": "interval",
+    "JSON": "jsonb",
 }
 
 
@@ -41,9 +55,14 @@ def load(duckdb_path: str | os.PathLike, dsn: str, tables: list[str] | None = No
     """Copy ``tables`` (default: all but the generator marker); return rows copied per table."""
     copied: dict[str, int] = {}
     with duckdb.connect(str(duckdb_path), read_only=True) as src, psycopg.connect(dsn) as dst:
-        names = tables or [r[0] for r in src.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' AND table_name <> ? "
-            "ORDER BY table_name", [META_TABLE]).fetchall()]
+        names = tables or [
+            r[0]
+            for r in src.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' AND table_name <> ? "
+                "ORDER BY table_name",
+                [META_TABLE],
+            ).fetchall()
+        ]
         for name in names:
             copied[name] = _copy_table(src, dst, name)
             dst.commit()
@@ -55,10 +74,14 @@ def load(duckdb_path: str | os.PathLike, dsn: str, tables: list[str] | None = No
 def _copy_table(src: duckdb.DuckDBPyConnection, dst: psycopg.Connection, name: str) -> int:
     columns = src.execute(
         "SELECT column_name, data_type, is_nullable, column_default FROM duckdb_columns() "
-        "WHERE schema_name = 'main' AND table_name = ? ORDER BY column_index", [name]).fetchall()
+        "WHERE schema_name = 'main' AND table_name = ? ORDER BY column_index",
+        [name],
+    ).fetchall()
     pk = src.execute(
         "SELECT constraint_column_names FROM duckdb_constraints() "
-        "WHERE schema_name = 'main' AND table_name = ? AND constraint_type = 'PRIMARY KEY'", [name]).fetchone()
+        "WHERE schema_name = 'main' AND table_name = ? AND constraint_type = 'PRIMARY KEY'",
+        [name],
+    ).fetchone()
     defs = []
     for col, duck_type, nullable, default in columns:
         spec = sql.SQL("{} {}").format(sql.Identifier(col), sql.SQL(_pg_type(duck_type)))
@@ -83,9 +106,11 @@ def _copy_table(src: duckdb.DuckDBPyConnection, dst: psycopg.Connection, name: s
             count += batch.num_rows
     for col, _, _, default in columns:  # move identity sequences past the copied ids
         if default and default.startswith("nextval("):
-            dst.execute(sql.SQL(
-                "SELECT setval(pg_get_serial_sequence({t}, {c}), coalesce(max({ci}), 0) + 1, false) FROM {tbl}"
-            ).format(t=sql.Literal(name), c=sql.Literal(col), ci=sql.Identifier(col), tbl=table))
+            dst.execute(
+                sql.SQL(
+                    "SELECT setval(pg_get_serial_sequence({t}, {c}), coalesce(max({ci}), 0) + 1, false) FROM {tbl}"
+                ).format(t=sql.Literal(name), c=sql.Literal(col), ci=sql.Identifier(col), tbl=table)
+            )
     return count
 
 

@@ -1,6 +1,6 @@
 """TPC-H into a DuckDB file through DuckDB's tpch extension (dbgen), offline.
 
-    python -m workloads.data.tpch PATH [SF]
+python -m workloads.data.tpch PATH [SF]
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ def generate(path: str | os.PathLike, sf: float = 0.01) -> Path:
         load_tpch(con)
         con.execute("CALL dbgen(sf = ?)", [sf])
 
-    return build(path, {"generator": "tpch", "version": VERSION, "duckdb": duckdb.__version__, "sf": sf}, fill)
+    return build(
+        path, {"generator": "tpch", "version": VERSION, "duckdb": duckdb.__version__, "sf": sf}, fill
+    )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,18 @@ PLACES = (
     "Paris London Berlin Tokyo Lagos Lima Oslo Cairo Delhi Sydney Toronto Vienna Prague Dublin Lisbon "
     "Madrid Rome Athens Seoul Nairobi Quito Havana Kyoto Munich Geneva Boston Chicago Denver Austin Osaka"
 ).split()
-SECTIONS = ["History", "Geography", "Etymology", "Career", "Legacy", "Reception", "Background",
-            "Description", "Culture", "See also"]
+SECTIONS = [
+    "History",
+    "Geography",
+    "Etymology",
+    "Career",
+    "Legacy",
+    "Reception",
+    "Background",
+    "Description",
+    "Culture",
+    "See also",
+]
 FILLER = "the of and in a to was is for on as by with from that at which it were has an its also".split()
 
 
@@ -71,7 +81,7 @@ def _wikitext(rng: np.random.Generator, title: str, links: list[str], words: lis
         parts.append(f"\n== {section} ==\n")
         for _ in range(rng.integers(2, 9)):
             length = int(rng.integers(6, 18))
-            sentence = words[pos:pos + length]
+            sentence = words[pos : pos + length]
             pos = (pos + length) % (len(words) - 20)
             if rng.random() < 0.3:
                 sentence = [*sentence, f"[[{next(more, title)}]]"]
@@ -80,14 +90,24 @@ def _wikitext(rng: np.random.Generator, title: str, links: list[str], words: lis
     return "".join(parts)
 
 
-def _words(rng: np.random.Generator, title: str, links: list[str], vocab: np.ndarray, vocab_p: np.ndarray,
-           n: int = 400) -> list[str]:
+def _words(
+    rng: np.random.Generator,
+    title: str,
+    links: list[str],
+    vocab: np.ndarray,
+    vocab_p: np.ndarray,
+    n: int = 400,
+) -> list[str]:
     """Body words: 45% filler, 30% the page's own topic (title and link words), the rest Zipf vocabulary."""
     topic = np.array((title + " " + " ".join(links)).replace("(", "").replace(")", "").split())
     pick = rng.random(n)
-    words = np.where(pick < 0.45, np.array(FILLER)[rng.integers(0, len(FILLER), n)],
-                     np.where(pick < 0.75, topic[rng.integers(0, len(topic), n)],
-                              vocab[rng.choice(len(vocab), n, p=vocab_p)]))
+    words = np.where(
+        pick < 0.45,
+        np.array(FILLER)[rng.integers(0, len(FILLER), n)],
+        np.where(
+            pick < 0.75, topic[rng.integers(0, len(topic), n)], vocab[rng.choice(len(vocab), n, p=vocab_p)]
+        ),
+    )
     return [w.lower() for w in words.tolist()]
 
 
@@ -99,8 +119,9 @@ def _pages(scale: float, seed: int) -> pa.Table:
     vocab = np.array(NOUNS + ADJECTIVES + PLACES + LAST)
     vocab_p = zipf_weights(len(vocab), 1.0)[rng.permutation(len(vocab))]
     epoch = dt.datetime(2020, 1, 1)
-    rows: dict[str, list] = {k: [] for k in ("page_id", "title", "url", "in_language", "date_modified",
-                                             "wikidata_id", "wikitext")}
+    rows: dict[str, list] = {
+        k: [] for k in ("page_id", "title", "url", "in_language", "date_modified", "wikidata_id", "wikitext")
+    }
 
     def add(page_id: int, title: str, lang: str, qid: int, text: str) -> None:
         rows["page_id"].append(page_id)
@@ -144,8 +165,10 @@ def generate(path: str | os.PathLike, scale: float = 1.0, seed: int = 11) -> Pat
 
     def fill(con: duckdb.DuckDBPyConnection) -> None:
         con.register("src", _pages(scale, seed))
-        con.execute("CREATE TABLE pages (page_id BIGINT PRIMARY KEY, title VARCHAR NOT NULL, url VARCHAR, "
-                    "in_language VARCHAR NOT NULL, date_modified TIMESTAMP, wikidata_id VARCHAR, wikitext VARCHAR)")
+        con.execute(
+            "CREATE TABLE pages (page_id BIGINT PRIMARY KEY, title VARCHAR NOT NULL, url VARCHAR, "
+            "in_language VARCHAR NOT NULL, date_modified TIMESTAMP, wikidata_id VARCHAR, wikitext VARCHAR)"
+        )
         con.execute("INSERT INTO pages SELECT * FROM src")
         con.unregister("src")
         con.execute(_ANSWERS)
@@ -155,4 +178,8 @@ def generate(path: str | os.PathLike, scale: float = 1.0, seed: int = 11) -> Pat
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    print(generate(args[0], *(float(args[1]),) if len(args) > 1 else (), *(int(args[2]),) if len(args) > 2 else ()))
+    print(
+        generate(
+            args[0], *(float(args[1]),) if len(args) > 1 else (), *(int(args[2]),) if len(args) > 2 else ()
+        )
+    )
