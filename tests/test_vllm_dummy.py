@@ -1,0 +1,89 @@
+"""Random weights of a real shape for vLLM (`dummy_weights`), co-resident models (`memory_split`) and the
+`vllm serve` command line: the parts that need no GPU and no vLLM."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from halo.models import SMOLLM2_ID
+from halo.runtime.engines import EngineUnavailable
+from halo.runtime.engines.vllm import _check_split, dummy_model_dir, serve_args, spec_entry
+
+
+@pytest.mark.parametrize(
+    ("model", "arch", "billions"),
+    [
+        ("Qwen/Qwen3-14B", "Qwen3ForCausalLM", 14.8),
+        ("Qwen/Qwen3-32B", "Qwen3ForCausalLM", 32.8),
+        ("qwen2.5-1.5b", "Qwen2ForCausalLM", 1.54),
+        ("meta-llama/Llama-3.1-8B-Instruct", "LlamaForCausalLM", 8.03),
+    ],
+)
+def test_dense_shape_has_the_published_size(model, arch, billions):
+    d = dummy_model_dir(model)
+    config = AutoConfig.from_pretrained(d)
+    assert config.architectures == [arch] and config.torch_dtype == torch.bfloat16
+    with torch.device("meta"):  # no memory: only the parameter count
+        params = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+    assert params / 1e9 == pytest.approx(billions, rel=0.02)
+
+
+def test_mixture_of_experts_becomes_its_dense_active_width():
+    _, raw = spec_entry("openai/gpt-oss-20b")
+    config = json.loads((dummy_model_dir("gpt-oss-20b") / "config.json").read_text())
+    assert config["intermediate_size"] == raw["experts_per_token"] * raw["expert_intermediate"]
+    assert (config["hidden_size"], config["head_dim"], config["vocab_size"]) == (2880, 64, 201088)
+    assert config["halo_dummy_of"] == "openai/gpt-oss-20b" and "num_local_experts" not in config
+
+
+def test_directory_is_built_once_with_a_working_tokenizer():
+    first = dummy_model_dir("Qwen/Qwen3-14B")
+    assert dummy_model_dir("qwen3-14b") == first  # an alias names the same shape
+    tok = AutoTokenizer.from_pretrained(first)
+    config = json.loads((first / "config.json").read_text())
+    assert config["eos_token_id"] == tok.eos_token_id and config["bos_token_id"] == tok.bos_token_id
+    assert tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    assert dummy_model_dir(SMOLLM2_ID).name.startswith("HuggingFaceTB--SmolLM2-135M")
+
+
+def test_unknown_model_names_the_known_ones():
+    with pytest.raises(EngineUnavailable, match="no architecture for 'acme/llm-9000'.*Qwen/Qwen3-14B"):
+        dummy_model_dir("acme/llm-9000")
+
+
+def test_memory_split_shares_are_checked():
+    assert _check_split({"a": 0.4, "b": 0.4}) == {"a": 0.4, "b": 0.4}
+    assert _check_split(None) is None
+    for bad in ({"a": 0.6, "b": 0.6}, {"a": 0.0}, {"a": 1.2}, {}):
+        with pytest.raises(EngineUnavailable, match="memory_split"):
+            _check_split(bad)
+
+
+def test_serve_args_carry_the_engine_options():
+    args = serve_args(
+        "/m/dir",
+        ["Qwen/Qwen3-14B", "Qwen/Qwen3-32B"],
+        8123,
+        0.3,
+        {
+            "dummy_weights": True,
+            "enforce_eager": True,
+            "sleep_mode": True,
+            "max_model_len": 4096,
+            "seed": 0,
+            "model_map": {"a": "b"},
+            "gpu_memory_utilization": 0.9,
+            "compilation_config": {"level": 0},
+        },
+    )
+    assert args[1:5] == ["-m", "vllm.entrypoints.openai.api_server", "--model", "/m/dir"]
+    line = " ".join(args[5:])
+    assert "--served-model-name Qwen/Qwen3-14B Qwen/Qwen3-32B --host 127.0.0.1 --port 8123" in line
+    assert "--gpu-memory-utilization 0.3 " in line and "0.9" not in line  # the server's own share
+    assert "--load-format dummy" in line and "--enforce-eager" in line and "--max-model-len 4096" in line
+    assert '--compilation-config {"level": 0}' in line and "--seed 0" in line
+    assert "model-map" not in line and "sleep-mode" not in line and "dummy-weights" not in line
