@@ -24,6 +24,7 @@ from halo import plan as plans
 from halo.batching import TOKENS_PER_REQUEST, BatchPolicy
 from halo.check import check
 from halo.errors import Diagnostic
+from halo.execution import ExecutionPlan
 from halo.plan import LogicalPlan
 from halo.program import Program, load, load_source
 
@@ -69,9 +70,18 @@ class Planned:
     batch: batches.Batch
     hardware: str
     detected: bool  # the hardware is this machine, found by detect_hardware
-    policy: BatchPolicy  # the engine batches priced (requests and tokens per engine call)
-    order: list[str]  # node ids by planned start: the executor's priority
+    execution: ExecutionPlan  # what the runtime executes (order, batches, placement, residency, rules)
     seconds: float  # planning time: consolidation, cost model, optimizer
+
+    @property
+    def policy(self) -> BatchPolicy:
+        """The engine batches priced and run (requests and tokens per engine call)."""
+        return self.execution.policy
+
+    @property
+    def order(self) -> list[str]:
+        """Node ids by planned start: the executor's priority."""
+        return self.execution.order
 
     @property
     def predicted_s(self) -> float | None:
@@ -111,9 +121,11 @@ def plan(
     policy: BatchPolicy | None = None,
     simulate: bool = False,
     limit: int | None = None,
+    disabled: Iterable[str] = (),
 ) -> Planned:
     """Consolidate, cost and place the batch on `hardware` (None: this machine, detected).
-    `policy` fixes the engine batching; None lets the cost model choose. `limit` applies to a path."""
+    `policy` fixes the engine batching; None lets the cost model choose. `limit` applies to a path.
+    `disabled`: rewrite rules switched off (`halo.rules.RULES`)."""
     from halo.cost import detect_hardware
     from halo.pipeline import physical_plan
 
@@ -122,23 +134,25 @@ def plan(
     detected = hardware is None
     hw = detect_hardware() if detected else hardware
     start = time.perf_counter()
-    report, _ = physical_plan(
-        compiled.plan, batch, hw, optimizer, calibration or calib.load(), time_limit_s, policy, simulate
+    priced = physical_plan(
+        compiled.plan,
+        batch,
+        hw,
+        optimizer,
+        calibration or calib.load(),
+        time_limit_s,
+        policy,
+        simulate,
+        disabled,
     )
     seconds = time.perf_counter() - start
-    report["hardware"] = {
+    priced.report["hardware"] = {
         "description": hw,
         "detected": detected,
         "planning_s": round(seconds, 4),
         "text": f"Hardware: {hw} ({'detected' if detected else 'given'}); planned in {seconds:.2f} s",
     }
-    b = report["batching"]
-    order = [
-        n["id"] for n in sorted(report["nodes"], key=lambda n: (n.get("placement") or {}).get("start", 0))
-    ]
-    return Planned(
-        report, batch, hw, detected, BatchPolicy(b["max_batch"], b["batch_tokens"]), order, seconds
-    )
+    return Planned(priced.report, batch, hw, detected, priced.execution, seconds)
 
 
 @dataclass
@@ -194,21 +208,24 @@ def run(
     limit: int | None = None,
     hardware: str | None = None,
     calibration: calib.Calibration | None = None,
+    disabled: Iterable[str] = (),
     on_rejected: Callable[[batches.RowError], None] | None = None,
     progress: Progress = None,
 ) -> RunResult:
     """Run the workflow over the batch file on a real engine; records stream to `output`.
     In halo mode without `planned`, the first window of inputs is planned first for `hardware`
-    (None: this machine), and the run follows that plan's engine batches and operator order."""
-    from halo.bench import MODES
+    (None: this machine) with the rules not `disabled`, and the run executes that plan. The
+    baselines (naive, opwise) run their own execution plans (`halo.execution.for_mode`)."""
+    from halo.execution import MODES, for_mode
     from halo.runtime.executor import RunOptions
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     rows = stream_rows(compiled, input_path, limit, on_rejected)
-    opts = RunOptions(**MODES[mode], retry_in_doubt=retry_in_doubt)
-    opts.max_batch, opts.window = max_batch or opts.max_batch, window or opts.window
-    if mode == "halo" and planned is None:
+    opts = RunOptions(window=window or MODES[mode].get("window", 512), retry_in_doubt=retry_in_doubt)
+    if mode != "halo":
+        xplan = for_mode(compiled.plan, mode, batch_policy(max_batch))
+    elif planned is None:
         sample = list(itertools.islice(rows, opts.window))
         rows = itertools.chain(sample, rows)
         valid = [r for r in sample if not isinstance(r, batches.RowError)]
@@ -218,9 +235,12 @@ def run(
             hardware,
             calibration=calibration,
             policy=batch_policy(max_batch),
+            disabled=disabled,
         )
+    if planned is not None:
+        xplan = planned.execution
     return _execute(
-        compiled, rows, input_path, output, opts, planned, engine, engine_options, resume, progress
+        compiled, rows, input_path, output, opts, xplan, engine, engine_options, resume, progress, planned
     )
 
 
@@ -230,21 +250,19 @@ def _execute(
     input_path: str | Path,
     output: str | Path,
     opts,
-    planned: Planned | None,
+    xplan: ExecutionPlan,
     engine: str,
     engine_options: dict | None,
     resume: bool,
     progress: Progress,
+    planned: Planned | None = None,
 ) -> RunResult:
-    """Execute `rows` with `opts`, following `planned`'s engine batches and operator order when given."""
+    """Execute `rows` as `xplan` says, with `opts` (window, workers, retries)."""
     from halo.runtime.run import execute, fingerprint
 
-    if planned is not None:
-        opts.max_batch, opts.batch_tokens = planned.policy.max_batch, planned.policy.batch_tokens
-        opts.priority = planned.order
     fp = fingerprint(compiled.plan, compiled.sources, input_path)
     result = execute(
-        compiled.plan,
+        xplan,
         rows,
         output,
         fp,
@@ -279,11 +297,12 @@ def analyze(
         input_path,
         output,
         RunOptions(),
-        planned,
+        planned.execution,
         engine,
         engine_options,
         False,
         progress,
+        planned,
     )
     report = annotate(planned.report, result.stats)
     cal = load_calibration(calibration, create=True)
@@ -331,15 +350,13 @@ def bench(
     fp = fingerprint(compiled.plan, compiled.sources, input_path)
     batching = {"max_batch": planned.policy.max_batch, "batch_tokens": planned.policy.batch_tokens}
     stats = run_modes(
-        compiled.plan,
+        planned.execution,
         batch.rows,
         Path(".halo") / "bench" / compiled.plan.name,
         fp,
         engine,
         engine_options or {},
         modes,
-        planned.order,
-        batching,
     )
     md = table(
         f"{compiled.name} ({compiled.plan.name})", len(batch), stats, planned.predicted_s, engine, note

@@ -12,16 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from halo.errors import Diagnostic, HaloError
+from halo.execution import MODES as EXECUTION_MODES
+from halo.execution import ExecutionPlan, for_mode
 from halo.plan import LogicalPlan, OpNode
 from halo.runtime.executor import RunOptions
 from halo.runtime.run import RunResult, execute
 from halo.runtime.tools.duckdb_tool import in_memory
 
-MODES: dict[str, dict[str, Any]] = {
-    "naive": {"merge": False, "prefix_keys": False, "window": 8, "max_batch": 8},
-    "opwise": {"merge": False, "operator_at_a_time": True},
-    "halo": {},
-}
+MODES = tuple(EXECUTION_MODES)  # the baselines and Halo, each an execution plan (halo.execution)
 
 
 def machine() -> str:
@@ -97,49 +95,44 @@ def isolate(plan: LogicalPlan, folder: Path) -> LogicalPlan:
 
 
 def run_mode(
-    plan: LogicalPlan,
+    xplan: ExecutionPlan,
     rows,
     workdir: Path,
     fp: str,
     engine: str,
     engine_options: dict,
     mode: str,
-    priority: list[str],
-    batching: dict[str, int] | None = None,
 ) -> RunResult:
     """Run one mode on a fresh journal (`workdir/MODE.jsonl`) and its own copies of the DuckDB files
-    it writes (`workdir/MODE.db/`). `batching` (max_batch, batch_tokens) applies to the batched modes;
-    naive keeps its own concurrency."""
-    extra = (batching or {}) if mode != "naive" else {}
-    opts = RunOptions(**{**MODES[mode], **extra}, priority=priority if mode == "halo" else [])
+    it writes (`workdir/MODE.db/`). Halo runs `xplan`; a baseline runs its own plan (`for_mode`) with
+    `xplan`'s engine batches (naive keeps its own)."""
+    plan = isolate(xplan.logical, workdir / f"{mode}.db")
+    run = replace(xplan, logical=plan) if mode == "halo" else for_mode(plan, mode, xplan.policy)
+    window = EXECUTION_MODES[mode].get("window")
     return execute(
-        isolate(plan, workdir / f"{mode}.db"),
+        run,
         rows,
         workdir / f"{mode}.jsonl",
         f"{fp}-{mode}",
         engine=engine,
         engine_options=engine_options,
-        options=opts,
+        options=RunOptions(window=window) if window else None,
     )
 
 
 def run_modes(
-    plan: LogicalPlan,
+    xplan: ExecutionPlan,
     rows,
     workdir: Path,
     fp: str,
     engine: str,
     engine_options: dict,
     modes: list[str],
-    priority: list[str],
-    batching: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Run each mode (see run_mode) after refusing side effects no copy isolates; RunStats by mode."""
+    plan = xplan.logical
     check_isolable(plan)
-    return {
-        mode: run_mode(plan, rows, workdir, fp, engine, engine_options, mode, priority, batching).stats
-        for mode in modes
-    }
+    return {mode: run_mode(xplan, rows, workdir, fp, engine, engine_options, mode).stats for mode in modes}
 
 
 def table(

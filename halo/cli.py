@@ -119,6 +119,25 @@ def check(files: list[Path] = typer.Argument(..., help="Workflow files (.halo)")
         raise typer.Exit(2)
 
 
+def _rules(names: list[str]) -> list[str]:
+    from halo.rules import check_names
+
+    try:
+        check_names(names)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    return names
+
+
+@app.command()
+def rules() -> None:
+    """List the rewrite rules (each can be switched off with --disable-rule)."""
+    from halo.rules import RULES
+
+    for r in RULES.values():
+        typer.echo(f"{r.name:<18} {r.summary}")
+
+
 @app.command()
 @_guard
 def explain(
@@ -155,6 +174,9 @@ def explain(
         None, "--max-batch", help="LLM requests per engine call (default: chosen by the cost model)"
     ),
     batch_tokens: int | None = typer.Option(None, "--batch-tokens", help="Token budget per engine call"),
+    disable_rule: list[str] = typer.Option(
+        [], "--disable-rule", callback=_rules, help="Switch a rewrite rule off (repeatable; see halo rules)"
+    ),
 ) -> None:
     """Show the plan Halo would run: rewrites, estimates, placement; with --analyze, run it and compare."""
     if fmt not in ("text", "json", "dot"):
@@ -174,6 +196,7 @@ def explain(
         calibration=api.load_calibration(calibration, create=analyze),
         policy=_policy(max_batch, batch_tokens),
         simulate=simulate,
+        disabled=disable_rule,
     )
     report = planned.report
     if analyze:
@@ -303,6 +326,9 @@ def run(
         help="Plan for this hardware (default: this machine, detected): batch "
         "size and operator order, planned on the first --window inputs",
     ),
+    disable_rule: list[str] = typer.Option(
+        [], "--disable-rule", callback=_rules, help="Switch a rewrite rule off (repeatable; see halo rules)"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar"),
 ) -> None:
     """Run a workflow over a batch on a real engine and real tools; results stream to --output.
@@ -332,6 +358,7 @@ def run(
             max_batch=max_batch,
             limit=limit,
             hardware=hardware,
+            disabled=disable_rule,
             on_rejected=rejected,
             progress=progress,
         ),

@@ -202,15 +202,19 @@ class ConsolidatedPlan:
 
 
 def consolidate(
-    plan: LogicalPlan, batch: Batch | list[dict[str, Any]], calibration: Calibration | None = None
+    plan: LogicalPlan,
+    batch: Batch | list[dict[str, Any]],
+    calibration: Calibration | None = None,
+    merge: bool = True,
 ) -> ConsolidatedPlan:
-    """Group every node's instances over the batch into distinct calls, and find shared prompt prefixes."""
+    """Group every node's instances over the batch into distinct calls (each instance its own call
+    without `merge`: the rule switched off), and find shared prompt prefixes."""
     rows = [r for _, r in batch.rows] if isinstance(batch, Batch) else list(batch)
     graph = nx.DiGraph()
     groups: dict[str, OpGroup] = {}
     rewrites: list[str] = []
     for op in plan.nodes():
-        g = _group(plan, op, rows, groups)
+        g = _group(plan, op, rows, groups, merge)
         groups[op.id] = g
         graph.add_node(op.id, group=g)
         graph.add_edges_from((d, op.id) for d in plan.graph.predecessors(op.id))
@@ -221,14 +225,14 @@ def consolidate(
     return ConsolidatedPlan(plan, graph, groups, rewrites, len(rows))
 
 
-def _group(plan: LogicalPlan, op: OpNode, rows: list[dict], done: dict[str, OpGroup]) -> OpGroup:
+def _group(plan: LogicalPlan, op: OpNode, rows: list[dict], done: dict[str, OpGroup], merge: bool) -> OpGroup:
     n = len(rows)
     heads = {r.parts[0] for e in op.args.values() for r in ast.refs_in(e)}
     heads |= {h.parts[0] for t in op.templates.values() for h in t.holes()}
     params = sorted(h for h in heads if h not in plan.graph)
     deps = [d for d in op.deps if d in done]
     proj = _project(rows, params)
-    never = _spec(op).never
+    never = _spec(op).never or (None if merge else "the merge rule is disabled")
     if never:
         g = OpGroup(op.id, op, n, n, False, f"not merged: {never}", list(range(n)), list(range(n)))
         if op.kind == "llm":

@@ -214,7 +214,16 @@ def _footer(report: dict[str, Any]) -> list[str]:
     out = []
     for r in report.get("rewrites", []):
         out.append(f"Rewrite: {r}")
-    for key in ("totals", "batching", "hardware", "optimizer", "simulation", "calibration", "analyze"):
+    for key in (
+        "totals",
+        "batching",
+        "execution",
+        "hardware",
+        "optimizer",
+        "simulation",
+        "calibration",
+        "analyze",
+    ):
         block = report.get(key)
         if block and block.get("text"):
             out.append(block["text"])

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from halo.plan import LogicalPlan, OpNode
-from halo.runtime import structured
 from halo.template import Template
+from halo.types import json_schema
 
 
 def kv_retention(plan: LogicalPlan, ttl_s: float | None) -> dict[str, float]:
@@ -52,7 +52,7 @@ def _continues(a: OpNode, b: OpNode) -> bool:
     """Rules 1 and 3 of `kv_retention`: same model, same system and schema, B's prompt starts with A's."""
     if a.model != b.model or _pieces(a.templates.get("system")) != _pieces(b.templates.get("system")):
         return False
-    if structured.json_schema(a.out) != structured.json_schema(b.out) or "prompt" not in b.templates:
+    if json_schema(a.out) != json_schema(b.out) or "prompt" not in b.templates:
         return False
     pa, pb = _pieces(a.templates["prompt"]), _pieces(b.templates["prompt"])
     n = len(pa)

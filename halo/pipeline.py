@@ -16,20 +16,26 @@ renderer prints):
 | report      | `simulation` | makespan, throughput, utilization, switches, label, text                    |
 | report      | `calibration`| path, calibrated (bool), text                                                |
 | report      | `batching`   | max_batch, batch_tokens (the engine batches priced and run), text            |
+| report      | `execution`  | `halo.execution.ExecutionPlan.as_dict`: what the runtime executes, rules' actions |
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
+from halo import execution
 from halo.batch import Batch
 from halo.batching import BatchPolicy, candidates
 from halo.calibration import Calibration
 from halo.consolidate import ConsolidatedPlan, consolidate
 from halo.cost import CostedPlan, estimate, to_problem
+from halo.execution import ExecutionPlan
 from halo.explain import logical_report
 from halo.optimizer import PhysicalPlan, optimize, simulate
 from halo.plan import LogicalPlan
+from halo.rules import check_names
 
 TOP_PREFIX_GROUPS = 5
 
@@ -43,10 +49,24 @@ def explain_report(
     calibration: Calibration | None = None,
     time_limit_s: float = 10.0,
     policy: BatchPolicy | None = None,
+    disabled: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """The EXPLAIN report with merges, prefix groups, estimates and (with `hardware`) placements.
-    `policy` is the engine batching the run will use; when None the cheapest candidate is chosen."""
-    return _run(plan, batch, hardware, optimizer, simulate, calibration, time_limit_s, policy)[0]
+    """The EXPLAIN report with merges, prefix groups, estimates, the execution plan and (with `hardware`)
+    placements. `policy` is the engine batching the run will use; when None the cheapest candidate is
+    chosen. `disabled`: rules switched off (`halo.rules`)."""
+    return _run(
+        plan, batch, hardware, optimizer, simulate, calibration, time_limit_s, policy, disabled
+    ).report
+
+
+@dataclass
+class Priced:
+    """A planned batch: the EXPLAIN report, the optimizer's plan (None without hardware) and the
+    execution plan the runtime follows."""
+
+    report: dict[str, Any]
+    physical: PhysicalPlan | None
+    execution: ExecutionPlan
 
 
 def physical_plan(
@@ -58,16 +78,18 @@ def physical_plan(
     time_limit_s: float = 10.0,
     policy: BatchPolicy | None = None,
     simulate: bool = False,
-) -> tuple[dict[str, Any], PhysicalPlan]:
-    """The report and the physical plan for the runtime (`simulate`: with the report's simulation block)."""
-    return _run(plan, batch, hardware, optimizer, simulate, calibration, time_limit_s, policy)
+    disabled: Iterable[str] = (),
+) -> Priced:
+    """Plan the batch for `hardware` (`simulate`: with the report's simulation block)."""
+    return _run(plan, batch, hardware, optimizer, simulate, calibration, time_limit_s, policy, disabled)
 
 
-def _run(plan, batch, hardware, method, sim, calibration, time_limit_s, policy):
+def _run(plan, batch, hardware, method, sim, calibration, time_limit_s, policy, disabled) -> Priced:
     cal = calibration or Calibration()
+    off = check_names(disabled)
     report = logical_report(plan, batch)
-    cplan = consolidate(plan, batch, cal)
-    costed, report["batching"] = batched_estimate(cplan, hardware, cal, policy)
+    cplan = consolidate(plan, batch, cal, merge="merge" not in off)
+    costed, report["batching"] = batched_estimate(cplan, hardware, cal, policy, fuse="fusion" not in off)
     _annotate(report, cplan, costed)
     report["calibration"] = {
         "path": cal.path,
@@ -93,18 +115,35 @@ def _run(plan, batch, hardware, method, sim, calibration, time_limit_s, policy):
                 "text": f"Simulation ({r.label}): makespan {r.makespan:.2f} s, "
                 f"{r.throughput or 0:.2f} inputs/s, {r.switches} model switch(es)",
             }
-    return report, physical
+    xplan = _execution(plan, cplan, costed.policy, physical, off)
+    report["execution"] = xplan.as_dict()
+    return Priced(report, physical, xplan)
+
+
+def _execution(plan, cplan, policy, physical: PhysicalPlan | None, off: set[str]) -> ExecutionPlan:
+    """The execution plan: operators by planned start, LLM nodes on their placed devices, the planned
+    model loads as residency steps."""
+    if physical is None:
+        return execution.build(plan, cplan, policy, disabled=off)
+    placed = sorted(physical.placements, key=lambda p: (p.start, p.order))
+    ops = {op.id: op for op in plan.nodes()}
+    placement = {p.task: list(p.devices) for p in placed if p.task in ops and ops[p.task].kind == "llm"}
+    residency = [
+        execution.ModelStep(m.device, m.model, round(m.start, 4), tuple(m.evicted))
+        for m in sorted(physical.loads, key=lambda m: (m.device, m.start))
+    ]
+    return execution.build(plan, cplan, policy, [p.task for p in placed], placement, residency, off)
 
 
 def batched_estimate(
-    cplan: ConsolidatedPlan, hardware, cal: Calibration, policy: BatchPolicy | None
+    cplan: ConsolidatedPlan, hardware, cal: Calibration, policy: BatchPolicy | None, fuse: bool = True
 ) -> tuple[CostedPlan, dict[str, Any]]:
     """Cost the plan under `policy`, or under the candidate policy whose LLM groups take least time."""
     if policy is not None:
-        costed = estimate(cplan, hardware, cal, policy)
+        costed = estimate(cplan, hardware, cal, policy, fuse)
         how = "given"
     else:
-        tried = [estimate(cplan, hardware, cal, p) for p in candidates()]
+        tried = [estimate(cplan, hardware, cal, p, fuse) for p in candidates()]
         llm = [sum(g.seconds for g in c.groups.values() if g.kind == "llm") for c in tried]
         best = min(range(len(tried)), key=lambda i: (round(llm[i], 3), i))  # ties: the smaller batch
         costed = tried[best]

@@ -46,11 +46,18 @@ class BatchFormation:
             unstarted.get(n, 0) <= 0 for n in group
         )
 
-    def next_batch(self, unstarted: Mapping[str, int], resident: Collection[str], idle: bool) -> list[Any]:
-        """The next engine batch (empty: wait). When no node is ready and nothing else is in flight (`idle`),
-        the largest queue goes anyway. Among ready nodes: a `resident` model first, then plan priority;
-        its ready siblings join the batch."""
-        nodes = [n for n, q in self.queues.items() if q]
+    def next_batch(
+        self,
+        unstarted: Mapping[str, int],
+        resident: Collection[str],
+        idle: bool,
+        nodes: Collection[str] | None = None,
+    ) -> list[Any]:
+        """The next engine batch of `nodes` (None: any; empty result: wait). When no node is ready and
+        nothing else is in flight (`idle`), the largest queue goes anyway. Among ready nodes: a `resident`
+        model first, then plan priority; its ready siblings join the batch."""
+        allowed = self.queues.keys() if nodes is None else nodes
+        nodes = [n for n, q in self.queues.items() if q and n in allowed]
         ready = [n for n in nodes if self.ready(n, unstarted)]
         if not ready:
             if not idle or not nodes:

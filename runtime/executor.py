@@ -17,7 +17,7 @@ from __future__ import annotations
 import queue
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -25,36 +25,31 @@ from typing import Any
 import networkx as nx
 
 from halo.batch import RowError
-from halo.batching import BatchPolicy, fusion_sets
 from halo.consolidate import call_key
-from halo.plan import LogicalPlan, OpNode, evaluate
+from halo.execution import ExecutionPlan
+from halo.plan import OpNode, evaluate
 from halo.runtime import structured
 from halo.runtime.batch_formation import BatchFormation
 from halo.runtime.call_cache import Call, CallCache
 from halo.runtime.engines.base import Engine, GenResult
 from halo.runtime.journal import Journal
-from halo.runtime.kv_retention import kv_retention
 from halo.runtime.llm_requests import build_request, expected_tokens, retryable
 from halo.runtime.records import rejected_record
 from halo.runtime.stats import NodeStats, RunStats
 from halo.runtime.toolbox import Toolbox
 
+WAIT = object()  # a row source yields this when it has no row now but may have later (`halo serve`)
+WAIT_POLL_S = 0.02
+
 
 @dataclass
 class RunOptions:
-    """How to execute. The defaults are Halo's; the baselines switch parts off."""
+    """How to execute, apart from the plan: bounds, workers, retries, resume."""
 
-    merge: bool = True  # serve identical calls once (memo + in-flight coalescing)
     window: int = 512  # inputs in flight (bounds memory)
-    max_batch: int = BatchPolicy.max_batch  # LLM requests per engine call
-    batch_tokens: int = BatchPolicy.batch_tokens  # LLM micro-batch budget: prompt + expected output tokens
     tool_workers: int = 8
-    operator_at_a_time: bool = False  # barrier between operators (the operator-at-a-time baseline)
-    prefix_keys: bool = True  # tell the engine which requests share a prefix
     repair: bool = True  # one repair retry for invalid structured output
     llm_retries: int = 1
-    priority: list[str] = field(default_factory=list)  # node order from the physical plan
-    kv_ttl_s: float | None = 30.0  # keep an LLM call's KV this long for a follow-up (None/0: off)
     memo_bytes: int = 64 * 2**20  # results kept in memory, by JSON size (the journal keeps them all)
     retry_in_doubt: bool = False  # on resume, run again a side effect that may have run (idempotent ones)
 
@@ -71,50 +66,56 @@ class _Input:
 
 
 class Executor:
+    """Runs an `ExecutionPlan`: `engines` is one engine for every device, or one per device of the
+    placement (an LLM node goes to the engines of its devices; one with no placed device to all)."""
+
     def __init__(
         self,
-        plan: LogicalPlan,
-        engine: Engine | None,
+        xplan: ExecutionPlan,
+        engines: Engine | Mapping[str, Engine] | None,
         toolbox: Toolbox,
         journal: Journal,
         options: RunOptions | None = None,
     ):
-        self.plan, self.engine, self.tools, self.journal = plan, engine, toolbox, journal
+        self.xplan, self.plan, self.tools, self.journal = xplan, xplan.logical, toolbox, journal
+        plan = self.plan
         self.opt = options or RunOptions()
         self.ops = {op.id: op for op in plan.nodes()}
-        rank = {n: i for i, n in enumerate(self.opt.priority)}
-        self.order = sorted(self.ops, key=lambda n: rank.get(n, len(rank)))
+        self.order = list(xplan.order)
         self.rank = {n: i for i, n in enumerate(self.order)}
-        # Nodes that share engine batches wait for each other (the plan's fusion sets; not in the baseline).
-        siblings = (
-            {}
-            if self.opt.operator_at_a_time
-            else {n: [m for m in group if m != n] for group in fusion_sets(plan) for n in group}
-        )
+        self.graph = plan.graph.copy()
+        self.graph.add_edges_from(xplan.order_edges, order=True)
+        # Nodes that share engine batches wait for each other (the plan's fusion sets, priced as shared).
+        siblings = {n: [m for m in group if m != n] for group in xplan.fusion_sets for n in group}
         llm = [n for n, op in self.ops.items() if op.kind == "llm"]
+        policy = xplan.policy
         self.batches = BatchFormation(
-            self.opt.max_batch,
-            self.opt.batch_tokens,
+            policy.max_batch,
+            policy.batch_tokens,
             siblings,
             self.rank,
             {n: self.ops[n].model for n in llm},
             self._expected_tokens,
         )
-        self.retain_s = kv_retention(plan, self.opt.kv_ttl_s)
+        self.prefix_nodes = set(xplan.prefix_nodes)
+        self.retain_s = dict(xplan.kv_retention)
+        self.slots, self.routes = _slots(engines, xplan.placement, llm)
+        self.engine = self.slots[0][1] if self.slots else None
         self.candidates: list[tuple[int, str]] = []
-        self.topo = [op.id for op in plan.nodes()]
+        self.topo = list(nx.lexicographical_topological_sort(self.graph, key=self.rank.__getitem__))
         self.level = {n: i for i, n in enumerate(self.topo)}
         # Operator at a time: node i opens once nodes 0..i-1 (topological order) are done for every input;
         # instances of a node that is not open yet are parked on it until it opens.
         self.opened = 0
         self.parked: dict[str, list[int]] = defaultdict(list)
-        self.preds = {n: set(plan.graph.predecessors(n)) for n in self.ops}
-        self.desc = {n: nx.descendants(plan.graph, n) for n in self.ops}
+        self.preds = {n: set(self.graph.predecessors(n)) for n in self.ops}
+        self.succs = {n: list(self.graph.successors(n)) for n in self.ops}
+        self.desc = {n: nx.descendants(self.graph, n) for n in self.ops}
         self.stats = RunStats(nodes={n: NodeStats() for n in self.ops})
         self.events: queue.Queue = queue.Queue()
         self.pool = ThreadPoolExecutor(max(1, self.opt.tool_workers), thread_name_prefix="halo-tool")
-        self.gpu = ThreadPoolExecutor(1, thread_name_prefix="halo-engine")
-        self.engine_busy = False
+        self.gpu = ThreadPoolExecutor(max(1, len(self.slots)), thread_name_prefix="halo-engine")
+        self.busy: set[int] = set()  # slots with a batch in flight
         self.inputs: dict[int, _Input] = {}
         self.cache = CallCache(journal, self.opt.memo_bytes)
         self.finished: list[int] = []  # rows whose every node is done, not yet flushed
@@ -141,17 +142,21 @@ class Executor:
         self.cache.resuming = self.journal.has_calls() or self.stats.resumed > 0
         source: Iterable = self._fresh(rows)
         window = self.opt.window
-        if self.opt.operator_at_a_time:
+        if self.xplan.barrier:
             source = list(source)
             window = self.total_inputs = len(source)
         it = iter(source)
         exhausted = False
         try:
             while True:
+                waiting = False  # the source has no row now (WAIT): handle events, then ask again
                 while not exhausted and len(self.inputs) < max(window, 1):
                     nxt = next(it, None)
                     if nxt is None:
                         exhausted = True
+                        break
+                    if nxt is WAIT:
+                        waiting = True
                         break
                     self._admit(*nxt)
                 self._dispatch()
@@ -161,23 +166,30 @@ class Executor:
                 if self.outstanding == 0:
                     if exhausted:
                         raise RuntimeError(f"executor stalled with {len(self.inputs)} unfinished inputs")
+                    if waiting:
+                        time.sleep(WAIT_POLL_S)
                     continue
-                kind, payload = self.events.get()
+                try:
+                    kind, payload = self.events.get(timeout=WAIT_POLL_S if waiting else None)
+                except queue.Empty:
+                    continue
                 self.outstanding -= 1
                 self._handle(kind, payload, sink, on_progress)
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.gpu.shutdown(wait=True, cancel_futures=True)
         self.stats.seconds = time.perf_counter() - self.t0
-        if self.engine is not None:
-            self.stats.substitutions = dict(getattr(self.engine, "substitutions", {}))
+        for _, engine in self.slots:
+            self.stats.substitutions.update(getattr(engine, "substitutions", {}))
         return self.stats
 
     def _fresh(self, rows: Iterable) -> Iterable[tuple[int, dict[str, Any]]]:
         """The rows not finished in the journal; a rejected row (a RowError) is journaled as its record."""
         done = self.journal.is_finished if self.cache.resuming else (lambda row: False)
         for item in rows:
-            if isinstance(item, RowError):
+            if item is WAIT:
+                yield item
+            elif isinstance(item, RowError):
                 self.stats.rejected += 1
                 if not done(item.row):
                     self.journal.put_output(item.row, rejected_record(item.row, item.reason))
@@ -203,7 +215,7 @@ class Executor:
         """
         rank = self.rank
         while True:  # a call served from memory (or the journal) finishes at once and adds its successors
-            if self.opt.operator_at_a_time:
+            if self.xplan.barrier:
                 self._open_nodes()
             if not self.candidates:
                 break
@@ -215,7 +227,7 @@ class Executor:
                     continue
                 if any(p in inp.todo for p in self.preds[node]):
                     continue
-                if self.opt.operator_at_a_time and self.level[node] > self.opened:
+                if self.xplan.barrier and self.level[node] > self.opened:
                     self.parked[node].append(row)
                     continue
                 self._start(inp, node)
@@ -235,7 +247,7 @@ class Executor:
         inp.running.add(node)
         self.unstarted[node] -= 1
         try:
-            key = call_key(op, inp.env) if self.opt.merge else None
+            key = call_key(op, inp.env) if self.xplan.merge else None
         except Exception as e:  # rendering failed: a missing upstream value
             self._finish(inp.row, node, None, f"cannot prepare call: {e}")
             return
@@ -254,7 +266,7 @@ class Executor:
         call = Call(node, key, [(inp.row, node)])
         self.cache.open(call)
         if op.kind == "llm":
-            call.request = build_request(op, inp.env, self.opt.prefix_keys, self.retain_s.get(node))
+            call.request = build_request(op, inp.env, node in self.prefix_nodes, self.retain_s.get(node))
             self.batches.add(call)
         else:
             env = inp.env
@@ -294,29 +306,34 @@ class Executor:
     # -- the engine --------------------------------------------------------------------------------------
 
     def _kick_engine(self) -> None:
-        """Give the idle engine the next micro-batch (`BatchFormation.next_batch`)."""
-        if self.engine_busy or self.engine is None:
-            return
-        batch = self.batches.next_batch(
-            self.unstarted, set(self.engine.resident_models()), idle=self.outstanding == 0
-        )
-        if not batch:
-            return
-        self.engine_busy = True
-        self.outstanding += 1
-        self.gpu.submit(self._run_engine, self.ops[batch[0].node].model, batch)
+        """Give each idle engine the next micro-batch of the nodes routed to it (`BatchFormation.next_batch`)."""
+        for slot, (_, engine) in enumerate(self.slots):
+            if slot in self.busy:
+                continue
+            batch = self.batches.next_batch(
+                self.unstarted,
+                set(engine.resident_models()),
+                idle=self.outstanding == 0,
+                nodes=self.routes[slot],
+            )
+            if not batch:
+                continue
+            self.busy.add(slot)
+            self.outstanding += 1
+            self.gpu.submit(self._run_engine, slot, self.ops[batch[0].node].model, batch)
 
     def _expected_tokens(self, call: Call) -> int:
         return expected_tokens(self.ops[call.node], call.request, self.stats.nodes[call.node].output_tokens)
 
-    def _run_engine(self, model: str, batch: list[Call]) -> None:
+    def _run_engine(self, slot: int, model: str, batch: list[Call]) -> None:
         """Run one batch; requests that failed for a reason that may pass (an engine error, a timeout; not an
         invalid request or a greedy reply cut at max_tokens) are sent again, up to `llm_retries` times."""
+        engine = self.slots[slot][1]
         start = time.perf_counter()
         load_s = 0.0
         results: list[GenResult] = []
         try:
-            load_s = self.engine.load(model)
+            load_s = engine.load(model)
             pending = list(range(len(batch)))
             results = [GenResult.failed("not run")] * len(batch)
         except Exception as e:  # the model did not load: every request of the batch fails
@@ -327,9 +344,7 @@ class Executor:
             if attempt:
                 time.sleep(0.2 * 2 ** (attempt - 1))
             try:
-                for i, r in zip(
-                    pending, self.engine.generate([batch[i].request for i in pending]), strict=True
-                ):
+                for i, r in zip(pending, engine.generate([batch[i].request for i in pending]), strict=True):
                     results[i] = r
             except Exception as e:  # the engine itself failed: every pending request fails this attempt
                 for i in pending:
@@ -337,7 +352,7 @@ class Executor:
             pending = [
                 i for i in pending if results[i].error and retryable(batch[i].request, results[i].error)
             ]
-        self.events.put(("llm", (batch, results, load_s, start, time.perf_counter())))
+        self.events.put(("llm", (slot, batch, results, load_s, start, time.perf_counter())))
 
     # -- completions -------------------------------------------------------------------------------------
 
@@ -350,8 +365,8 @@ class Executor:
             st.span(start - self.t0, end - self.t0)
             self._complete(call, value, error)
         else:
-            batch, results, load_s, start, end = payload
-            self.engine_busy = False
+            slot, batch, results, load_s, start, end = payload
+            self.busy.discard(slot)
             if load_s > 0:
                 self.stats.model_loads += 1
                 self.stats.load_seconds += load_s
@@ -362,6 +377,8 @@ class Executor:
             self.stats.record_batch(
                 {
                     "model": self.ops[batch[0].node].model,
+                    "device": self.slots[slot][0],
+                    "load_s": load_s,
                     "nodes": dict(members),
                     "n": len(batch),
                     "prompt_tokens": sum(r.prompt_tokens for r in results),
@@ -423,7 +440,7 @@ class Executor:
         self.done_count[node] += 1
         if error is None:
             inp.env[node] = value
-            self.candidates.extend((row, s) for s in self.plan.graph.successors(node))
+            self.candidates.extend((row, s) for s in self.succs[node])
         else:
             self._fail(inp, node, error)
         if not inp.todo and not inp.running:
@@ -464,3 +481,29 @@ class Executor:
             except KeyError:
                 out[key] = None
         return out
+
+
+def _slots(
+    engines: Engine | Mapping[str, Engine] | None, placement: Mapping[str, list[str]], llm: list[str]
+) -> tuple[list[tuple[str, Engine]], list[set[str]]]:
+    """The distinct engines as (device names, engine) and, per engine, the LLM nodes it runs: those placed
+    on one of its devices; a node placed on none of the given devices runs on every engine."""
+    if engines is None:
+        return [], []
+    by_device = {"local": engines} if isinstance(engines, Engine) else dict(engines)
+    slots: list[tuple[str, Engine]] = []
+    devices: list[set[str]] = []
+    for dev, engine in by_device.items():
+        same = next((i for i, (_, e) in enumerate(slots) if e is engine), None)
+        if same is None:
+            slots.append((dev, engine))
+            devices.append({dev})
+        else:
+            slots[same] = (f"{slots[same][0]}+{dev}", engine)
+            devices[same].add(dev)
+    routes: list[set[str]] = [set() for _ in slots]
+    for n in llm:
+        hit = [i for i, devs in enumerate(devices) if devs & set(placement.get(n, ()))]
+        for i in hit or range(len(slots)):
+            routes[i].add(n)
+    return slots, routes

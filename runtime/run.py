@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from halo.errors import HaloError
+from halo.execution import ExecutionPlan
 from halo.plan import LogicalPlan
 from halo.runtime.engines import make_engine
 from halo.runtime.executor import Executor, RunOptions
@@ -39,7 +40,7 @@ def fingerprint(plan: LogicalPlan, sources: Iterable[str], input_path: str | Pat
 
 
 def execute(
-    plan: LogicalPlan,
+    xplan: ExecutionPlan,
     rows: Iterable[tuple[int, dict[str, Any]]],
     output: str | Path,
     fp: str,
@@ -49,7 +50,7 @@ def execute(
     resume: bool = False,
     progress=None,
 ) -> RunResult:
-    """Run the plan over `rows`, one JSON record per input in `output`.
+    """Run the execution plan over `rows`, one JSON record per input in `output`.
 
     `rows` yields (row, params) and, for rows that failed validation, `RowError`s (they get a record too).
     Records stream to `output` as inputs finish; at the end the file is rewritten from the journal in row
@@ -57,7 +58,7 @@ def execute(
     and the output file is rebuilt from the journal first, so no record is lost or duplicated.
     """
     output = Path(output)
-    tools = Toolbox(plan)
+    tools = Toolbox(xplan.logical)
     problems = tools.check()
     if problems:  # refused before the journal or the output is touched
         tools.close()
@@ -71,7 +72,7 @@ def execute(
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         _rebuild(journal, output)
-        stats = _stream(plan, rows, output, journal, tools, engine, engine_options, options, progress)
+        stats = _stream(xplan, rows, output, journal, tools, engine, engine_options, options, progress)
         _rebuild(journal, output)
         failed = journal.count_failed()
     finally:
@@ -89,7 +90,7 @@ def _rebuild(journal: Journal, output: Path) -> None:
 
 
 def _stream(
-    plan: LogicalPlan,
+    xplan: ExecutionPlan,
     rows,
     output: Path,
     journal: Journal,
@@ -101,7 +102,7 @@ def _stream(
 ) -> RunStats:
     """Run the executor, appending each record to `output` as its input finishes; closes the tools."""
     try:
-        needs_llm = any(op.kind == "llm" for op in plan.nodes())
+        needs_llm = any(op.kind == "llm" for op in xplan.logical.nodes())
         llm = make_engine(engine, **(engine_options or {})) if needs_llm else None
     except BaseException:
         tools.close()
@@ -113,7 +114,7 @@ def _stream(
                 f.write(record + "\n")
                 f.flush()
 
-            return Executor(plan, llm, tools, journal, options).run(rows, sink, progress)
+            return Executor(xplan, llm, tools, journal, options).run(rows, sink, progress)
     finally:
         tools.close()
         if llm is not None:

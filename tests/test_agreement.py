@@ -3,8 +3,8 @@ the cost model priced.
 
 For each LLM node, the run's engine batches that hold its calls have the sizes the estimate lists
 (`breakdown.engine_batches`: the sizes of the batches its fusion set shares), the nodes it shares them
-with are its `fused_with`, and it runs the distinct calls the merge step counted. The run uses the batch
-policy and the operator priority of the physical plan, as `halo run --hardware` does.
+with are its `fused_with`, and it runs the distinct calls the merge step counted. The run executes the
+planned `ExecutionPlan`, as `halo run` does, and the executor's operator priority is the plan's order.
 
 Operator order is not compared batch by batch: the runtime follows the plan's priority among the nodes
 whose batches are ready at the same moment and otherwise runs what is ready (it never idles the
@@ -20,17 +20,15 @@ from collections import defaultdict
 import pytest
 
 from halo import batch as batches
-from halo.bench import MODES
-from halo.pipeline import explain_report
-from halo.runtime.executor import RunOptions
+from halo.pipeline import physical_plan
 from halo.runtime.run import execute
 from tests.test_differential import WORKLOADS, _first_rows, _workload_plan, workload_dbs  # noqa: F401
 
 ROWS = 8
 
 
-def _planned(report: dict) -> tuple[dict[str, dict], RunOptions]:
-    """Per LLM node: batch sizes, fused nodes and distinct calls as priced; the run options planned."""
+def _priced(report: dict) -> dict[str, dict]:
+    """Per LLM node: batch sizes, fused nodes and distinct calls as priced."""
     nodes = {n["id"]: n for n in report["nodes"]}
     priced = {
         nid: {
@@ -42,13 +40,7 @@ def _planned(report: dict) -> tuple[dict[str, dict], RunOptions]:
         for nid, n in nodes.items()
         if n["kind"] == "llm"
     }
-    order = [
-        n["id"] for n in sorted(report["nodes"], key=lambda n: (n.get("placement") or {}).get("start", 0))
-    ]
-    b = report["batching"]
-    return priced, RunOptions(
-        **MODES["halo"], priority=order, max_batch=b["max_batch"], batch_tokens=b["batch_tokens"]
-    )
+    return priced
 
 
 def _ran(engine_batches: list[dict]) -> dict[str, dict]:
@@ -65,19 +57,15 @@ def _ran(engine_batches: list[dict]) -> dict[str, dict]:
 def test_engine_batches_are_the_priced_batches(path, workload_dbs, tmp_path):  # noqa: F811
     plan = _workload_plan(path, workload_dbs)
     rows = _first_rows(path, plan, ROWS)
-    report = explain_report(
+    planned = physical_plan(
         plan, batches.Batch(rows=rows), hardware="H100", optimizer="heuristic", time_limit_s=1
     )
-    priced, options = _planned(report)
+    priced, xplan = _priced(planned.report), planned.execution
+    starts = [p.task for p in sorted(planned.physical.placements, key=lambda p: (p.start, p.order))]
+    assert xplan.order == starts + [n for n in xplan.order if n not in starts]
     sent: list = []
     result = execute(
-        plan,
-        rows,
-        tmp_path / "out.jsonl",
-        "fp",
-        engine="fake",
-        engine_options={"batches": sent},
-        options=options,
+        xplan, rows, tmp_path / "out.jsonl", "fp", engine="fake", engine_options={"batches": sent}
     )
     ran = _ran(result.stats.engine_batches)
     assert [len(b) for b in sent] == [b["n"] for b in result.stats.engine_batches]

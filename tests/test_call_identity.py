@@ -13,8 +13,8 @@ import pytest
 from halo import plan as plans
 from halo.check import check
 from halo.consolidate import call_key
+from halo.execution import for_mode
 from halo.program import load_source
-from halo.runtime.executor import RunOptions
 from halo.runtime.run import execute
 
 ENV = {"q": "a", "n": 1, "u": "c"}
@@ -154,7 +154,7 @@ def test_http_query_values_keep_calls_apart_end_to_end(tmp_path: Path, echo):
     plan = plans.build(check(load_source(src, str(tmp_path / "w.halo"))))
     rows = [(1, {"unit": "c"}), (2, {"unit": "f"}), (3, {"unit": "c"}), (4, {"unit": "k"})]
     out = tmp_path / "out.jsonl"
-    result = execute(plan, rows, out, "fp", options=RunOptions())
+    result = execute(for_mode(plan, "halo"), rows, out, "fp")
     got = {
         r["row"]: r["outputs"]["r"]["query"]["unit"] for r in map(json.loads, out.read_text().splitlines())
     }

@@ -178,8 +178,9 @@ def test_explain_report_has_the_new_keys():
     )
     no_hw = explain_report(plan, batch)
     assert "optimizer" not in no_hw and no_hw["totals"]["device"] == "H100-SXM"
-    _, physical = physical_plan(plan, batch, "H100", optimizer="heuristic", time_limit_s=1.0)
-    assert {p.task for p in physical.placements} == {"x", "r", "y"}
+    priced = physical_plan(plan, batch, "H100", optimizer="heuristic", time_limit_s=1.0)
+    assert {p.task for p in priced.physical.placements} == {"x", "r", "y"}
+    assert priced.execution.placement == {"x": ["gpu0"], "y": ["gpu0"]}  # LLM nodes, where placed
 
 
 @pytest.mark.parametrize(("text", "message"), [("2 x", "cannot parse"), ("3 x Foo", "unknown device 'Foo'")])

@@ -24,6 +24,7 @@ from halo import batch as batches
 from halo import plan as plans
 from halo.bench import MODES, run_mode
 from halo.check import check
+from halo.execution import for_mode
 from halo.program import load, load_source
 from halo.runtime.engines import GenRequest
 from halo.runtime.engines.fake import FakeEngine
@@ -93,13 +94,13 @@ def _records(path: Path) -> list[dict]:
     ]
 
 
-def _run(plan, rows, workdir: Path, mode: str, priority: list[str], engine: str):
+def _run(plan, rows, workdir: Path, mode: str, engine: str):
     """One mode's run under a watchdog (a stalled executor fails the test instead of hanging it)."""
     box: dict = {}
 
     def go() -> None:
         try:
-            box["res"] = run_mode(plan, rows, workdir, "diff", engine, {}, mode, priority)
+            box["res"] = run_mode(for_mode(plan, "halo"), rows, workdir, "diff", engine, {}, mode)
         except BaseException as e:  # reported below with the mode
             box["error"] = e
 
@@ -119,7 +120,7 @@ def run_three(plan, rows, workdir: Path, dump_db, engine: str = "fake") -> dict[
     out = {}
     for mode in MODES:
         diff_funcs.CALLS.clear()
-        res = _run(plan, rows, workdir, mode, [], engine)
+        res = _run(plan, rows, workdir, mode, engine)
         dbs = {p.name: dump_db(p) for p in sorted((workdir / f"{mode}.db").glob("*.duckdb"))}
         out[mode] = {"records": _records(res.output), "dbs": dbs, "py_calls": dict(diff_funcs.CALLS)}
     return out

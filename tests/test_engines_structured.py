@@ -10,10 +10,10 @@ import pytest
 
 from halo import plan as plans
 from halo.check import check
+from halo.execution import for_mode
 from halo.program import load_source
 from halo.runtime.engines import SMOLLM2_ID, GenRequest, make_engine
 from halo.runtime.engines.hf import _grammars
-from halo.runtime.executor import RunOptions
 from halo.runtime.run import execute
 
 pytestmark = pytest.mark.slow
@@ -93,7 +93,7 @@ def test_schema_compiles_once_and_bad_schema_fails_alone(engine):
 
 def _run(plan, rows, tmp_path: Path) -> tuple[int, list[dict]]:
     out = tmp_path / "out.jsonl"
-    result = execute(plan, rows, out, "fp", options=RunOptions())
+    result = execute(for_mode(plan, "halo"), rows, out, "fp")
     return result.stats.failed, [json.loads(line) for line in out.read_text().splitlines()]
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from halo import plan as plans
 from halo.check import check
+from halo.execution import for_mode
 from halo.prefix import prefix_key
 from halo.program import load_source
 from halo.runtime.batch_formation import BatchFormation
@@ -201,7 +202,8 @@ def _execute(tmp_path, plan, engine, rows, retries: int) -> list[str]:
     journal = Journal(tmp_path / "j", "fp", resume=False)
     out: list[str] = []
     try:
-        Executor(plan, engine, Toolbox(plan), journal, RunOptions(llm_retries=retries)).run(rows, out.append)
+        x = for_mode(plan, "halo")
+        Executor(x, engine, Toolbox(plan), journal, RunOptions(llm_retries=retries)).run(rows, out.append)
     finally:
         journal.close()
     return out

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from plans import split
 
 from halo import api
+from halo.execution import for_mode
+from halo.kv_retention import kv_retention
 from halo.runtime.engines import SMOLLM2_ID, GenRequest, make_engine
-from halo.runtime.executor import RunOptions
-from halo.runtime.kv_retention import kv_retention
 from halo.runtime.run import execute
 
 pytestmark = pytest.mark.slow
@@ -142,8 +143,8 @@ def test_rule_fires_for_a_then_tool_then_b(tmp_path):
 def test_executor_retains_across_the_sql_call(tmp_path):
     plan = build(tmp_path)
     rows = [(1, {"q": "Which table holds order totals?"}), (2, {"q": "Name a customer column."})]
-    on = execute(plan, rows, tmp_path / "on.jsonl", "fp", options=RunOptions())
-    off = execute(plan, rows, tmp_path / "off.jsonl", "fp", options=RunOptions(kv_ttl_s=None))
+    on = execute(for_mode(plan, "halo"), rows, tmp_path / "on.jsonl", "fp")
+    off = execute(split(plan, kv=False)[0], rows, tmp_path / "off.jsonl", "fp")
     cached_on, cached_off = on.stats.nodes["b"].cached_tokens, off.stats.nodes["b"].cached_tokens
     assert cached_off > 0  # the prefix-key group already shares the system prompt
     assert cached_on >= cached_off + 2 * 8  # retention adds each input's own first prompt (>= 8 tokens)

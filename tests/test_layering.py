@@ -38,7 +38,16 @@ MODULE_LAYERS = {
         "halo.models",
     },
     "front end": {"halo.parser", "halo.program", "halo.check", "halo.plan", "halo.batch"},
-    "logical": {"halo.consolidate", "halo.prefix", "halo.tokens", "halo.batching", "halo.calibration"},
+    "logical": {
+        "halo.consolidate",
+        "halo.prefix",
+        "halo.tokens",
+        "halo.batching",
+        "halo.calibration",
+        "halo.kv_retention",
+        "halo.rules",
+        "halo.execution",
+    },
     "cost": {"halo.cost"},
     # `halo` itself is top: its namespace exports the library API (`halo.api`).
     "top": {

@@ -6,11 +6,10 @@ import json
 
 import duckdb
 import pytest
+from plans import split
 
 from halo import api
-from halo.bench import MODES
 from halo.explain import logical_report, render_dot, render_text
-from halo.runtime.executor import RunOptions
 from halo.runtime.run import execute
 
 SRC = """workflow w(item: int, label: text) {
@@ -87,7 +86,8 @@ def test_a_read_after_an_insert_sees_the_row_in_every_mode(tmp_path, mode):
     plan = build(src, str(tmp_path / "w.halo"))
     rows = [(i + 1, {"item": i, "label": f"n{i}"}) for i in range(12)]
     out = tmp_path / "out.jsonl"
-    execute(plan, rows, out, f"fp-{mode}", options=RunOptions(**MODES[mode]))
+    x, options = split(plan, mode)
+    execute(x, rows, out, f"fp-{mode}", options=options)
     records = {r["row"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert len(records) == 12 and all(r["error"] is None for r in records.values())
     assert {r["row"]: r["outputs"] for r in records.values()} == {

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from plans import split
 
 from halo import api
-from halo.runtime.executor import RunOptions
 from halo.runtime.run import execute
 
 FIXTURES = Path(__file__).parent / "runtime_fixtures"
@@ -38,7 +38,8 @@ def records(path: Path) -> dict[int, dict]:
 
 def run(plan, rows, tmp_path, name="out.jsonl", **opts):
     out = tmp_path / name
-    result = execute(plan, rows, out, "fp", options=RunOptions(**opts))
+    x, options = split(plan, **opts)
+    result = execute(x, rows, out, "fp", options=options)
     return result, records(out)
 
 
@@ -366,7 +367,8 @@ def test_nodes_that_share_batches_wait_for_a_slower_sibling(tmp_path):
 
 
 def test_memory_stays_bounded_by_the_window(tmp_path, shop):
-    from halo.runtime.executor import Executor
+    from halo.execution import for_mode
+    from halo.runtime.executor import Executor, RunOptions
     from halo.runtime.journal import Journal
     from halo.runtime.toolbox import Toolbox
 
@@ -382,7 +384,11 @@ def test_memory_stays_bounded_by_the_window(tmp_path, shop):
     )
     rows = ((i + 1, {"item": i % 50}) for i in range(3000))  # a generator: never materialised
     ex = Executor(
-        plan, None, Toolbox(plan), Journal(tmp_path / "j", "fp", resume=False), RunOptions(window=32)
+        for_mode(plan, "halo"),
+        None,
+        Toolbox(plan),
+        Journal(tmp_path / "j", "fp", resume=False),
+        RunOptions(window=32),
     )
     peak, seen = [0], [0]
 

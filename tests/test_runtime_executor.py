@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from halo.batch import RowError
-from halo.runtime.executor import RunOptions
+from halo.execution import for_mode
 from halo.runtime.records import dumps
 from halo.runtime.run import execute
 
@@ -156,7 +156,7 @@ def test_nan_infinity_and_lone_surrogates_give_valid_json(tmp_path):
     )
     rows = [(1, {"k": 1, "s": "x\ud800y"}), (2, {"k": 2, "s": "ok"}), (3, {"k": 3, "s": "\udfff"})]
     out = tmp_path / "out.jsonl"
-    execute(plan, rows, out, "fp", options=RunOptions())
+    execute(for_mode(plan, "halo"), rows, out, "fp")
     text = out.read_text(encoding="utf-8")
     got = [json.loads(line) for line in text.splitlines()]  # strict: json.loads rejects nothing here...
     assert "NaN" not in text and "Infinity" not in text  # ...so check the literals are absent

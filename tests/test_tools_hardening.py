@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import duckdb
 import pytest
 from pg import postgres_dsn  # noqa: F401  (session fixture)
+from plans import split
 
 from halo import api
 from halo import plan as plans
@@ -20,7 +21,6 @@ from halo import urls as url
 from halo.check import check
 from halo.errors import HaloError
 from halo.program import load_source
-from halo.runtime.executor import RunOptions
 from halo.runtime.run import execute
 from halo.runtime.toolbox import Toolbox
 from halo.runtime.tools.duckdb_tool import DuckDBTool
@@ -36,7 +36,8 @@ def build(src: str, tmp_path: Path):
 
 def run(plan, rows, tmp_path: Path, **opts):
     out = tmp_path / "out.jsonl"
-    result = execute(plan, rows, out, "fp", options=RunOptions(**opts))
+    x, options = split(plan, **opts)
+    result = execute(x, rows, out, "fp", options=options)
     return result, {r["row"]: r for r in map(json.loads, out.read_text().splitlines())}
 
 
