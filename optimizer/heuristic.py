@@ -149,8 +149,12 @@ def _critical(tl: Timeline) -> list[str]:
         seen.add(cur.task.id)
 
 
+STALL_TRIES = 200  # local-search neighbours in a row without improvement before it stops
+
+
 def heuristic(problem: Problem, time_budget_s: float = 1.0, seed: int = 0) -> PhysicalPlan:
-    """Plan with list scheduling plus local search; never runs much past ``time_budget_s``."""
+    """Plan with list scheduling plus local search; the search stops after ``STALL_TRIES`` neighbours in
+    a row bring no improvement, and never runs much past ``time_budget_s``."""
     t0 = time.perf_counter()
     check(problem)
     modes = {t.id: task_modes(problem, t) for t in problem.tasks}
@@ -170,15 +174,16 @@ def heuristic(problem: Problem, time_budget_s: float = 1.0, seed: int = 0) -> Ph
     if tl is not None and score(problem, *_ms_cost(tl)) < best[0] - 1e-9:
         best = (score(problem, *_ms_cost(tl)), tl, chosen, keys)
     greedy_score, crit = best[0], _critical(best[1])
-    tries = improved = 0
+    tries = improved = stale = 0
     rng = random.Random(seed)
     deadline = t0 + time_budget_s
-    while time.perf_counter() < deadline and len(problem.tasks) > 1:
+    while time.perf_counter() < deadline and len(problem.tasks) > 1 and stale < STALL_TRIES:
         cand = _neighbour(rng, problem, modes, best[1], best[2], best[3], crit)
         if cand is None:
             continue
         fixed, keys2 = cand
         tries += 1
+        stale += 1
         try:
             tl2, _ = build(problem, modes, keys2, fixed)
         except ProblemError:
@@ -188,6 +193,7 @@ def heuristic(problem: Problem, time_budget_s: float = 1.0, seed: int = 0) -> Ph
             best = (val, tl2, fixed, keys2)
             crit = _critical(tl2)
             improved += 1
+            stale = 0
     notes = [
         f"list scheduling objective {greedy_score:.6g}; local search {tries} tries, {improved} improvements"
     ]
