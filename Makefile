@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench data vllm-env test-vllm clean
+.PHONY: setup demo test test-fast lint bench data vllm-env test-vllm clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -36,6 +36,10 @@ lint: setup
 
 test: setup lint
 	$(PY) -m pytest -q
+
+# No real engine or server: the fake engine, tools, planning (a minute or two).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
 
 bench: setup data
 	$(PY) -m halo bench workloads/tpch_trident.halo --input workloads/tpch_trident.jsonl --limit 64
