@@ -338,10 +338,10 @@ def bench(
     import datetime as dt
     import json
 
-    from halo.bench import MODES, check_isolable, run_modes, table
+    from halo.bench import BENCH_MODES, check_isolable, run_modes, table
     from halo.runtime.run import fingerprint
 
-    bad = [m for m in modes if m not in MODES]
+    bad = [m for m in modes if m not in BENCH_MODES]
     if bad:
         raise ValueError(f"unknown mode(s) {', '.join(bad)}")
     check_isolable(compiled.plan)

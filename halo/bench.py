@@ -20,6 +20,10 @@ from halo.runtime.run import RunResult, execute
 from halo.runtime.tools.duckdb_tool import in_memory
 
 MODES = tuple(EXECUTION_MODES)  # the baselines and Halo, each an execution plan (halo.execution)
+# Each input on its own, every LLM call a request to a serving engine: the framework baseline
+# (halo.runtime.framework) and the same workloads written for LangGraph (bench/peers, in a checkout).
+PEERS = ("framework", "langgraph")
+BENCH_MODES = (*MODES, *PEERS)
 
 
 def machine() -> str:
@@ -132,7 +136,45 @@ def run_modes(
     """Run each mode (see run_mode) after refusing side effects no copy isolates; RunStats by mode."""
     plan = xplan.logical
     check_isolable(plan)
-    return {mode: run_mode(xplan, rows, workdir, fp, engine, engine_options, mode).stats for mode in modes}
+    out = {
+        m: run_mode(xplan, rows, workdir, fp, engine, engine_options, m).stats
+        for m in modes
+        if m not in PEERS
+    }
+    peers = [m for m in modes if m in PEERS]
+    if peers:
+        out.update(run_peers(plan, rows, workdir, engine, engine_options, peers))
+    return {m: out[m] for m in modes}
+
+
+def run_peers(
+    plan: LogicalPlan, rows, workdir: Path, engine: str, engine_options: dict, modes: list[str]
+) -> dict[str, Any]:
+    """Run the framework baseline and the LangGraph peer, each on its own copies of the DuckDB files it
+    writes, against the server(s) that serve `engine` (started and warm before the clock starts, shared by
+    the modes); RunStats by mode. Records go to `workdir/MODE.jsonl`."""
+    from halo.runtime import framework
+
+    models = sorted({op.model for op in plan.nodes() if op.kind == "llm"})
+    out = {}
+    with framework.serving(engine, engine_options, models, workdir / "servers") as (servers, model_map):
+        for mode in modes:
+            runner = framework.run if mode == "framework" else _langgraph().run
+            mplan = isolate(plan, workdir / f"{mode}.db")
+            out[mode] = runner(mplan, rows, workdir / f"{mode}.jsonl", servers, model_map)
+    return out
+
+
+def _langgraph():
+    from halo.runtime.engines import EngineUnavailable
+
+    try:
+        from bench.peers import langgraph_peer
+    except ImportError as exc:
+        raise EngineUnavailable(
+            f"mode langgraph needs bench/peers (run from a checkout) and the `peers` extra: {exc}"
+        ) from exc
+    return langgraph_peer
 
 
 def table(

@@ -434,7 +434,9 @@ def bench(
     file: Path = typer.Argument(..., help="Workflow file (.halo)"),
     input: Path = typer.Option(..., "--input", "-i"),
     limit: int | None = typer.Option(None, "--limit", min=0, help="Use only the first N valid inputs"),
-    modes: str = typer.Option("naive,opwise,halo", "--modes", help="Comma-separated: naive, opwise, halo"),
+    modes: str = typer.Option(
+        "naive,opwise,halo", "--modes", help="Comma-separated: naive, opwise, halo, framework, langgraph"
+    ),
     engine: str = typer.Option("hf", "--engine", "-e", callback=_engine_name),
     model_map: list[str] = typer.Option([], "--model-map", help="DECLARED=ACTUAL model substitution"),
     engine_opt: list[str] = typer.Option(
@@ -453,10 +455,10 @@ def bench(
     ),
 ) -> None:
     """Run a workload under the baselines and the Halo plan; print and save a markdown table."""
-    from halo.bench import MODES
+    from halo.bench import BENCH_MODES
 
     chosen = [m.strip() for m in modes.split(",") if m.strip()]
-    bad = [m for m in chosen if m not in MODES]
+    bad = [m for m in chosen if m not in BENCH_MODES]
     if bad:
         raise typer.BadParameter(f"unknown mode(s) {', '.join(bad)}")
     compiled = api.compile(file)

@@ -217,15 +217,16 @@ def serving(
 ) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
     """The OpenAI-compatible server(s) a framework would use on `engine`, started and warm; yields
     ({declared model: base URL}, model map for the requests). `openai`: the given server (`base_url`);
-    `vllm`: one `vllm serve` per model (runtime.engines.vllm.serve); any other engine: Halo's loopback
-    server over it, every model loaded first."""
+    `vllm`: one `vllm serve` per model (runtime.engines.vllm.serve), after the engines kept warm in this
+    process are shut down; any other engine: Halo's loopback server over it, every model loaded first."""
     if engine == "openai":
         url = engine_options.get("base_url", "http://127.0.0.1:8000/v1")
         yield dict.fromkeys(models, url), dict(engine_options.get("model_map") or {})
         return
     if engine == "vllm":
-        from halo.runtime.engines.vllm import serve
+        from halo.runtime.engines.vllm import release_warm, serve
 
+        release_warm()  # engines this process kept warm hold the GPU memory the servers need
         with serve(models, engine_options, log_dir) as urls:
             yield urls, {}
         return

@@ -99,3 +99,38 @@ def test_langgraph_on_the_embedded_engine(tmp_path):
         stats = langgraph_peer.run(plan, rows, tmp_path / "lg.jsonl", servers, model_map, concurrency=3)
     assert stats.inputs == 3 and stats.nodes["v1"].calls == 3
     assert stats.nodes["v2"].completion_tokens > 0 and stats.nodes["vote"].prompt_tokens > 0
+
+
+def test_halo_bench_runs_the_peer_modes(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from halo.cli import app
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # bench/peers is found from the checkout
+    res = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            str(WORKLOADS / "llm_voting.halo"),
+            "-i",
+            str(WORKLOADS / "llm_voting.jsonl"),
+            "--limit",
+            "16",
+            "--engine",
+            "fake",
+            "--modes",
+            "halo,framework,langgraph",
+            "--results",
+            str(tmp_path),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    rows = {
+        line.split("|")[1].strip(): line.split("|")
+        for line in res.output.splitlines()
+        if line.startswith("| ")
+    }
+    assert {"halo", "framework", "langgraph"} <= set(rows)
+    # 16 inputs x 4 LLM calls, none merged by the peers; Halo merges the repeated questions.
+    assert rows["framework"][4].strip() == rows["langgraph"][4].strip() == "64"
+    assert int(rows["halo"][5].replace(",", "")) > 0 and rows["framework"][5].strip() == "0"
