@@ -157,11 +157,12 @@ def run_peers(
 
     models = sorted({op.model for op in plan.nodes() if op.kind == "llm"})
     out = {}
-    with framework.serving(engine, engine_options, models, workdir / "servers") as (servers, model_map):
+    with framework.serving(engine, engine_options, models, workdir / "servers") as served:
         for mode in modes:
             runner = framework.run if mode == "framework" else _langgraph().run
             mplan = isolate(plan, workdir / f"{mode}.db")
-            out[mode] = runner(mplan, rows, workdir / f"{mode}.jsonl", servers, model_map)
+            out[mode] = runner(mplan, rows, workdir / f"{mode}.jsonl", served.servers, served.model_map)
+            served.reset()  # the next mode starts with an empty prefix cache
     return out
 
 

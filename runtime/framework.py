@@ -6,8 +6,8 @@ batching (``vllm serve``, or Halo's loopback server over the embedded engine), a
 Nothing is merged, batched or reordered across inputs, and no prefix hints are sent; the server's own
 batching and prefix cache work as they would under a framework.
 
-    with serving("hf", {}, models, log_dir) as (servers, model_map):
-        stats = run(plan, rows, "out.jsonl", servers, model_map)
+    with serving("hf", {}, models, log_dir) as served:
+        stats = run(plan, rows, "out.jsonl", served.servers, served.model_map)
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -211,24 +211,32 @@ def run(
         fw.close()
 
 
+@dataclass
+class Served:
+    """Where a framework sends its requests: {declared model: base URL}, the model names the servers know,
+    and how to empty their prefix caches between two runs (where a server offers it)."""
+
+    servers: dict[str, str]
+    model_map: dict[str, str] = field(default_factory=dict)
+    reset: Callable[[], None] = lambda: None
+
+
 @contextlib.contextmanager
-def serving(
-    engine: str, engine_options: dict, models: list[str], log_dir: Path
-) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
-    """The OpenAI-compatible server(s) a framework would use on `engine`, started and warm; yields
-    ({declared model: base URL}, model map for the requests). `openai`: the given server (`base_url`);
-    `vllm`: one `vllm serve` per model (runtime.engines.vllm.serve), after the engines kept warm in this
-    process are shut down; any other engine: Halo's loopback server over it, every model loaded first."""
+def serving(engine: str, engine_options: dict, models: list[str], log_dir: Path) -> Iterator[Served]:
+    """The OpenAI-compatible server(s) a framework would use on `engine`, started and warm. `openai`: the
+    given server (`base_url`); `vllm`: one `vllm serve` per model (runtime.engines.vllm.serve), after the
+    engines kept warm in this process are shut down; any other engine: Halo's loopback server over it, every
+    model loaded first."""
     if engine == "openai":
         url = engine_options.get("base_url", "http://127.0.0.1:8000/v1")
-        yield dict.fromkeys(models, url), dict(engine_options.get("model_map") or {})
+        yield Served(dict.fromkeys(models, url), dict(engine_options.get("model_map") or {}))
         return
     if engine == "vllm":
-        from halo.runtime.engines.vllm import release_warm, serve
+        from halo.runtime.engines.vllm import release_warm, reset_prefix_caches, serve
 
         release_warm()  # engines this process kept warm hold the GPU memory the servers need
         with serve(models, engine_options, log_dir) as urls:
-            yield urls, {}
+            yield Served(urls, {}, lambda: reset_prefix_caches(urls))
         return
     from halo.runtime.engines.serve import build_server
 
@@ -241,7 +249,7 @@ def serving(
         thread.start()
         host, port = server.server_address[:2]
         try:
-            yield dict.fromkeys(models, f"http://{host}:{port}/v1"), {}
+            yield Served(dict.fromkeys(models, f"http://{host}:{port}/v1"))
         finally:
             server.shutdown()
             server.server_close()

@@ -133,9 +133,9 @@ def test_on_the_embedded_engine_through_halos_server(tmp_path):
     wf, inputs = _workflow(tmp_path, [{"item": i, "qty": "4"} for i in ("tea", "rice", "salt", "tea")])
     plan, items = _plan_rows(wf, inputs)
     opts = {"model_map": {"Qwen/Qwen3-0.6B": SMOLLM2_ID}}
-    with framework.serving("hf", opts, ["Qwen/Qwen3-0.6B"], tmp_path) as (servers, model_map):
-        assert set(servers) == {"Qwen/Qwen3-0.6B"} and model_map == {}
-        stats = framework.run(plan, items, tmp_path / "fw.jsonl", servers, model_map, concurrency=2)
+    with framework.serving("hf", opts, ["Qwen/Qwen3-0.6B"], tmp_path) as served:
+        assert set(served.servers) == {"Qwen/Qwen3-0.6B"} and served.model_map == {}
+        stats = framework.run(plan, items, tmp_path / "fw.jsonl", served.servers, concurrency=2)
     t = stats.totals()
     assert t["inputs"] == 4 and t["calls"] >= 16
     assert stats.nodes["pitch"].completion_tokens > 0 and stats.nodes["pitch"].prompt_tokens > 20

@@ -95,8 +95,8 @@ def test_langgraph_on_the_embedded_engine(tmp_path):
     rows = batches.load(WORKLOADS / "llm_voting.jsonl", plan.params, limit=3).rows
     models = sorted({op.model for op in plan.nodes() if op.kind == "llm"})
     opts = {"model_map": dict.fromkeys(models, SMOLLM2_ID)}
-    with framework.serving("hf", opts, models, tmp_path) as (servers, model_map):
-        stats = langgraph_peer.run(plan, rows, tmp_path / "lg.jsonl", servers, model_map, concurrency=3)
+    with framework.serving("hf", opts, models, tmp_path) as served:
+        stats = langgraph_peer.run(plan, rows, tmp_path / "lg.jsonl", served.servers, concurrency=3)
     assert stats.inputs == 3 and stats.nodes["v1"].calls == 3
     assert stats.nodes["v2"].completion_tokens > 0 and stats.nodes["vote"].prompt_tokens > 0
 

@@ -17,7 +17,7 @@ Options beyond vLLM's own:
   on this platform, otherwise the active engine is shut down first.
 - ``keep_warm``: ``close()`` keeps the started engines for the next ``VLLMEngine`` of this process with the
   same options (a bench's next mode, or a run after ``halo calibrate`` in one process); ``release_warm()``
-  shuts them down. vLLM's compile cache lives under Halo's cache root (``VLLM_CACHE_ROOT`` unless set), so
+  shuts them down; each is handed over with an empty prefix cache. vLLM's compile cache lives under Halo's cache root (``VLLM_CACHE_ROOT`` unless set), so
   later starts of a shape skip compilation.
 """
 
@@ -340,6 +340,8 @@ class VLLMEngine(Engine):
         with self._lock:
             for actual, llm in self._llms.items():
                 if self.keep_warm:
+                    if actual not in self._asleep:  # the next user starts with an empty prefix cache
+                        llm.reset_prefix_cache()  # (sleeping discards the cache: level 1 keeps no KV)
                     with _WARM_LOCK:
                         _WARM[self._keys[actual]] = (llm, actual in self._asleep)
                 else:
@@ -514,7 +516,11 @@ def serve(
         )
         by_dir.setdefault(actual, []).append(model)
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "VLLM_CACHE_ROOT": os.environ.get("VLLM_CACHE_ROOT", str(cache_root() / "vllm"))}
+    env = {
+        **os.environ,
+        "VLLM_CACHE_ROOT": os.environ.get("VLLM_CACHE_ROOT", str(cache_root() / "vllm")),
+        "VLLM_SERVER_DEV_MODE": "1",  # serves POST /reset_prefix_cache (reset_prefix_caches)
+    }
     procs: list[subprocess.Popen] = []
     urls: dict[str, str] = {}
     try:
@@ -539,6 +545,17 @@ def serve(
     finally:
         for proc in procs:
             _stop(proc)
+
+
+def reset_prefix_caches(urls: dict[str, str]) -> None:
+    """Empty the prefix cache of every server in ``urls`` (``serve``'s), so that one run's prompts do not
+    serve the next run's; EngineUnavailable if a server refuses."""
+    for root in sorted({u.removesuffix("/v1") for u in urls.values()}):
+        resp = httpx.post(f"{root}/reset_prefix_cache", timeout=60.0)
+        if resp.status_code != 200:
+            raise EngineUnavailable(
+                f"{root}/reset_prefix_cache answered {resp.status_code}: {resp.text[:200]}"
+            )
 
 
 def _free_port() -> int:
