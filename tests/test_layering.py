@@ -60,6 +60,11 @@ MODULE_LAYERS = {
         "halo.probe",
         "halo.importer",
         "halo.cli",
+        "halo.serve",
+        "halo.serve_runner",
+        "halo.serve_store",
+        "halo.serve_metrics",
+        "halo.loadgen",
         "halo.__main__",
     },
 }

@@ -1,0 +1,235 @@
+"""`halo loadgen`: open-loop arrivals against `halo serve`, with latency quantiles and SLO attainment.
+
+Requests are sent at their scheduled times whether or not earlier ones have finished (open loop, so a
+slow server meets the load it would meet in production instead of slowing the client down). Each request
+carries one input, the next of the input file in turn; its latency runs from sending the POST to reading
+its result from the run's event stream. Arrivals are Poisson at `rate`, or bursty: bursts of `BURST`
+requests at Poisson times, with the same mean rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ARRIVALS = ("poisson", "bursty")
+BURST = 8  # requests per burst (bursty arrivals)
+RESULT_TIMEOUT_S = 300.0  # a request with no result after this long counts as an error
+
+
+@dataclass
+class Report:
+    workflow: str
+    url: str
+    rate: float
+    arrival: str
+    slo_ms: float | None
+    sent: int = 0
+    offered_s: float = 0.0  # from the first to the last scheduled arrival
+    wall_s: float = 0.0  # from the first send to the last result
+    latencies: list[float] = field(default_factory=list)  # seconds, of requests with a result
+    outcomes: dict[str, int] = field(default_factory=dict)  # ok, failed (the record has an error), 429, error
+    errors: list[str] = field(default_factory=list)  # the first few unexpected answers
+    within_slo: int = 0  # ok results within the SLO
+
+    @property
+    def completed(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def throughput(self) -> float:
+        return self.completed / self.wall_s if self.wall_s else 0.0
+
+    def quantile(self, q: float) -> float | None:
+        if not self.latencies:
+            return None
+        lat = sorted(self.latencies)
+        return lat[min(len(lat) - 1, int(q * len(lat)))]
+
+    @property
+    def slo_attainment(self) -> float | None:
+        """Share of the requests sent that finished without error within the SLO."""
+        if self.slo_ms is None or not self.sent:
+            return None
+        return self.within_slo / self.sent
+
+    def text(self) -> str:
+        q = {p: self.quantile(p / 100) for p in (50, 90, 99)}
+        lat = ", ".join(f"p{p} {v * 1e3:.0f} ms" for p, v in q.items() if v is not None) or "no results"
+        slo = self.slo_attainment
+        return "\n".join(
+            [
+                f"{self.workflow} at {self.rate:g}/s ({self.arrival}): {self.sent} sent, "
+                + ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items())),
+                f"throughput {self.throughput:.2f} runs/s over {self.wall_s:.1f} s; latency {lat}",
+                *([f"SLO {self.slo_ms:g} ms: {slo:.1%} of requests sent"] if slo is not None else []),
+                *(f"error: {e}" for e in self.errors),
+            ]
+        )
+
+    def row(self) -> list[str]:
+        """This run as a markdown table row (see HEADER)."""
+        q = [self.quantile(p) for p in (0.5, 0.9, 0.99)]
+        slo = self.slo_attainment
+        return [
+            f"{self.rate:g}",
+            self.arrival,
+            str(self.sent),
+            str(self.outcomes.get("ok", 0)),
+            str(self.outcomes.get("failed", 0)),
+            str(self.outcomes.get("429", 0)),
+            str(self.outcomes.get("error", 0)),
+            f"{self.throughput:.2f}",
+            *("—" if v is None else f"{v * 1e3:.0f}" for v in q),
+            "—" if slo is None else f"{slo:.1%}",
+        ]
+
+    def markdown(self, input_path: str | Path) -> str:
+        return "\n".join(
+            [
+                f"# halo loadgen: {self.workflow}",
+                "",
+                machine_line(),
+                f"- server {self.url}; inputs from {input_path}, one per request, in turn",
+                "",
+                table_header(self.slo_ms),
+                "| " + " | ".join(self.row()) + " |",
+                "",
+            ]
+        )
+
+
+def table_header(slo_ms: float | None) -> str:
+    slo = f"within {slo_ms:g} ms" if slo_ms is not None else "within SLO"
+    cols = [
+        "rate (req/s)",
+        "arrivals",
+        "sent",
+        "ok",
+        "failed",
+        "429",
+        "errors",
+        "throughput (runs/s)",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        slo,
+    ]
+    return "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
+
+
+def machine_line() -> str:
+    return (
+        f"- {dt.date.today().isoformat()}; {platform.platform()}, {os.cpu_count()} CPU cores "
+        f"({platform.processor() or platform.machine()}), Python {platform.python_version()}"
+    )
+
+
+def schedule(
+    rate: float, arrival: str, n: int | None, duration_s: float | None, seed: int = 0
+) -> list[float]:
+    """Arrival times in seconds from the start: `n` of them, or all before `duration_s`."""
+    if rate <= 0:
+        raise ValueError("--rate must be positive")
+    if arrival not in ARRIVALS:
+        raise ValueError(f"--arrival must be one of {', '.join(ARRIVALS)}, got {arrival!r}")
+    if (n is None) == (duration_s is None):
+        raise ValueError("give one of --requests and --duration")
+    rng, out, t = random.Random(seed), [], 0.0
+    size = BURST if arrival == "bursty" else 1
+    while True:
+        for _ in range(size):
+            if (n is not None and len(out) >= n) or (duration_s is not None and t >= duration_s):
+                return out
+            out.append(t)
+        t += rng.expovariate(rate / size)
+
+
+def read_inputs(path: str | Path) -> list[dict[str, Any]]:
+    """The input objects of a JSONL file (the server validates them)."""
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not rows:
+        raise ValueError(f"{path}: no inputs")
+    return rows
+
+
+def run(
+    url: str,
+    workflow: str,
+    inputs: list[dict[str, Any]],
+    rate: float,
+    *,
+    arrival: str = "poisson",
+    requests: int | None = None,
+    duration_s: float | None = None,
+    slo_ms: float | None = None,
+    api_key: str | None = None,
+    seed: int = 0,
+) -> Report:
+    """Send the arrivals and wait for every result (or RESULT_TIMEOUT_S)."""
+    times = schedule(rate, arrival, requests, duration_s, seed)
+    report = Report(
+        workflow, url, rate, arrival, slo_ms, sent=len(times), offered_s=times[-1] if times else 0
+    )
+    asyncio.run(_drive(report, times, inputs, api_key))
+    return report
+
+
+async def _drive(
+    report: Report, times: list[float], inputs: list[dict[str, Any]], api_key: str | None
+) -> None:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    limits = httpx.Limits(max_connections=2048, max_keepalive_connections=512)
+    timeout = httpx.Timeout(RESULT_TIMEOUT_S, connect=30.0)
+    async with httpx.AsyncClient(
+        base_url=report.url, headers=headers, limits=limits, timeout=timeout
+    ) as client:
+        start = time.perf_counter()
+        tasks = []
+        for i, at in enumerate(times):
+            delay = start + at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(_one(client, report, inputs[i % len(inputs)])))
+        outcomes = await asyncio.gather(*tasks)
+        report.wall_s = time.perf_counter() - start
+    for outcome, latency, error in outcomes:
+        report.outcomes[outcome] = report.outcomes.get(outcome, 0) + 1
+        if latency is not None:
+            report.latencies.append(latency)
+            if outcome == "ok" and report.slo_ms is not None and latency * 1e3 <= report.slo_ms:
+                report.within_slo += 1
+        if error and len(report.errors) < 5:
+            report.errors.append(error)
+
+
+async def _one(
+    client: httpx.AsyncClient, report: Report, item: dict[str, Any]
+) -> tuple[str, float | None, str]:
+    """(outcome, latency or None, unexpected answer) of one request."""
+    start = time.perf_counter()
+    try:
+        r = await client.post(f"/v1/workflows/{report.workflow}/runs", json=item)
+        if r.status_code == 429:
+            return "429", None, ""
+        if r.status_code != 202:
+            return "error", None, f"POST answered {r.status_code}: {r.text[:200]}"
+        run_id = r.json()["ids"][0]
+        async with client.stream("GET", f"/v1/runs/{run_id}/events") as events:
+            async for line in events.aiter_lines():
+                if line.startswith("data: ") and '"record"' in line:
+                    record = json.loads(line[6:])["record"]
+                    return ("failed" if record["error"] else "ok"), time.perf_counter() - start, ""
+        return "error", None, f"the event stream of {run_id} ended without its result"
+    except (httpx.HTTPError, ValueError, KeyError) as e:
+        return "error", None, f"{type(e).__name__}: {e}"

@@ -1,0 +1,139 @@
+"""`halo serve`'s durable record of runs (sqlite, WAL, synchronous=FULL): what was accepted and what finished.
+
+A run is one input of one served workflow. It is committed before the server answers 202, so an accepted
+run survives any crash; its `row` (a sequence number per workflow) is the input's row in the executor's
+journal, so a run resumed after a restart finds the calls it already made there. A finished run keeps its
+record: the JSON text `halo run` would write for that input.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FORMAT = "halo-serve-1"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+  id TEXT PRIMARY KEY,
+  workflow TEXT NOT NULL,
+  row INTEGER NOT NULL,
+  size INTEGER NOT NULL,
+  params TEXT NOT NULL,
+  accepted REAL NOT NULL,
+  finished REAL,
+  record TEXT,
+  UNIQUE (workflow, row)
+);
+CREATE INDEX IF NOT EXISTS runs_unfinished ON runs (workflow, row) WHERE finished IS NULL;
+"""
+
+
+class StoreError(RuntimeError):
+    """The state directory holds something that is not this server's store."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """An accepted input: `size` is the number of inputs its request carried (the admission priority)."""
+
+    id: str
+    workflow: str
+    row: int
+    size: int
+    params: dict[str, Any]
+    accepted: float  # wall-clock seconds (time.time())
+
+
+class Store:
+    """Thread-safe; every method commits before it returns."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.Lock()
+        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        try:
+            self.db.executescript(_SCHEMA)
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT,))
+            fmt = self.db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            raise StoreError(f"{self.path} is not a halo serve store ({e})") from None
+        if fmt != FORMAT:
+            self.db.close()
+            raise StoreError(f"{self.path} is a store of format {fmt!r}, not {FORMAT!r}")
+
+    def accept(self, workflow: str, inputs: list[dict[str, Any]]) -> list[Run]:
+        """Give each input a run id and the workflow's next row numbers; durable when this returns."""
+        now = time.time()
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                last = self.db.execute(
+                    "SELECT COALESCE(MAX(row), 0) FROM runs WHERE workflow = ?", (workflow,)
+                ).fetchone()[0]
+                runs = [
+                    Run(secrets.token_hex(12), workflow, last + i, len(inputs), params, now)
+                    for i, params in enumerate(inputs, start=1)
+                ]
+                self.db.executemany(
+                    "INSERT INTO runs (id, workflow, row, size, params, accepted) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(r.id, workflow, r.row, r.size, json.dumps(r.params), now) for r in runs],
+                )
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        return runs
+
+    def finish(self, done: Iterable[tuple[str, str, float]]) -> None:
+        """Store (run id, record JSON text, finished at) for runs not finished yet, in one commit."""
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.executemany(
+                    "UPDATE runs SET record = ?, finished = ? WHERE id = ? AND finished IS NULL",
+                    [(record, at, run_id) for run_id, record, at in done],
+                )
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def unfinished(self, workflow: str) -> list[Run]:
+        """The workflow's accepted runs without a record, in row order (what a restart continues)."""
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT id, row, size, params, accepted FROM runs WHERE workflow = ? AND finished IS NULL "
+                "ORDER BY row",
+                (workflow,),
+            ).fetchall()
+        return [Run(i, workflow, row, size, json.loads(p), at) for i, row, size, p, at in rows]
+
+    def get(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The runs among `ids` that exist: workflow, row, accepted, finished (None while unfinished), record."""
+        found: dict[str, dict[str, Any]] = {}
+        with self.lock:
+            for run_id in ids:
+                row = self.db.execute(
+                    "SELECT workflow, row, accepted, finished, record FROM runs WHERE id = ?", (run_id,)
+                ).fetchone()
+                if row is not None:
+                    found[run_id] = dict(
+                        zip(("workflow", "row", "accepted", "finished", "record"), row, strict=True)
+                    )
+        return found
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
