@@ -580,6 +580,81 @@ def simulate(
         typer.echo(f"wrote {gantt}", err=True)
 
 
+@app.command()
+@_guard
+def serve(
+    files: list[Path] = typer.Argument(..., help="Workflow files to serve (.halo); clients name workflows"),
+    hardware: str | None = typer.Option(None, "--hardware", "-H", help="Plan for this (default: detected)"),
+    engine: str = typer.Option(
+        "hf", "--engine", "-e", callback=_engine_name, help="hf | vllm | openai | fake"
+    ),
+    model_map: list[str] = typer.Option([], "--model-map", help="DECLARED=ACTUAL model substitution"),
+    engine_opt: list[str] = typer.Option([], "--engine-opt", help="Engine option KEY=VALUE"),
+    window_ms: float = typer.Option(50.0, "--window-ms", help="Arrivals gathered this long, then admitted"),
+    max_batch: int | None = typer.Option(None, "--max-batch", min=1, help="LLM requests per engine call"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Anything but loopback needs an API key"),
+    port: int = typer.Option(8080, "--port", min=0, max=65535),
+    api_key: str | None = typer.Option(None, "--api-key", envvar="HALO_API_KEY", help="Bearer token"),
+    state: Path = typer.Option(Path(".halo/serve"), "--state", help="Accepted runs and journals"),
+    max_queue: int = typer.Option(10_000, "--max-queue", min=1, help="Unfinished runs per workflow (429)"),
+    replan_every: int = typer.Option(100, "--replan-every", min=0, help="Re-plan every N windows (0: off)"),
+    mode: str = typer.Option("halo", "--mode", callback=_one_of("halo", "naive"), help="naive: the baseline"),
+) -> None:
+    """Serve workflows over HTTP: runs arrive as requests, are admitted in windows, planned and executed
+    on warm engines, journaled so that a restart loses and repeats nothing (see docs/serving.md)."""
+    from halo.serve import ServeConfig, ServeError
+    from halo.serve import serve as run_server
+
+    options = _engine_options(model_map, engine_opt)
+    config = ServeConfig(
+        files, hardware, engine, options, window_ms, max_batch, host, port, api_key, state, max_queue
+    )
+    config.replan_every, config.mode = replan_every, mode
+    try:
+        run_server(config)
+    except ServeError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+@app.command()
+@_guard
+def loadgen(
+    url: str = typer.Option("http://127.0.0.1:8080", "--url", help="The halo serve server"),
+    workflow: str = typer.Option(..., "--workflow", "-w", help="Served workflow name"),
+    input: Path = typer.Option(..., "--input", "-i", help="JSONL inputs, one per request, in turn"),
+    rate: float = typer.Option(..., "--rate", help="Mean arrivals per second"),
+    arrival: str = typer.Option("poisson", "--arrival", callback=_one_of("poisson", "bursty")),
+    duration: float | None = typer.Option(None, "--duration", help="Seconds of arrivals"),
+    requests: int | None = typer.Option(None, "--requests", min=1, help="Number of requests"),
+    slo_ms: float | None = typer.Option(None, "--slo-ms", help="Latency objective (ms)"),
+    api_key: str | None = typer.Option(None, "--api-key", envvar="HALO_API_KEY"),
+    out: Path | None = typer.Option(None, "--out", help="Write the result as markdown (bench/results/...)"),
+) -> None:
+    """Open-loop load against halo serve: prints throughput, latency p50/p90/p99 and SLO attainment."""
+    from halo import loadgen as lg
+
+    try:
+        inputs = lg.read_inputs(input)
+        report = lg.run(
+            url,
+            workflow,
+            inputs,
+            rate,
+            arrival=arrival,
+            requests=requests,
+            duration_s=duration,
+            slo_ms=slo_ms,
+            api_key=api_key,
+        )
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    typer.echo(report.text())
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report.markdown(input))
+        typer.echo(f"wrote {out}", err=True)
+
+
 @app.command("serve-tools")
 def serve_tools(
     port: int = typer.Option(8765, "--port"),
