@@ -20,10 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from memory import machine  # noqa: E402
 
-from halo import plan as plans  # noqa: E402
-from halo.bench import MODES  # noqa: E402
-from halo.check import check  # noqa: E402
-from halo.program import load_source  # noqa: E402
+from halo import api  # noqa: E402
+from halo.execution import MODES, for_mode  # noqa: E402
 from halo.runtime.executor import RunOptions  # noqa: E402
 from halo.runtime.run import execute  # noqa: E402
 
@@ -42,10 +40,11 @@ workflow chain(x: int) {
 
 
 def timed(mode: str, n: int, work: Path) -> float:
-    plan = plans.build(check(load_source(WORKFLOW, str(work / "chain.halo"))))
+    plan = api.compile(WORKFLOW, filename=str(work / "chain.halo")).plan
     rows = [(i + 1, {"x": i}) for i in range(n)]
     start = time.perf_counter()
-    res = execute(plan, rows, work / f"{mode}_{n}.jsonl", f"fp-{mode}-{n}", options=RunOptions(**MODES[mode]))
+    options = RunOptions(window=MODES[mode].get("window", RunOptions.window))
+    res = execute(for_mode(plan, mode), rows, work / f"{mode}_{n}.jsonl", f"fp-{mode}-{n}", options=options)
     seconds = time.perf_counter() - start
     assert res.stats.inputs == n and res.stats.failed == 0, res.stats.totals()
     return seconds

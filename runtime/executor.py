@@ -317,10 +317,36 @@ class Executor:
                 nodes=self.routes[slot],
             )
             if not batch:
+                self._preload(slot, engine)
                 continue
             self.busy.add(slot)
             self.outstanding += 1
             self.gpu.submit(self._run_engine, slot, self.ops[batch[0].node].model, batch)
+
+    def _preload(self, slot: int, engine: Engine) -> None:
+        """An idle engine whose resident models have no work left loads the next model it will need
+        (the plan's residency order for its devices, else plan order), while tools and upstream work go on."""
+        waiting = [n for n in self.routes[slot] if self.unstarted[n] > 0 or self.batches.queues.get(n)]
+        resident = set(engine.resident_models())
+        if not waiting or any(self.ops[n].model in resident for n in waiting):
+            return
+        models = {self.ops[n].model for n in waiting}
+        devices = set(self.slots[slot][0].split("+"))
+        planned = [s.model for s in sorted(self.xplan.residency, key=lambda s: s.at_s) if s.device in devices]
+        model = (
+            next((m for m in planned if m in models), None) or self.ops[min(waiting, key=self.rank.get)].model
+        )
+        self.busy.add(slot)
+        self.outstanding += 1
+        self.gpu.submit(self._load, slot, model)
+
+    def _load(self, slot: int, model: str) -> None:
+        start = time.perf_counter()
+        try:
+            seconds = self.slots[slot][1].load(model)
+        except Exception:  # the batch that needs it loads it again and reports the error per request
+            seconds = 0.0
+        self.events.put(("load", (slot, model, seconds, start, time.perf_counter())))
 
     def _expected_tokens(self, call: Call) -> int:
         return expected_tokens(self.ops[call.node], call.request, self.stats.nodes[call.node].output_tokens)
@@ -357,7 +383,12 @@ class Executor:
     # -- completions -------------------------------------------------------------------------------------
 
     def _handle(self, kind: str, payload, sink, on_progress) -> None:
-        if kind == "tool":
+        if kind == "load":
+            slot, model, seconds, start, end = payload
+            self.busy.discard(slot)
+            if seconds > 0:
+                self.stats.record_load(self.slots[slot][0], model, start - self.t0, end - self.t0, True)
+        elif kind == "tool":
             call, value, error, start, end = payload
             st = self.stats.nodes[call.node]
             st.calls += 1
@@ -368,8 +399,10 @@ class Executor:
             slot, batch, results, load_s, start, end = payload
             self.busy.discard(slot)
             if load_s > 0:
-                self.stats.model_loads += 1
-                self.stats.load_seconds += load_s
+                model = self.ops[batch[0].node].model
+                self.stats.record_load(
+                    self.slots[slot][0], model, start - self.t0, start - self.t0 + load_s, False
+                )
             per = (end - start - load_s) / max(len(batch), 1)
             members = Counter(c.node for c in batch)
             for node in members:

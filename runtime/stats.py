@@ -54,6 +54,18 @@ class RunStats:
     # seconds (wall time without model loading). At most 2 x ENGINE_RECORDS, the most recent.
     engine_batches: list[dict] = field(default_factory=list)
     engine_calls: int = 0
+    # One record per model load: device, model, start and end (seconds from the run's start), preload
+    # (True: loaded ahead of its batches while the engine had nothing to run).
+    loads: list[dict] = field(default_factory=list)
+    worker_restarts: dict[str, int] = field(default_factory=dict)  # device -> engine worker restarts
+
+    def record_load(self, device: str, model: str, start: float, end: float, preload: bool) -> None:
+        self.model_loads += 1
+        self.load_seconds += end - start
+        if len(self.loads) < ENGINE_RECORDS:
+            self.loads.append(
+                {"device": device, "model": model, "start": start, "end": end, "preload": preload}
+            )
 
     def record_batch(self, record: dict) -> None:
         self.engine_calls += 1
@@ -79,6 +91,8 @@ class RunStats:
             "completion_tokens": sum(n.completion_tokens for n in ns),
             "cached_tokens": sum(n.cached_tokens for n in ns),
             "model_loads": self.model_loads,
+            "preloads": sum(1 for x in self.loads if x["preload"]),
             "load_seconds": round(self.load_seconds, 3),
+            "worker_restarts": sum(self.worker_restarts.values()),
             "substitutions": self.substitutions,
         }

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 
 from halo import api
 from halo.execution import for_mode
@@ -84,3 +87,36 @@ def test_a_row_source_that_waits_gets_every_row_run(tmp_path):
 
     stats, out = _run(tmp_path, for_mode(_plan(tmp_path), "halo"), FakeEngine(), rows())
     assert len(out) == 5 and stats.inputs == 5 and stats.failed == 0
+
+
+class _SlowLoad(FakeEngine):
+    """A fake engine whose first load of each model takes `seconds`."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+
+    def load(self, model: str) -> float:
+        if model in self.resident_models():
+            return 0.0
+        time.sleep(self.seconds)
+        super().load(model)
+        return self.seconds
+
+
+def test_an_idle_engine_loads_its_next_model_while_tools_run(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent / "runtime_fixtures"))
+    src = """
+    workflow slow(x: int) {
+      model m = "Qwen/Qwen3-14B"
+      d = py("rtfuncs:slow_double", x = x, delay = 0.5, pure = true)
+      a = llm(m, prompt = "double is {d}", max_tokens = 4)
+      return a = a
+    }
+    """
+    plan = api.compile(src, filename=str(tmp_path / "slow.halo")).plan
+    stats, out = _run(tmp_path, for_mode(plan, "halo"), _SlowLoad(0.3), [(1, {"x": 2})])
+    assert len(out) == 1 and stats.failed == 0
+    [load] = stats.loads
+    assert load["preload"] and load["end"] <= stats.nodes["d"].last_end + 0.05  # during the tool call
+    assert [b["load_s"] for b in stats.engine_batches] == [0.0]
