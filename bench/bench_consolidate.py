@@ -15,11 +15,9 @@ import time
 from datetime import date
 from pathlib import Path
 
-from halo import plan as plans
-from halo.check import check
+from halo import api
 from halo.consolidate import consolidate
 from halo.cost import estimate
-from halo.program import load
 
 WORKFLOW = '''
 workflow bench(question: text, region: text, year: int, doc: text, user: int) {
@@ -70,7 +68,7 @@ def rows(n: int, seed: int = 0) -> list[dict]:
 def run(n: int, repeat: int) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".halo", delete=False) as f:
         f.write(WORKFLOW)
-    plan = plans.build(check(load(f.name)))
+    plan = api.compile(f.name).plan
     os.unlink(f.name)
     batch = rows(n)
     best = {"consolidate_s": float("inf"), "cost_s": float("inf")}

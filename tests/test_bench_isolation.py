@@ -10,11 +10,9 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from halo import plan as plans
+from halo import api
 from halo.bench import MODES, isolate
-from halo.check import check
 from halo.cli import app
-from halo.program import load_source
 
 N = 16
 WRITER = """workflow logger(q: text) {{
@@ -92,7 +90,7 @@ def test_a_database_the_run_creates_is_created_in_the_copy(tmp_path):
   return c
 }}
 """
-    plan = plans.build(check(load_source(src, str(tmp_path / "mk.halo"))))
+    plan = api.compile(src, filename=str(tmp_path / "mk.halo")).plan
     copy = isolate(plan, tmp_path / "work")
     [op] = copy.nodes()
     assert Path(op.db.target).parent == tmp_path / "work" and not Path(op.db.target).exists()

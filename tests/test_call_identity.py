@@ -10,11 +10,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from halo import plan as plans
-from halo.check import check
+from halo import api
 from halo.consolidate import call_key
 from halo.execution import for_mode
-from halo.program import load_source
 from halo.runtime.run import execute
 
 ENV = {"q": "a", "n": 1, "u": "c"}
@@ -31,7 +29,7 @@ def key(
         f"workflow w(q: text, n: int, u: text) {{\n  model m = {models}\n  db d = duckdb({db})\n"
         f"  x = {body}{schema}\n  return x\n}}\n"
     )
-    plan = plans.build(check(load_source(src, "t.halo")))
+    plan = api.compile(src, filename="t.halo").plan
     return call_key(plan.node("x"), env or ENV)
 
 
@@ -151,7 +149,7 @@ def echo():
 
 def test_http_query_values_keep_calls_apart_end_to_end(tmp_path: Path, echo):
     src = f'workflow w(unit: text) {{\n  r = http("GET", "{echo}/temp", query = {{unit: unit}})\n  return r\n}}\n'
-    plan = plans.build(check(load_source(src, str(tmp_path / "w.halo"))))
+    plan = api.compile(src, filename=str(tmp_path / "w.halo")).plan
     rows = [(1, {"unit": "c"}), (2, {"unit": "f"}), (3, {"unit": "c"}), (4, {"unit": "k"})]
     out = tmp_path / "out.jsonl"
     result = execute(for_mode(plan, "halo"), rows, out, "fp")

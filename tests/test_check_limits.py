@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from halo import sql
+from halo import api, sql
 from halo.check import MAX_CALL_DEPTH, check
 from halo.errors import HaloError
 from halo.parser import MAX_FILE_BYTES, MAX_NESTING, MAX_NUMBER_DIGITS, MAX_STRING_BYTES
@@ -78,7 +78,7 @@ def test_nesting_at_the_limit_checks_and_plans():
     depth = MAX_NESTING - 3  # the workflow's braces and the call's parentheses count
     value = "[" * depth + "1" + "]" * depth
     src = wf(f'  a = py("m:f", x = {value}, pure = true)\n  return a')
-    plan = build(check(load_source(src, "t.halo")))
+    plan = api.compile(src, filename="t.halo").plan
     assert plan.node("a").option("x") is not None
 
 
@@ -189,7 +189,7 @@ def test_plans_that_inline_to_too_many_operators_are_located():
 
 def test_database_paths_resolve_against_the_declaring_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    plan = build(check(load(ROOT / "workloads" / "demo.halo")))
+    plan = api.compile(ROOT / "workloads" / "demo.halo").plan
     targets = {op.db.target for op in plan.nodes() if op.kind == "sql"}
     assert targets == {str(ROOT / "data" / "tpch.duckdb")}
     mem = build(

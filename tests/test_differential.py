@@ -20,12 +20,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from halo import api
 from halo import batch as batches
 from halo import plan as plans
 from halo.bench import MODES, run_mode
 from halo.check import check
 from halo.execution import for_mode
-from halo.program import load, load_source
+from halo.program import load_source
 from halo.runtime.engines import GenRequest
 from halo.runtime.engines.fake import FakeEngine
 from tests.runtime_fixtures import diff_funcs
@@ -322,7 +323,7 @@ def workload_dbs(tmp_path_factory) -> dict[str, Path]:
 
 def _workload_plan(path: Path, dbs: dict[str, Path]):
     """The workload's plan with each database pointed at the session's generated copy of it."""
-    plan = plans.build(check(load(path)))
+    plan = api.compile(path).plan
     graph = plan.graph.copy()
     for n in graph:
         op = graph.nodes[n]["op"]

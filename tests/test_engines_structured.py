@@ -8,10 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from halo import plan as plans
-from halo.check import check
+from halo import api
 from halo.execution import for_mode
-from halo.program import load_source
 from halo.runtime.engines import SMOLLM2_ID, GenRequest, make_engine
 from halo.runtime.engines.hf import _grammars
 from halo.runtime.run import execute
@@ -99,7 +97,7 @@ def _run(plan, rows, tmp_path: Path) -> tuple[int, list[dict]]:
 
 def test_llm_voting_workload_has_no_failed_input(tmp_path):
     path = ROOT / "workloads" / "llm_voting.halo"
-    plan = plans.build(check(load_source(path.read_text(), str(path))))
+    plan = api.compile(path.read_text(), filename=str(path)).plan
     lines = (ROOT / "workloads" / "llm_voting.jsonl").read_text().splitlines()[:4]
     failed, records = _run(plan, [(i, json.loads(line)) for i, line in enumerate(lines)], tmp_path)
     assert failed == 0, records
@@ -117,7 +115,7 @@ def test_triage_struct_output_is_typed(tmp_path):
   return category = t.category, urgent = t.urgent, priority = t.priority
 }
 """
-    plan = plans.build(check(load_source(src, str(tmp_path / "triage.halo"))))
+    plan = api.compile(src, filename=str(tmp_path / "triage.halo")).plan
     tickets = [
         "My invoice is wrong, I was charged twice.",
         "The site is down for all our users!",

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from halo import plan as plans
-from halo.check import check
+from halo import api
 from halo.execution import for_mode
 from halo.prefix import prefix_key
-from halo.program import load_source
 from halo.runtime.batch_formation import BatchFormation
 from halo.runtime.call_cache import Call, CallCache
 from halo.runtime.engines.base import GenRequest, GenResult, json_cut_error
@@ -111,7 +109,7 @@ def _llm_plan(tmp_path, args: str, out: str = ""):
   a = llm(m, "Answer: {{q}}", system = "Be brief about {{q}}."{args}){out}
   return a
 }}'''
-    return plans.build(check(load_source(src, str(tmp_path / "w.halo"))))
+    return api.compile(src, filename=str(tmp_path / "w.halo")).plan
 
 
 def test_build_request_renders_and_keys_the_prefix(tmp_path):

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from halo import api
 from halo import batch as batches
-from halo.check import check
 from halo.explain import logical_report, render_dot, render_text
-from halo.plan import build
-from halo.program import load, load_source
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOP_KEYS = {"halo_plan", "workflow", "file", "params", "batch", "nodes", "returns", "rewrites"}
@@ -21,7 +19,7 @@ NODE_KEYS = {"id", "kind", "pos", "deps", "instances", "side_effect"}
 
 @pytest.fixture(scope="module")
 def plan():
-    return build(check(load(FIXTURES / "triage.halo")))
+    return api.compile(FIXTURES / "triage.halo").plan
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +28,7 @@ def report(plan):
 
 
 def report_of(src: str, workflow: str | None = None):
-    return logical_report(build(check(load_source(src, "t.halo")), workflow))
+    return logical_report(api.compile(src, workflow, filename="t.halo").plan)
 
 
 def test_report_keys_and_values(report):

@@ -12,7 +12,7 @@ from halo import api, ast
 from halo.check import check
 from halo.errors import HaloError, Pos
 from halo.plan import build, evaluate
-from halo.program import load, load_source
+from halo.program import load_source
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -22,7 +22,7 @@ def plan_of(src: str, workflow: str | None = None):
 
 
 def test_fixture_plan_edges_and_inlining():
-    plan = build(check(load(FIXTURES / "triage.halo")))
+    plan = api.compile(FIXTURES / "triage.halo").plan
     assert plan.name == "triage"
     assert [n.id for n in plan.nodes()] == ["cls", "orders", "log", "s/out", "answer"]
     edges = set(plan.graph.edges)

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from halo import calibration
-from halo import plan as plans
+from halo import api, calibration
 from halo.batching import decoding_key, fusion_sets
-from halo.check import check
 from halo.consolidate import call_key, consolidate, never_merges
 from halo.cost import estimate, to_problem
 from halo.prefix import prefix_key
-from halo.program import load_source
 from halo.runtime.engines.base import GenRequest
 from halo.runtime.llm_requests import build_request
 from halo.tokens import P90_AFTER, expected_output_tokens
@@ -26,7 +23,7 @@ HEAD = f'''workflow w(q: text, n: int, t: float) {{
 
 
 def build(body: str, ret: str = "k = 1"):
-    return plans.build(check(load_source(HEAD + body + f"\n  return {ret}\n}}\n", "t.halo")))
+    return api.compile(HEAD + body + f"\n  return {ret}\n}}\n", filename="t.halo").plan
 
 
 def test_options_left_out_resolve_to_the_registry_defaults():

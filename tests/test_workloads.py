@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from halo import api
 from halo import batch as batches
 from halo import plan as plans
 from halo.check import check
@@ -53,7 +54,7 @@ def test_workload_checks_and_loads_its_batch(path: Path):
 
 
 def test_demo_is_small_and_deterministic():
-    plan = plans.build(check(load(WORKLOADS / "demo.halo")))
+    plan = api.compile(WORKLOADS / "demo.halo").plan
     kinds = [op.kind for op in plan.nodes()]
     assert kinds.count("py") == 1 and kinds.count("sql") == 2 and kinds.count("llm") == 2
     llms = [op for op in plan.nodes() if op.kind == "llm"]
