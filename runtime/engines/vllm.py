@@ -17,7 +17,8 @@ Options beyond vLLM's own:
   on this platform, otherwise the active engine is shut down first.
 - ``keep_warm``: ``close()`` keeps the started engines for the next ``VLLMEngine`` of this process with the
   same options (a bench's next mode, or a run after ``halo calibrate`` in one process); ``release_warm()``
-  shuts them down; each is handed over with an empty prefix cache. vLLM's compile cache lives under Halo's cache root (``VLLM_CACHE_ROOT`` unless set), so
+  shuts them down. They are handed over with empty prefix caches, and with one model at a time all asleep.
+  vLLM's compile cache lives under Halo's cache root (``VLLM_CACHE_ROOT`` unless set), so
   later starts of a shape skip compilation.
 """
 
@@ -243,14 +244,17 @@ class VLLMEngine(Engine):
         self._asleep: set[str] = set()
         self._active: str | None = None
         self._declared: dict[str, str] = {}
+        self._resolved: dict[str, str] = {}  # declared model -> what runs
         self._lock = threading.RLock()
         self._structured = self._structured_outputs_factory()
 
     def _actual(self, model: str) -> str:
-        actual, note = _resolve(self.model_map.get(model, model), self.dummy_weights, self.cache_dir)
-        if note:
-            self.substitutions[model] = note
-        return actual
+        if model not in self._resolved:  # resolved once: every batch asks
+            actual, note = _resolve(self.model_map.get(model, model), self.dummy_weights, self.cache_dir)
+            self._resolved[model] = actual
+            if note:
+                self.substitutions[model] = note
+        return self._resolved[model]
 
     def _share(self, model: str) -> float:
         split = self.memory_split or {}
@@ -267,9 +271,10 @@ class VLLMEngine(Engine):
             self._declared[model] = actual
             start = time.perf_counter()
             if self.memory_split is not None:
-                if actual not in self._llms:
-                    self._create(actual, {**self.options, "gpu_memory_utilization": self._share(model)})
                 self._active = actual
+                if actual in self._llms:
+                    return 0.0
+                self._create(actual, {**self.options, "gpu_memory_utilization": self._share(model)})
                 return time.perf_counter() - start
             if self._active == actual:
                 return 0.0
@@ -340,8 +345,13 @@ class VLLMEngine(Engine):
         with self._lock:
             for actual, llm in self._llms.items():
                 if self.keep_warm:
-                    if actual not in self._asleep:  # the next user starts with an empty prefix cache
-                        llm.reset_prefix_cache()  # (sleeping discards the cache: level 1 keeps no KV)
+                    if actual in self._asleep:
+                        pass  # sleeping (level 1) discarded its prefix cache with the KV
+                    elif self.sleep_mode:  # one model at a time: the next user wakes the one it needs
+                        llm.sleep(level=1)
+                        self._asleep.add(actual)
+                    else:  # side by side: stays resident; the next user starts with an empty prefix cache
+                        llm.reset_prefix_cache()
                     with _WARM_LOCK:
                         _WARM[self._keys[actual]] = (llm, actual in self._asleep)
                 else:
