@@ -167,6 +167,8 @@ def offline(out: Path, only: list[str], budget: float) -> None:
     opts = {**ENGINE, "model_map": stand_ins(), "memory_split": SPLIT, "keep_warm": True}
     phase.data["engine_options"] = opts
     phase.step("start", lambda: _starts(opts))
+    if "error" in phase.data["steps"]["start"]:
+        return  # no engine: nothing else can run
     lines: list[str] = []
 
     def calibrate() -> dict:
@@ -198,6 +200,8 @@ def switch(out: Path, only: list[str], budget: float) -> None:
     opts = {**ENGINE, "model_map": stand_ins(), "keep_warm": True}  # 0.85 of the GPU each, sleep mode
     phase.data["engine_options"] = opts
     phase.step("start", lambda: _starts(opts))
+    if "error" in phase.data["steps"]["start"]:
+        return
     note = "vLLM 0.25.1 offline, one engine at a time (the others asleep), random weights"
     for name in SWITCH_RUNS:
         if name in only:
