@@ -337,7 +337,7 @@ def _prescan(path: Path) -> list[str]:
                 )
             if rec.span > MAX_RECORD_LINES:
                 raise HaloError.at(
-                    Pos(str(path), *rec.quote),
+                    Pos(str(path), *(rec.quote or (rec.line, 1))),  # span > 1: a quote is open
                     f"this quoted field runs over {rec.span:,} lines "
                     f"(a record may span at most {MAX_RECORD_LINES:,}): is a quote not closed?",
                 )

@@ -119,9 +119,9 @@ class _WorkflowChecker:
                 self._sql_facts(bi)
         # Second pass: types of references can now be resolved in any declaration order.
         for b in self.wf.bindings:
-            bi = self.info.bindings.get(b.name)
-            if bi is not None and self.scope[b.name][1] == b.pos:
-                self._check_args(bi)
+            found = self.info.bindings.get(b.name)
+            if found is not None and self.scope[b.name][1] == b.pos:
+                self._check_args(found)
         self._order()
         self._returns()
         self._unused()
@@ -311,7 +311,7 @@ class _WorkflowChecker:
             return
         url, expr = bi.templates.get("url"), bi.args.get("url")
         hole = origin_hole(url) if url is not None else None
-        if hole is not None:
+        if hole is not None and expr is not None:  # bi.templates["url"] is set from bi.args["url"]
             self.error(self._hole_pos(expr, hole) if isinstance(expr, ast.Str) else expr.pos, ORIGIN_LITERAL)
         policy = bi.args.get("follow_redirects")
         if policy is not None and not (
@@ -342,7 +342,7 @@ class _WorkflowChecker:
             stmt = sql.parse(q.value)  # exactly one statement, as the SQL tools run it
             write = sql.is_write(stmt)
         except sql.SqlParseError as e:
-            pos = q.pos if e.line is None else q.pos_at(_sql_index(q.value, e.line, e.col))
+            pos = q.pos if e.line is None else q.pos_at(_sql_index(q.value, e.line, e.col or 1))
             self.error(
                 pos, e.message if e.message == sql.ONE_STATEMENT else f"SQL does not parse: {e.message}"
             )
@@ -498,7 +498,8 @@ class _WorkflowChecker:
         for name, bi in self.info.bindings.items():
             if name not in self.used and not has_side_effect(bi):
                 self.warn(bi.binding.pos, f"'{name}' is never used")
-        for decl in (*self.wf.models, *self.wf.dbs):
+        decls: list[ast.ModelDecl | ast.DbDecl] = [*self.wf.models, *self.wf.dbs]
+        for decl in decls:
             if decl.name not in self.used:
                 self.warn(decl.pos, f"'{decl.name}' is declared but never used")
 

@@ -108,6 +108,7 @@ def never_merges(op: OpNode) -> str | None:
 
 def normalized_sql(op: OpNode) -> str:
     """The node's SQL in canonical form (computed once per node, never per row)."""
+    assert op.sql is not None, f"{op.id} is not a checked sql node"
     return sql.normalize(op.sql[0])
 
 
@@ -257,8 +258,9 @@ def _group(plan: LogicalPlan, op: OpNode, rows: list[dict], done: dict[str, OpGr
             g.texts, g.leads, g.upstream_holes = _known_texts(op, rows, proj, call_rows, plan.graph)
         return g
     rep_of, reps = _index(proj)
-    keyed = [call_parts(op, rows[r]) for r in reps]
-    if any(k is None for k in keyed):  # sampling made non-deterministic by a per-input argument
+    keyed_or_none = [call_parts(op, rows[r]) for r in reps]
+    keyed = [k for k in keyed_or_none if k is not None]
+    if len(keyed) < len(keyed_or_none):  # sampling made non-deterministic by a per-input argument
         g = OpGroup(
             op.id, op, n, n, False, "not merged: non-deterministic sampling", list(range(n)), list(range(n))
         )
@@ -298,7 +300,8 @@ def _shared_prefix_key(op: OpNode, rows: list[dict], call_rows: list[int], graph
 def _index(items: list) -> tuple[list[int], list[int]]:
     """Dense ids of equal items, and the first position of each id."""
     ids: dict[Any, int] = {}
-    out, first = [], []
+    out: list[int] = []
+    first: list[int] = []
     for i, item in enumerate(items):
         k = ids.get(item)
         if k is None:

@@ -181,6 +181,7 @@ def _llm_cost(
 ) -> list[GroupCost]:
     """Price groups that share engine batches (usually one): the time of their batches, split by calls."""
     op = groups[0].op
+    model_id = op.llm_model()
     shapes = [_shape(cplan, g, cal) for g in groups]
     calls = sum(s.calls for s in shapes)
     weight = [s.calls / calls if calls else 1 / len(shapes) for s in shapes]
@@ -189,19 +190,20 @@ def _llm_cost(
     out = max(1, round(sum(w * s.out for w, s in zip(weight, shapes, strict=True))))
     steps = max(s.steps for s in shapes)
     try:
-        model = specs.model(op.model)
+        model = specs.model(model_id)
         est = backends.group_time(
             model, device, calls, prompt, cached, out, policy.max_batch, calibration=cal.hw or None
         )
     except (specs.UnknownSpecError, CapacityError) as e:
         raise HaloError.at(op.pos, f"cannot estimate `{groups[0].id}` on {device.name}: {e}") from None
     b = est.breakdown
-    calibrated, defaults = [], []
+    calibrated: list[str] = []
+    defaults: list[str] = []
     hw_keys = b.get("prefill", {}).get("calibrated_keys") or b.get("decode", {}).get("calibrated_keys")
     if hw_keys:
         calibrated.append("hardware: " + ", ".join(hw_keys))
     sizes = policy.sizes(calls, prompt + out)
-    fitted = cal.engine.get(engine_key(op.model, device.name))
+    fitted = cal.engine.get(engine_key(model_id, device.name))
     if fitted is not None:
         phases = [engine_phases(fitted, n, steps, n * (prompt - cached)) for n in sizes]
         prefill_s, decode_s = sum(p for p, _ in phases), sum(d for _, d in phases)
@@ -213,7 +215,7 @@ def _llm_cost(
         prefill_tok, decode_tok = calls * (prompt - cached), calls * out
         prefill_s, decode_s = _calibrate(
             cal,
-            op.model,
+            model_id,
             device.name,
             b.get("prefill_s", 0.0),
             b.get("decode_s", 0.0),
@@ -413,7 +415,8 @@ def to_problem(costed: CostedPlan, hw: str | Hardware | None = None) -> Problem:
         if OPS[g.kind].tool:
             tasks.append(Task(gid, g.kind, deps, {cpu_kind: costed.groups[gid].seconds}))
             continue
-        model = specs.model(g.op.model)
+        model_id = g.op.llm_model()
+        model = specs.model(model_id)
         duration, mem = {}, None
         for spec in llm_specs:
             gc = priced[spec.name].get(gid)
@@ -421,16 +424,16 @@ def to_problem(costed: CostedPlan, hw: str | Hardware | None = None) -> Problem:
                 continue  # does not fit this device kind
             duration[kind_of[spec.name]] = gc.seconds
             mem = int(gc.mem_bytes) if mem is None else min(mem, int(gc.mem_bytes))  # fits the smallest
-            measured = cal.load_s.get(llm_key(g.op.model, spec.name, "load"))
-            load_s[(g.op.model, kind_of[spec.name])] = (
+            measured = cal.load_s.get(llm_key(model_id, spec.name, "load"))
+            load_s[(model_id, kind_of[spec.name])] = (
                 measured
                 if measured is not None
                 else roofline.load_time(model, spec, calibration=cal.hw or None).seconds
             )
-            wake_s[(g.op.model, kind_of[spec.name])] = roofline.load_time(
+            wake_s[(model_id, kind_of[spec.name])] = roofline.load_time(
                 model, spec, source="sleep", calibration=cal.hw or None
             ).seconds
-        model_bytes[g.op.model] = int(model.weight_bytes())
+        model_bytes[model_id] = int(model.weight_bytes())
         # Groups whose requests carry the same engine prefix key (halo.prefix.prefix_key) share a prefix group.
         tasks.append(
             Task(
@@ -438,7 +441,7 @@ def to_problem(costed: CostedPlan, hw: str | Hardware | None = None) -> Problem:
                 "llm",
                 deps,
                 duration,
-                g.op.model,
+                model_id,
                 mem or 0,
                 shardable=g.calls > 1,
                 prefix_group=g.prefix_key,

@@ -150,7 +150,7 @@ class _Step:
     id: str
     kind: str  # input | llm | py | http | sql
     node: dict
-    query: dict | None = None
+    query: dict = field(default_factory=dict)  # a sql step's db query (empty for the other kinds)
     post: bool = False
     binding: str = ""
 
@@ -642,7 +642,7 @@ class _Converter:
         cast = SQL_TYPES.get((ptype or "").removesuffix("[]"))
         if ptype and not cast:
             raise self.fail(f"query '{step.query['name']}': unknown param_type '{ptype}' for '{p}'")
-        if cast and ptype.endswith("[]"):
+        if cast and ptype and ptype.endswith("[]"):
             cast += "[]"
         if not isinstance(value, str):
             return text, [(p, _literal(value, 4))]

@@ -54,7 +54,7 @@ def _continues(a: OpNode, b: OpNode) -> bool:
         return False
     if json_schema(a.out) != json_schema(b.out) or "prompt" not in b.templates:
         return False
-    pa, pb = _pieces(a.templates["prompt"]), _pieces(b.templates["prompt"])
+    pa, pb = _template_pieces(a.templates["prompt"]), _template_pieces(b.templates["prompt"])
     n = len(pa)
     if n == 0 or len(pb) < n or pa[: n - 1] != pb[: n - 1]:
         return False
@@ -67,4 +67,8 @@ def _pieces(t: Template | None) -> tuple | None:
     """A template's pieces with holes reduced to what they render (their position is irrelevant)."""
     if t is None:
         return None
+    return _template_pieces(t)
+
+
+def _template_pieces(t: Template) -> tuple:
     return tuple(p if isinstance(p, str) else (p.parts, p.as_json) for p in t.pieces)

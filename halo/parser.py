@@ -7,9 +7,11 @@ import re
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import cast
 
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.tree import Meta
 
 from halo import ast
 from halo.errors import HaloError, Pos
@@ -79,7 +81,8 @@ def _check_nesting(source: str, file: str) -> None:
                 depth += 1
                 if depth > MAX_NESTING:
                     raise HaloError.at(
-                        Pos(file, tok.line, tok.column), f"brackets nest more than {MAX_NESTING} levels deep"
+                        Pos(file, tok.line or 1, tok.column or 1),
+                        f"brackets nest more than {MAX_NESTING} levels deep",
                     )
             elif tok.type in _CLOSE:
                 depth -= 1
@@ -93,19 +96,23 @@ def _error_pos(exc: UnexpectedInput, source: str, file: str) -> Pos:
         text = source.rstrip()  # just after the last character written
         return Pos(file, text.count("\n") + 1, len(text) - (text.rfind("\n") + 1) + 1)
     col = max(exc.column or 1, 1)
-    if (
-        isinstance(exc, UnexpectedCharacters)
-        and source[exc.pos_in_stream - 2 : exc.pos_in_stream + 1] == '"""'
-    ):
+    if isinstance(exc, UnexpectedCharacters) and source[_lex_pos(exc) - 2 : _lex_pos(exc) + 1] == '"""':
         col = max(col - 2, 1)  # an unterminated """string lexes as "" then "
     return Pos(file, exc.line, col)
 
 
+def _lex_pos(exc: UnexpectedCharacters) -> int:
+    """Where the lexer stopped: lark's UnexpectedCharacters sets pos_in_stream to that offset, but the base
+    class declares the attribute as `pos_in_stream = None`, so its type reads as None."""
+    return cast(int, exc.pos_in_stream)
+
+
 def _describe(exc: UnexpectedInput, source: str) -> str:
     if isinstance(exc, UnexpectedCharacters):
-        char = source[exc.pos_in_stream] if exc.pos_in_stream < len(source) else "?"
+        pos = _lex_pos(exc)
+        char = source[pos] if pos < len(source) else "?"
         if char == '"':
-            if source[exc.pos_in_stream - 2 : exc.pos_in_stream + 1] == '"""':
+            if source[pos - 2 : pos + 1] == '"""':
                 return 'unterminated """string"""'
             return "unterminated string"
         return f"unexpected character {char!r}"
@@ -151,10 +158,10 @@ def _expected(names) -> str:
     if {"STRING", "LONG_STRING"} <= names:
         names.discard("LONG_STRING")
     words |= {_terminal_name(n) for n in names}
-    words = sorted(words)
-    if len(words) > 6:
-        words = words[:6] + ["..."]
-    return " or ".join(words) if len(words) < 3 else ", ".join(words)
+    shown = sorted(words)
+    if len(shown) > 6:
+        shown = shown[:6] + ["..."]
+    return " or ".join(shown) if len(shown) < 3 else ", ".join(shown)
 
 
 def _terminal_name(name: str) -> str:
@@ -215,7 +222,8 @@ def _long_string_offsets(raw: str) -> tuple[str, tuple[int, ...]]:
     for line, _ in lines:
         if line.strip(" \t") == "":
             continue
-        indent = _INDENT.match(line).group(0)
+        indent_m = _INDENT.match(line)  # [ \t]* matches every string
+        indent = indent_m.group(0) if indent_m else ""
         if margin is None or indent.startswith(margin):
             margin = indent if margin is None else margin
         elif margin.startswith(indent):
@@ -269,8 +277,8 @@ class _Build(Transformer):
         return Pos(self.file, 1, 1)
 
     @v_args(meta=True)
-    def string(self, meta, children):
-        tok: Token = children[0]
+    def string(self, meta: Meta, children: list[Token]) -> ast.Str:
+        tok = children[0]
         raw = str(tok)
         size = len(raw.encode("utf-8", "surrogatepass"))
         if size > MAX_STRING_BYTES:

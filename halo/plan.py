@@ -50,6 +50,12 @@ class OpNode:
         except ValueError:
             return default
 
+    def llm_model(self) -> str:
+        """The model id of an llm node: check makes every llm() call name a declared model."""
+        if self.model is None:
+            raise ValueError(f"operator '{self.id}' ({self.kind}) has no model")
+        return self.model
+
     def bound_args(self) -> dict[str, ast.Expr]:
         """SQL parameters or py keyword arguments: the keywords that are not the operator's own."""
         sig = OPS[self.kind]
@@ -91,10 +97,10 @@ def build(checked: CheckResult, workflow: str | None = None) -> LogicalPlan:
     checked.raise_on_error()
     wf = checked.program.workflow(workflow)
     builder = _Builder(checked)
-    scope = {p.name: ast.Ref((p.name,), p.pos) for p in wf.params}
+    scope: dict[str, ast.Expr] = {p.name: ast.Ref((p.name,), p.pos) for p in wf.params}
     returns = builder.inline(checked.workflows[wf.name], prefix="", scope=scope)
     g = builder.graph
-    ordered = sorted(builder.declared, key=builder.source_key.get)
+    ordered = sorted(builder.declared, key=builder.source_key.__getitem__)  # every node has its key
     _database_order(g, ordered)
     writers = [n for n in ordered if g.nodes[n]["op"].side_effect]
     for a, b in zip(writers, writers[1:], strict=False):
@@ -128,14 +134,19 @@ def _database_order(g: nx.DiGraph, ordered: list[str]) -> None:
         for op in ops:
             if op.sql_write:
                 for prev in since:
-                    _order_edge(g, prev.id, op.id, f"read before write on db {prev.db.name}")
+                    _order_edge(g, prev.id, op.id, f"read before write on db {_db_name(prev)}")
                 if last_write is not None:
-                    _order_edge(g, last_write.id, op.id, f"write before write on db {op.db.name}")
+                    _order_edge(g, last_write.id, op.id, f"write before write on db {_db_name(op)}")
                 last_write, since = op, []
                 continue
             if last_write is not None:
-                _order_edge(g, last_write.id, op.id, f"write before read on db {op.db.name}")
+                _order_edge(g, last_write.id, op.id, f"write before read on db {_db_name(op)}")
             since.append(op)
+
+
+def _db_name(op: OpNode) -> str:
+    assert op.db is not None  # _database_order groups the statements that have a db
+    return op.db.name
 
 
 def _order_edge(g: nx.DiGraph, a: str, b: str, reason: str) -> None:

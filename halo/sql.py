@@ -115,7 +115,7 @@ def _second_statement(text: str, dialect: str) -> tuple[int, int]:
     return 1, 1
 
 
-def parse(text: str, dialect: str = "postgres") -> exp.Expression:
+def parse(text: str, dialect: str = "postgres") -> exp.Expr:
     """Parse exactly one SQL statement (a trailing ``;`` is fine); raise SqlParseError otherwise.
 
     More than MAX_PARENS nested parentheses, or a statement whose tree exhausts the recursion limit, is a
@@ -163,7 +163,7 @@ def _check_parens(text: str) -> None:
 # -- inspect ----------------------------------------------------------------------------------------------
 
 
-def _param_name(node: exp.Expression) -> str | None:
+def _param_name(node: exp.Expr) -> str | None:
     """Name of a named parameter node (``:name``, ``%(name)s``, DuckDB ``$name``), else None."""
     if isinstance(node, exp.Placeholder):
         name = node.name
@@ -176,11 +176,11 @@ def _param_name(node: exp.Expression) -> str | None:
     return name or None
 
 
-def _params(expr: exp.Expression):
+def _params(expr: exp.Expr):
     return (n for n in expr.walk() if isinstance(n, (exp.Placeholder, exp.Parameter)))
 
 
-def placeholders(expr: exp.Expression) -> list[str]:
+def placeholders(expr: exp.Expr) -> list[str]:
     """Distinct named parameters in order of first appearance."""
     names: dict[str, None] = {}
     for node in _params(expr):
@@ -190,7 +190,7 @@ def placeholders(expr: exp.Expression) -> list[str]:
     return list(names)
 
 
-def is_write(expr: exp.Expression | str) -> bool:
+def is_write(expr: exp.Expr | str) -> bool:
     """True unless the statement is a plain query (no DML/DDL, INTO, locking or CTE writes).
 
     Text with several statements counts as a write. Unknown statements count as writes.
@@ -209,7 +209,7 @@ def is_write(expr: exp.Expression | str) -> bool:
     return any(isinstance(n, _WRITE_NODES) for n in expr.walk())
 
 
-def returning_columns(expr: exp.Expression) -> list[str] | None:
+def returning_columns(expr: exp.Expr) -> list[str] | None:
     """Column names a write's RETURNING clause gives ([] without one), or None when unknown (``*``)."""
     returning = expr.args.get("returning")
     if returning is None:
@@ -217,7 +217,7 @@ def returning_columns(expr: exp.Expression) -> list[str] | None:
     return _names(returning.expressions)
 
 
-def _names(selects: list[exp.Expression]) -> list[str] | None:
+def _names(selects: list[exp.Expr]) -> list[str] | None:
     names = []
     for sel in selects:
         if isinstance(sel, exp.Star) or (isinstance(sel, exp.Column) and isinstance(sel.this, exp.Star)):
@@ -229,14 +229,14 @@ def _names(selects: list[exp.Expression]) -> list[str] | None:
     return names
 
 
-def output_columns(expr: exp.Expression) -> list[str] | None:
+def output_columns(expr: exp.Expr) -> list[str] | None:
     """Column names a read returns, or None when they can't be known statically (``*``, writes)."""
-    if is_write(expr):
+    if is_write(expr) or not isinstance(expr, exp.Query):  # is_write: every non-Query is a write
         return None
     return _names(expr.selects)
 
 
-def normalize(expr: exp.Expression, dialect: str = "postgres") -> str:
+def normalize(expr: exp.Expr, dialect: str = "postgres") -> str:
     """Canonical PostgreSQL text of a statement, for merging identical queries.
 
     Folds whitespace, keyword and unquoted-identifier case, comments, cast and alias syntax,
@@ -258,7 +258,7 @@ _FTS_DOC = {"to_tsvector"}
 _FTS_QUERY = {"plainto_tsquery", "to_tsquery", "websearch_to_tsquery"}
 
 
-def _words(arg: exp.Expression) -> exp.Expression:
+def _words(arg: exp.Expr) -> exp.Expr:
     return exp.func(
         "list_filter",
         exp.func("regexp_split_to_array", exp.func("lower", arg), exp.Literal.string("[^[:alnum:]]+")),
@@ -269,7 +269,7 @@ def _words(arg: exp.Expression) -> exp.Expression:
     )
 
 
-def _duckdb_compat(node: exp.Expression) -> exp.Expression:
+def _duckdb_compat(node: exp.Expr) -> exp.Expr:
     """Rewrite PostgreSQL constructs DuckDB lacks (applied only when targeting DuckDB).
 
     ``to_tsvector(cfg, doc) @@ plainto_tsquery(cfg, q)`` becomes "every word of q occurs as a word
@@ -291,7 +291,7 @@ def _duckdb_compat(node: exp.Expression) -> exp.Expression:
     return node
 
 
-def transpile(expr: exp.Expression, dialect: str) -> tuple[str, list[str]]:
+def transpile(expr: exp.Expr, dialect: str) -> tuple[str, list[str]]:
     """SQL text for ``dialect`` ("duckdb" or "postgres"/psycopg) and its parameter names.
 
     DuckDB binds ``$name``; psycopg binds ``%(name)s`` (every other ``%`` is doubled).
@@ -302,7 +302,7 @@ def transpile(expr: exp.Expression, dialect: str) -> tuple[str, list[str]]:
         raise ValueError(f"unsupported SQL dialect {dialect!r}; expected one of {sorted(_BIND)}")
     order: dict[str, None] = {}
 
-    def mark(node: exp.Expression) -> exp.Expression:
+    def mark(node: exp.Expr) -> exp.Expr:
         if not isinstance(node, (exp.Placeholder, exp.Parameter)):
             return node
         name = _param_name(node)
@@ -329,7 +329,7 @@ def transpile(expr: exp.Expression, dialect: str) -> tuple[str, list[str]]:
 class Prepared(NamedTuple):
     """A statement ready for one target: parsed tree, target text, parameter names, write flag."""
 
-    expr: exp.Expression
+    expr: exp.Expr
     text: str
     names: list[str]
     write: bool
@@ -341,7 +341,7 @@ def _prepare_text(sql: str, dialect: str) -> Prepared:
     return Prepared(expr, *transpile(expr, dialect), is_write(expr))
 
 
-def prepare(sql: exp.Expression | str, dialect: str) -> Prepared:
+def prepare(sql: exp.Expr | str, dialect: str) -> Prepared:
     """Parse (PostgreSQL text, cached) and transpile a statement for ``dialect``."""
     if isinstance(sql, str):
         return _prepare_text(sql, dialect)

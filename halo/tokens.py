@@ -12,11 +12,15 @@ import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from halo.calibration import Calibration
 from halo.models import SMOLLM2_ID, smollm2_location
 from halo.plan import OpNode
 from halo.types import Type
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 CHARS_PER_TOKEN = {"text": 4.0, "code": 3.0}  # English prose; SQL, JSON and tables
 TEXT_FILL = 0.5  # free-text answers use about half of max_tokens
@@ -39,7 +43,7 @@ class TokenCounter:
     model: str | None
     source: str
     chars_per_token: float
-    tokenizer: object | None = None
+    tokenizer: Tokenizer | None = None
 
     def count(self, text: str) -> int:
         if self.tokenizer is not None:
@@ -84,7 +88,7 @@ def tokenizer_path(model: str) -> Path | None:
 
 
 @cache
-def _load(path: str):
+def _load(path: str) -> Tokenizer:
     from tokenizers import Tokenizer
 
     return Tokenizer.from_file(path)

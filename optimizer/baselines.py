@@ -54,7 +54,7 @@ def per_query(per_input: Problem, n_inputs: int) -> PhysicalPlan:
         else:
             fixed[t.id], rr = rr % len(modes[t.id]), rr + 1
     order = {t.id: i for i, t in enumerate(topo_order(per_input))}
-    keys = {
+    keys: dict[str, float] = {
         t.id: int(t.id.rsplit("#", 1)[1]) * len(order) + order[t.id.rsplit("#", 1)[0]] for t in problem.tasks
     }
     tl, _ = build(problem, modes, keys, fixed)

@@ -62,7 +62,7 @@ def save_gantt(problem: Problem, plan: PhysicalPlan, path: str) -> None:
             ax.broken_barh(
                 [(p.start, p.end - p.start)],
                 (devs.index(d) - 0.4, 0.8),
-                facecolors=color.get(model[p.task], "grey"),
+                facecolors=color.get(model[p.task] or "", "grey"),
                 edgecolors="black",
                 linewidth=0.3,
             )

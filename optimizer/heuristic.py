@@ -159,13 +159,15 @@ def heuristic(problem: Problem, time_budget_s: float = 1.0, seed: int = 0) -> Ph
     check(problem)
     modes = {t.id: task_modes(problem, t) for t in problem.tasks}
     rank = upward_rank(problem, modes)
-    best = None
+    best: tuple[float, Timeline, dict[str, int], dict[str, float]] | None = None
+    tl: Timeline | None
     for keys in _key_variants(problem, rank):
         for spread in SPREADS:
             tl, chosen = build(problem, modes, keys, spread=spread)
             val = score(problem, *_ms_cost(tl))
             if best is None or val < best[0] - 1e-9:
                 best = (val, tl, chosen, keys)
+    assert best is not None  # SPREADS and the key variants are never empty
     keys = _key_variants(problem, rank)[0]
     try:
         tl, chosen = build(problem, modes, keys, _round_robin_modes(problem, modes))

@@ -31,6 +31,7 @@ import re
 import sys
 import tempfile
 import time
+from typing import Any
 
 import pulp
 
@@ -63,7 +64,7 @@ class _Model:
         self.alts: dict[str, list[tuple[int, tuple[Lane, ...]]]] = {}
         for t in self.order:
             n_lanes = {d: min(self.devs[d].slots, len(self.order)) for d in self.devs}
-            alts = []
+            alts: list[tuple[int, tuple[Lane, ...]]] = []
             for j, m in enumerate(self.modes[t.id]):
                 if len(m.devices) == 1 and n_lanes[m.devices[0]] > 1:
                     alts += [(j, ((m.devices[0], k),)) for k in range(n_lanes[m.devices[0]])]
@@ -108,7 +109,8 @@ class _Model:
                 return False
             if len(models) > 1 and d.mem_bytes <= 0:
                 return False
-            mb, kv = self.p.model_bytes, {}
+            mb = self.p.model_bytes
+            kv: dict[str, int] = {}
             for t in self.order:
                 if t.model in models and any(d.id in m.devices for m in self.modes[t.id]):
                     kv[t.model] = max(kv.get(t.model, 0), t.mem_bytes)
@@ -203,7 +205,8 @@ def _formulate(m: _Model):
     }
     s = {tid: lp.add_variable(f"s_{i}", 0, m.horizon) for i, tid in enumerate(ids)}
     cvar = lp.add_variable("C", 0, m.horizon)
-    dur, use = {}, {}
+    dur: dict[str, Any] = {}  # pulp expressions
+    use: dict[str, dict[Lane, list[Any]]] = {}  # task -> lane -> its pulp binaries that use the lane
     for tid in ids:
         lp += pulp.lpSum(x[tid, k] for k in range(len(m.alts[tid]))) == 1, f"one_{tid}"
         dur[tid] = pulp.lpSum(m.modes[tid][j].duration * x[tid, k] for k, (j, _) in enumerate(m.alts[tid]))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 from .physical import PhysicalPlan
 from .problem import Problem, pipelined
@@ -55,7 +56,9 @@ def simulate(
         f = factor.get(p.task, 1.0) if isinstance(factor, dict) else factor
         dur[p.task] = (p.end - p.start) * f * (rng.uniform(1 - jitter, 1 + jitter) if jitter else 1.0)
     queues: dict[str, list] = {d: [] for d in devs}
-    items = [(m.start, 0, i, "load", m) for i, m in enumerate(plan.loads)]
+    items: list[tuple[float, int, int, str, Any]] = [
+        (m.start, 0, i, "load", m) for i, m in enumerate(plan.loads)
+    ]
     items += [(p.start, 1, p.order, "task", p) for p in plan.placements]
     for _, _, _, kind, obj in sorted(items, key=lambda it: it[:3]):
         for d in [obj.device] if kind == "load" else obj.devices:

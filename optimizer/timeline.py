@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Literal
 
 from .modes import Mode
 from .physical import ModelLoad, PhysicalPlan, Placement, busy_cost
@@ -91,7 +92,7 @@ class Timeline:
                 ):
                     return None
             else:
-                load = self._load(task, did, t0)
+                load = self._load(task.model, did, t0)
                 if load is False:
                     return None
                 if load is not None:
@@ -103,9 +104,9 @@ class Timeline:
         start = self._fit_memory(task, mode, start)
         return Slot(task, mode, start, start + mode.duration, lanes, loads)
 
-    def _load(self, task: Task, did: str, t0: float) -> ModelLoad | None | bool:
-        """The load ``task``'s model needs on ``did`` (None: resident; False: cannot fit)."""
-        dev, model = self.devs[did], task.model
+    def _load(self, model: str, did: str, t0: float) -> ModelLoad | None | Literal[False]:
+        """The load a task's ``model`` needs on ``did`` (None: resident; False: cannot fit)."""
+        dev = self.devs[did]
         res = self.resident[did]
         if model in res:
             return None

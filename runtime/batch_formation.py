@@ -66,7 +66,7 @@ class BatchFormation:
         node = min(ready, key=lambda n: (self.models[n] not in resident, self.rank[n]))
         batch = self.take(node, [])
         siblings = self.siblings.get(node, ())
-        for other in sorted(ready, key=self.rank.get):
+        for other in sorted(ready, key=self.rank.__getitem__):
             if other in siblings and len(batch) < self.max_batch:
                 batch = self.take(other, batch)
         return batch

@@ -18,7 +18,7 @@ def build_request(op: OpNode, env: dict[str, Any], prefix_keys: bool, retain_s: 
     system = op.templates["system"].render(env) if "system" in op.templates else None
     top_p = op.option("top_p")
     return GenRequest(
-        model=op.model,
+        model=op.llm_model(),
         prompt=op.templates["prompt"].render(env),
         system=system,
         max_tokens=int(op.option("max_tokens")),

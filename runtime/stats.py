@@ -33,7 +33,8 @@ class NodeStats:
 
     def as_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k != "output_tokens"}
-        d["wall_seconds"] = (self.last_end - self.first_start) if self.first_start is not None else 0.0
+        first, last = self.first_start, self.last_end  # span() sets both
+        d["wall_seconds"] = (last - first) if first is not None and last is not None else 0.0
         return d
 
 

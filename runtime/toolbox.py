@@ -56,19 +56,21 @@ class Toolbox:
         )
 
     def _db(self, op: OpNode):
-        key = _db_key(op.db)
+        db = op.db
+        assert db is not None, f"sql node {op.id} has no db"  # check makes every sql() call name a db
+        key = _db_key(db)
         with self._lock:
             tool = self._dbs.get(key)
             if tool is None:
-                if op.db.kind == "duckdb":
-                    problem = self._missing(op.db)
+                if db.kind == "duckdb":
+                    problem = self._missing(db)
                     if problem:
                         raise SqlError(problem)
-                    tool = DuckDBTool(op.db.target, read_only=key not in self._written)
+                    tool = DuckDBTool(db.target, read_only=key not in self._written)
                 else:
                     from halo.runtime.tools.postgres_tool import PostgresTool
 
-                    tool = PostgresTool(op.db.target)
+                    tool = PostgresTool(db.target)
                 self._dbs[key] = tool
         return tool
 

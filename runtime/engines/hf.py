@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from transformers import DynamicCache, LogitsProcessorList
@@ -31,6 +32,11 @@ from .kv_cache import MIN_PREFIX_TOKENS, PrefixCache, RetainedStore, shared_pref
 from .kv_tensors import Head, batch_cache, make_cache, nbytes, row_kv
 from .micro_batches import micro_batches
 
+if TYPE_CHECKING:
+    import xgrammar as xgr
+
+    from .constrained import Grammars, SchemaProcessor
+
 
 @dataclass
 class _Item:
@@ -40,7 +46,7 @@ class _Item:
     req: GenRequest
     ids: list[int]
     head: Head | None = None  # reused (prefix ids, KV covering at least them)
-    grammar: object | None = None  # the compiled grammar of ``req.json_schema`` (None: unconstrained)
+    grammar: xgr.CompiledGrammar | None = None  # compiled ``req.json_schema`` (None: unconstrained)
 
 
 class HFEngine(Engine):
@@ -188,7 +194,7 @@ class HFEngine(Engine):
                 by_actual.setdefault(self._declared[req.model], []).append(i)
             for actual, indices in by_actual.items():
                 loaded = self._loaded[actual]
-                items = []
+                items: list[_Item] = []
                 for i in indices:
                     try:
                         item, error = self._prepare(loaded, i, requests[i])
@@ -196,7 +202,7 @@ class HFEngine(Engine):
                         item, error = None, f"prompt: {exc}"
                     if error:
                         results[i] = GenResult.failed(error)
-                    else:
+                    elif item is not None:  # no error: prepared
                         items.append(item)
                 try:
                     self._run_model(loaded, actual, items, results)
@@ -284,14 +290,16 @@ class HFEngine(Engine):
         seconds = (time.perf_counter() - start) / len(batch)
         for row, (item, new_ids) in enumerate(zip(batch, rows, strict=True)):
             kept = _cut(loaded, item, new_ids)
-            text = loaded.tokenizer.decode(kept, skip_special_tokens=True)
+            text = cast(str, loaded.tokenizer.decode(kept, skip_special_tokens=True))  # one sequence: one str
             cached = len(item.head[0]) if item.head else 0
             error = None
-            if item.grammar is not None and not schema.complete(row, kept):
+            if item.grammar is not None and schema is not None and not schema.complete(row, kept):
                 error = f"{json_cut_error(item.req.max_tokens)}; reply was {text[:120]!r}"
             results[item.index] = GenResult(text, len(item.ids), len(kept), cached, seconds, error)
 
-    def _generate_ids(self, loaded: Loaded, batch: list[_Item]) -> tuple[list[list[int]], object]:
+    def _generate_ids(
+        self, loaded: Loaded, batch: list[_Item]
+    ) -> tuple[list[list[int]], SchemaProcessor | None]:
         """New token ids per row, and the schema processor (None without schemas).
 
         Row i is [pad]*(C - h_i) + cached head_i + [pad]*(W - t_i) + tail_i, C the longest cached head, W
@@ -320,8 +328,8 @@ class HFEngine(Engine):
         if any(it.grammar is not None for it in batch):
             from .constrained import SchemaProcessor
 
-            rows = [(it.grammar, it.req.max_tokens) for it in batch]
-            schema = SchemaProcessor(loaded.grammars, rows, greedy=req.temperature == 0)
+            grammar_rows = [(it.grammar, it.req.max_tokens) for it in batch]
+            schema = SchemaProcessor(_grammars(loaded), grammar_rows, greedy=req.temperature == 0)
             kwargs["logits_processor"] = LogitsProcessorList([schema])
         retain = [i for i, it in enumerate(batch) if it.req.retain_s]
         cache = None
@@ -332,24 +340,27 @@ class HFEngine(Engine):
         if cache is not None:
             kwargs[loaded.cache_kw] = cache
         with torch.inference_mode():
-            out = loaded.model.generate(
+            # PreTrainedModel does not list GenerationMixin among its bases; AutoModelForCausalLM's classes do
+            out = loaded.model.generate(  # type: ignore[operator]
                 input_ids=torch.tensor(ids, device=self.device),
                 attention_mask=torch.tensor(mask, device=self.device),
                 **kwargs,
             )
         rows = [row[width_c + width :].tolist() for row in out]
         if retain:
+            assert cache is not None  # made above whenever a row retains
             fed = cache.get_seq_length() - width_c - width  # generated tokens whose KV is in the cache
             for i in retain:
-                it, h, t = batch[i], heads[i], len(tails[i])
+                it, h, t_len = batch[i], heads[i], len(tails[i])
                 kept = _cut(loaded, it, rows[i])[: max(fed, 0)]
-                cols = [*range(width_c - h, width_c), *range(width_c + width - t, width_c + width)]
+                cols = [*range(width_c - h, width_c), *range(width_c + width - t_len, width_c + width)]
                 cols += range(width_c + width, width_c + width + len(kept))
                 self._retain(loaded, it.req, tuple(it.ids + kept), row_kv(cache, i, cols, self.device))
         return rows, schema
 
     def _retain(self, loaded: Loaded, req: GenRequest, ids: tuple[int, ...], layers) -> None:
         """Keep ``layers`` (the KV of ``ids``) for ``req.retain_s`` seconds, within the store's bounds."""
+        assert req.retain_s is not None  # called for the rows that ask for retain_s
         build = partial(make_cache, loaded.model.config, layers)
         self._retained.put(self._declared[req.model], ids, nbytes(layers), float(req.retain_s), build)
 
@@ -365,7 +376,7 @@ def _cut(loaded: Loaded, item: _Item, new_ids: list[int]) -> list[int]:
     return kept
 
 
-def _grammars(loaded: Loaded):
+def _grammars(loaded: Loaded) -> Grammars:
     """The model's schema compiler (made once; xgrammar is imported only when a schema is first used)."""
     if loaded.grammars is None:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -19,18 +20,23 @@ from .base import RANDOM_WEIGHTS_NOTE, SMOLLM2_ALIASES, SMOLLM2_ID, EngineUnavai
 from .micro_batches import token_budget
 from .model_cache import random_model, smollm2_dir, tokenizer_dir
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from .constrained import Grammars
+
 
 @dataclass
 class Loaded:
     """A resident model with its tokenizer."""
 
-    model: object
-    tokenizer: object
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
     context: int
     random: bool
     cache_kw: str  # generate's KV-cache argument: ``cache`` (transformers >= 5.2x) or ``past_key_values``
     batch_tokens: int  # padded positions (rows x (prompt + new tokens)) one micro-batch may hold
-    grammars: object | None = None  # constrained.Grammars, made on the first request with a schema
+    grammars: Grammars | None = None  # constrained.Grammars, made on the first request with a schema
 
     def eos_ids(self) -> set[int]:
         """The token ids that end a reply (the model's and the tokenizer's EOS)."""
@@ -97,7 +103,8 @@ def load_actual(
     if actual.startswith("random:"):
         model = random_model(shape, dtype=dtype, device=device)
     else:
-        model = AutoModelForCausalLM.from_pretrained(actual, dtype=dtype).to(device).eval()
+        # transformers declares to() as @wraps(nn.Module.to), which types the bound call as wanting the module
+        model = AutoModelForCausalLM.from_pretrained(actual, dtype=dtype).to(device).eval()  # type: ignore[arg-type]
     context = getattr(model.config, "max_position_embeddings", None) or 2048
     cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     budget = token_budget(model.config, device, dtype, max_batch_tokens)

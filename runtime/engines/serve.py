@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import queue
-import sys
 import threading
 import time
 import uuid
 from concurrent.futures import Future
 from http.server import ThreadingHTTPServer
+from typing import Any
 
 from halo.runtime.jsonhttp import JSONHandler
 
@@ -74,7 +74,8 @@ def parse_chat(body: dict) -> GenRequest:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ValueError("'messages' must be a non-empty list")
-    system, turns = [], []
+    system: list[tuple[Any, str]] = []  # (role, text)
+    turns: list[tuple[Any, str]] = []
     for msg in messages:
         content = msg.get("content") or ""
         if isinstance(content, list):  # content parts
@@ -200,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
         engine.load(model)
     server = build_server(engine, args.host, args.port, args.batch_window)
     host, port = server.server_address[:2]
+    if isinstance(host, bytes):  # typeshed allows bytes; an AF_INET server reports str
+        host = host.decode()
     print(f"serving on http://{host}:{port}/v1", flush=True)
     try:
         server.serve_forever()
@@ -211,4 +214,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -79,7 +79,7 @@ class DuckDBTool:
                 timer.cancel()
 
     def run(
-        self, sql: exp.Expression | str, params: dict[str, Any] | None = None, timeout_s: float | None = None
+        self, sql: exp.Expr | str, params: dict[str, Any] | None = None, timeout_s: float | None = None
     ) -> SqlResult:
         """Execute one statement with bound parameters; SqlError carries DuckDB's message."""
         start = time.perf_counter()
@@ -90,7 +90,7 @@ class DuckDBTool:
         rows = [dict(zip(columns, row, strict=True)) for row in data]
         return SqlResult(columns, rows, len(rows), time.perf_counter() - start)
 
-    def explain_cost(self, sql: exp.Expression | str, params: dict[str, Any] | None = None) -> float | None:
+    def explain_cost(self, sql: exp.Expr | str, params: dict[str, Any] | None = None) -> float | None:
         """Sum of estimated cardinalities of the plan's operators; None if DuckDB gives none."""
         prepared = prepare(sql, "duckdb")
         args = bind_scalars(prepared.names, params)

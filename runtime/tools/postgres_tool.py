@@ -63,7 +63,7 @@ class PostgresTool:
             raise SqlError(str(e).strip(), sql=text) from None
 
     def run(
-        self, sql: exp.Expression | str, params: dict[str, Any] | None = None, timeout_s: float | None = None
+        self, sql: exp.Expr | str, params: dict[str, Any] | None = None, timeout_s: float | None = None
     ) -> SqlResult:
         """Execute one statement with bound parameters; SqlError carries PostgreSQL's message."""
         start = time.perf_counter()
@@ -72,7 +72,7 @@ class PostgresTool:
         columns, rows, count = self._execute(prepared.text, args, prepared.write, timeout_s)
         return SqlResult(columns, rows, count, time.perf_counter() - start)
 
-    def explain_cost(self, sql: exp.Expression | str, params: dict[str, Any] | None = None) -> float | None:
+    def explain_cost(self, sql: exp.Expr | str, params: dict[str, Any] | None = None) -> float | None:
         """Planner total cost of the statement with these parameters."""
         prepared = prepare(sql, "postgres")
         args = bind_scalars(prepared.names, params)

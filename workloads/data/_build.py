@@ -58,12 +58,14 @@ def checksum(path: str | os.PathLike) -> dict[str, tuple[int, int]]:
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1"
             ).fetchall()
         ]
-        return {
-            t: tuple(
-                int(v or 0) for v in con.execute(f'SELECT count(*), sum(hash("{t}")) FROM "{t}"').fetchone()
-            )
-            for t in tables
-        }
+        return {t: _count_and_hash(con, t) for t in tables}
+
+
+def _count_and_hash(con: duckdb.DuckDBPyConnection, table: str) -> tuple[int, int]:
+    row = con.execute(f'SELECT count(*), sum(hash("{table}")) FROM "{table}"').fetchone()
+    assert row is not None  # an aggregate query returns one row
+    count, digest = row
+    return int(count or 0), int(digest or 0)
 
 
 def zipf_weights(n: int, s: float) -> np.ndarray:
