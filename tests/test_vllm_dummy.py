@@ -118,6 +118,9 @@ class _FakeLLM:
     def reset_prefix_cache(self) -> None:
         self.cached = 0
 
+    def get_tokenizer(self):
+        return SimpleNamespace(encode=lambda text, add_special_tokens: text.split())
+
     def chat(self, messages, sampling_params, use_tqdm):
         assert self.awake
         self.cached += len(messages)
@@ -195,3 +198,25 @@ def test_release_warm_shuts_the_pool_down(fake_vllm, monkeypatch):
     assert stopped == []
     fake_vllm.release_warm()
     assert stopped == _FakeLLM.started
+
+
+def test_calibrate_fits_the_batch_law_on_the_vllm_engine(fake_vllm, tmp_path):
+    """`halo calibrate --engine vllm` (halo.api.calibrate) probes each model through the adapter; declared ids
+    that run as the same stand-in are probed once."""
+    from halo import api
+
+    stand_in = {"Qwen/Qwen3-14B": "qwen2.5-0.5b", "Qwen/Qwen3-32B": "qwen2.5-0.5b"}
+    opts = {"dummy_weights": True, "model_map": stand_in, "gpu_memory_utilization": 0.5}
+    cal = api.calibrate(
+        list(stand_in),
+        engine="vllm",
+        engine_options=opts,
+        hardware="1 x H200",
+        sizes=(1, 4),
+        steps=(2, 8),
+        prompts=(16,),
+        calibration=tmp_path / "cal.json",
+    )
+    assert cal.device == "H200" and set(cal.laws) == set(stand_in)
+    assert cal.laws["Qwen/Qwen3-14B"]["batches"] == 4 and len(_FakeLLM.started) == 1
+    assert json.loads((tmp_path / "cal.json").read_text())
