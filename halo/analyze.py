@@ -56,7 +56,46 @@ def annotate(report: dict[str, Any], stats: RunStats) -> dict[str, Any]:
         )
     block["text"] = text
     report["analyze"] = block
+    report["devices"] = devices(report, stats)
+    if report["devices"]["per_device"]:
+        block["text"] += "\n" + report["devices"]["text"]
     return report
+
+
+def devices(report: dict[str, Any], stats: RunStats) -> dict[str, Any]:
+    """Per device of the placement: predicted busy seconds and model loads beside the measured ones
+    (engine batches and loads the run recorded on that device's engine), and worker restarts."""
+    predicted: dict[str, dict[str, float]] = {}
+    for node in report["nodes"]:
+        p = node.get("placement")
+        if node["kind"] != "llm" or not p:
+            continue
+        for d in p["devices"]:
+            predicted.setdefault(d, {"busy_s": 0.0, "loads": 0})["busy_s"] += p["end"] - p["start"]
+    for step in (report.get("execution") or {}).get("residency", []):
+        predicted.setdefault(step["device"], {"busy_s": 0.0, "loads": 0})["loads"] += 1
+    measured: dict[str, dict[str, float]] = {}
+    for b in stats.engine_batches:
+        for d in str(b.get("device", "local")).split("+"):
+            m = measured.setdefault(d, {"busy_s": 0.0, "batches": 0, "loads": 0})
+            m["busy_s"] += b["seconds"]
+            m["batches"] += 1
+    for x in stats.loads:
+        for d in str(x["device"]).split("+"):
+            m = measured.setdefault(d, {"busy_s": 0.0, "batches": 0, "loads": 0})
+            m["busy_s"] += x["end"] - x["start"]
+            m["loads"] += 1
+    rows, lines = {}, []
+    for d in sorted(set(predicted) | set(measured)):
+        p, m = predicted.get(d, {}), measured.get(d, {})
+        restarts = stats.worker_restarts.get(d, 0)
+        rows[d] = {"predicted": p, "measured": m, "restarts": restarts}
+        lines.append(
+            f"  {d}: busy {m.get('busy_s', 0.0):.2f} s measured / {p.get('busy_s', 0.0):.2f} s predicted; "
+            f"{m.get('batches', 0)} batches; loads {m.get('loads', 0)} / {p.get('loads', 0)} planned"
+            + (f"; {restarts} worker restart(s)" if restarts else "")
+        )
+    return {"per_device": rows, "text": "Devices (measured / predicted):\n" + "\n".join(lines)}
 
 
 def measurements(report: dict[str, Any], stats: RunStats) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ from halo.plan import LogicalPlan
 from halo.program import Program, load, load_source
 
 Progress = Callable[[int], None] | None
+RUN_PLANNING_S = 2.0  # the optimizer's budget when `run` plans its first window (explain: --time-limit)
 
 
 @dataclass
@@ -209,13 +210,15 @@ def run(
     hardware: str | None = None,
     calibration: calib.Calibration | None = None,
     disabled: Iterable[str] = (),
+    ray_address: str | None = None,
     on_rejected: Callable[[batches.RowError], None] | None = None,
     progress: Progress = None,
 ) -> RunResult:
     """Run the workflow over the batch file on a real engine; records stream to `output`.
     In halo mode without `planned`, the first window of inputs is planned first for `hardware`
     (None: this machine) with the rules not `disabled`, and the run executes that plan. The
-    baselines (naive, opwise) run their own execution plans (`halo.execution.for_mode`)."""
+    baselines (naive, opwise) run their own execution plans (`halo.execution.for_mode`). A plan over
+    two or more devices, or `ray_address`, runs one engine worker per device on Ray."""
     from halo.execution import MODES, for_mode
     from halo.runtime.executor import RunOptions
 
@@ -235,12 +238,24 @@ def run(
             hardware,
             calibration=calibration,
             policy=batch_policy(max_batch),
+            time_limit_s=RUN_PLANNING_S,
             disabled=disabled,
         )
     if planned is not None:
         xplan = planned.execution
     return _execute(
-        compiled, rows, input_path, output, opts, xplan, engine, engine_options, resume, progress, planned
+        compiled,
+        rows,
+        input_path,
+        output,
+        opts,
+        xplan,
+        engine,
+        engine_options,
+        resume,
+        progress,
+        planned,
+        ray_address,
     )
 
 
@@ -256,6 +271,7 @@ def _execute(
     resume: bool,
     progress: Progress,
     planned: Planned | None = None,
+    ray_address: str | None = None,
 ) -> RunResult:
     """Execute `rows` as `xplan` says, with `opts` (window, workers, retries)."""
     from halo.runtime.run import execute, fingerprint
@@ -271,6 +287,7 @@ def _execute(
         options=opts,
         resume=resume,
         progress=progress,
+        ray_address=ray_address,
     )
     return RunResult(result.stats, result.output, result.journal, result.failed_records, planned)
 

@@ -329,6 +329,11 @@ def run(
     disable_rule: list[str] = typer.Option(
         [], "--disable-rule", callback=_rules, help="Switch a rewrite rule off (repeatable; see halo rules)"
     ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="Ray cluster for the engine workers (default $RAY_ADDRESS; plans over 2+ devices start Ray here)",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar"),
 ) -> None:
     """Run a workflow over a batch on a real engine and real tools; results stream to --output.
@@ -359,6 +364,7 @@ def run(
             limit=limit,
             hardware=hardware,
             disabled=disable_rule,
+            ray_address=ray_address,
             on_rejected=rejected,
             progress=progress,
         ),
@@ -396,6 +402,19 @@ def _stderr():
     return Console(stderr=True)
 
 
+def _workers_line(stats) -> str:
+    """One engine worker per device: its batches, loads and restarts."""
+    from halo.analyze import devices
+
+    measured = devices({"nodes": []}, stats)["per_device"]
+    parts = [
+        f"{d} (pid {w['pid']}): {measured.get(d, {}).get('measured', {}).get('batches', 0)} batches, "
+        f"{stats.worker_restarts.get(d, 0)} restart(s)"
+        for d, w in stats.workers.items()
+    ]
+    return "engine workers on Ray: " + "; ".join(parts)
+
+
 def _summary(result, output: Path) -> None:
     t, planned = result.stats.totals(), result.planned
     lines = (
@@ -419,6 +438,8 @@ def _summary(result, output: Path) -> None:
             f"{t['in_doubt']:,} inputs in doubt: a side effect may have run before the crash and was not "
             "repeated (--resume --retry-in-doubt runs it again, for idempotent effects)"
         )
+    if result.stats.workers:
+        lines.append(_workers_line(result.stats))
     if t["substitutions"]:
         lines.append(
             "models substituted on this engine: "

@@ -400,8 +400,12 @@ def to_problem(costed: CostedPlan, hw: str | Hardware | None = None) -> Problem:
     ]
     cpu_kind = next(d.spec.name for d in hw.devices if d.kind == "cpu")
     if not hw.accelerators:
-        # With no accelerator the LLM engine runs on the host: one engine, one batch at a time, beside the tools.
-        devices.append(Device(CPU_ENGINE, CPU_ENGINE, 0, 1, False))
+        # With no accelerator LLM engines run on the hosts: one engine per host (`cpu-engine`, or
+        # `cpu-engine0`, `cpu-engine1`, ... for several), one batch at a time each, beside the tools.
+        hosts = [d for d in hw.devices if d.kind == "cpu"]
+        for i, _ in enumerate(hosts):
+            name = CPU_ENGINE if len(hosts) == 1 else f"{CPU_ENGINE}{i}"
+            devices.append(Device(name, CPU_ENGINE, 0, 1, False))
     kind_of = {spec.name: (spec.name if hw.accelerators else CPU_ENGINE) for spec in llm_specs}
     priced = {
         spec.name: costed.groups

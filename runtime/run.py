@@ -49,6 +49,7 @@ def execute(
     options: RunOptions | None = None,
     resume: bool = False,
     progress=None,
+    ray_address: str | None = None,
 ) -> RunResult:
     """Run the execution plan over `rows`, one JSON record per input in `output`.
 
@@ -56,6 +57,8 @@ def execute(
     Records stream to `output` as inputs finish; at the end the file is rewritten from the journal in row
     order. The journal sits beside the output (`OUTPUT.journal`). With `resume`, finished inputs are kept
     and the output file is rebuilt from the journal first, so no record is lost or duplicated.
+    One engine runs in this process when the plan places LLM work on one device; two or more devices,
+    `ray_address` or `$RAY_ADDRESS` start one engine worker per device on Ray (`halo.runtime.workers`).
     """
     output = Path(output)
     tools = Toolbox(xplan.logical)
@@ -72,7 +75,9 @@ def execute(
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         _rebuild(journal, output)
-        stats = _stream(xplan, rows, output, journal, tools, engine, engine_options, options, progress)
+        stats = _stream(
+            xplan, rows, output, journal, tools, engine, engine_options, options, progress, ray_address
+        )
         _rebuild(journal, output)
         failed = journal.count_failed()
     finally:
@@ -99,11 +104,19 @@ def _stream(
     engine_options: dict | None,
     options: RunOptions | None,
     progress,
+    ray_address: str | None,
 ) -> RunStats:
     """Run the executor, appending each record to `output` as its input finishes; closes the tools."""
+    pool = llm = None
     try:
-        needs_llm = any(op.kind == "llm" for op in xplan.logical.nodes())
-        llm = make_engine(engine, **(engine_options or {})) if needs_llm else None
+        if any(op.kind == "llm" for op in xplan.logical.nodes()):
+            devices = xplan.devices
+            if len(devices) > 1 or ray_address or os.environ.get("RAY_ADDRESS"):
+                from halo.runtime.workers import WorkerPool, specs_for
+
+                pool = WorkerPool(specs_for(devices or ["cpu"], engine, engine_options), address=ray_address)
+            else:
+                llm = make_engine(engine, **(engine_options or {}))
     except BaseException:
         tools.close()
         raise
@@ -114,8 +127,24 @@ def _stream(
                 f.write(record + "\n")
                 f.flush()
 
-            return Executor(xplan, llm, tools, journal, options).run(rows, sink, progress)
+            # one local engine serves every placed device (named after them in the run's records)
+            engines = pool.engines if pool is not None else ({d: llm for d in xplan.devices} or llm)
+            executor = Executor(xplan, engines, tools, journal, options)
+            stats = executor.run(rows, sink, progress)
+            if pool is not None:  # worker timelines in seconds from the run's start, like the stats
+                stats.worker_restarts = pool.restarts
+                stats.timelines = {
+                    d: [
+                        {**e, "start": e["start"] - executor.t0, "end": e["end"] - executor.t0}
+                        for e in events
+                    ]
+                    for d, events in pool.timelines().items()
+                }
+                stats.workers = {d: e.worker_info() for d, e in pool.engines.items()}
+            return stats
     finally:
         tools.close()
         if llm is not None:
             llm.close()
+        if pool is not None:
+            pool.close()

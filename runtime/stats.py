@@ -59,6 +59,8 @@ class RunStats:
     # (True: loaded ahead of its batches while the engine had nothing to run).
     loads: list[dict] = field(default_factory=list)
     worker_restarts: dict[str, int] = field(default_factory=dict)  # device -> engine worker restarts
+    timelines: dict[str, list[dict]] = field(default_factory=dict)  # device -> its worker's events
+    workers: dict[str, dict] = field(default_factory=dict)  # device -> its worker's pid and Ray node
 
     def record_load(self, device: str, model: str, start: float, end: float, preload: bool) -> None:
         self.model_loads += 1

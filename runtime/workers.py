@@ -41,15 +41,17 @@ class WorkerSpec:
     engine_options: dict = field(default_factory=dict)
     gpu: bool = False
     resources: dict[str, float] = field(default_factory=dict)
+    cpus: float = 0.0  # CPUs reserved on its node (a CPU engine's one; so one worker per 1-CPU node)
 
 
 def specs_for(devices: Iterable[str], engine: str, engine_options: dict | None = None) -> list[WorkerSpec]:
-    """One spec per device id: ``cpu*`` ids get CPU workers, ``gpu*`` ids a GPU each."""
+    """One spec per device id: ``cpu*`` ids get CPU workers (one CPU each), ``gpu*`` ids a GPU each."""
     specs = []
     for device in devices:
         if not device.startswith(("cpu", "gpu")):
             raise ValueError(f"no engine worker runs on device {device!r} (only cpu* and gpu* devices)")
-        specs.append(WorkerSpec(device, engine, dict(engine_options or {}), device.startswith("gpu")))
+        gpu = device.startswith("gpu")
+        specs.append(WorkerSpec(device, engine, dict(engine_options or {}), gpu, cpus=0.0 if gpu else 1.0))
     return specs
 
 
@@ -254,9 +256,10 @@ class WorkerPool:
             worker = ray.remote(_Worker)
             for s in specs:
                 self._actors[s.device] = worker.options(
-                    num_cpus=0,
+                    num_cpus=s.cpus,
                     num_gpus=1 if s.gpu else 0,
                     resources=s.resources or None,
+                    scheduling_strategy="DEFAULT" if s.resources else "SPREAD",  # one node each if can be
                     max_restarts=max_restarts,
                     max_task_retries=max_restarts,
                 ).remote(s.engine, s.engine_options)
