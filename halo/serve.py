@@ -50,6 +50,8 @@ MAX_EVENT_IDS = 1000  # runs one event stream may follow
 KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies from closing an idle stream
 STOP_S = 60.0  # on shutdown, how long the inputs in flight may take to finish
 MAX_CONNECTIONS = 4096  # uvicorn answers 503 beyond this many connections
+KEEP_ALIVE_S = 75  # idle connections are kept longer than clients keep them (httpx: 5 s), so a client
+# never sends on a connection the server is closing
 
 __all__ = ["ServeConfig", "ServeError", "Server", "serve"]
 
@@ -192,6 +194,7 @@ class Server:
             lifespan="on",
             limit_concurrency=MAX_CONNECTIONS,
             timeout_graceful_shutdown=5,
+            timeout_keep_alive=KEEP_ALIVE_S,
         )
         self._uvicorn = uvicorn.Server(config)
         try:

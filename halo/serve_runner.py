@@ -262,9 +262,11 @@ class Runner:
         with self._cond:
             self._cond.notify_all()
         main, completions = self._threads
-        main.join(timeout_s)
+        if main.ident is not None:  # started
+            main.join(timeout_s)
         self._done.put(None)
-        completions.join(timeout_s)
+        if completions.ident is not None:
+            completions.join(timeout_s)
         if main.is_alive():
             return False
         self.journal.close()
