@@ -58,7 +58,12 @@ class Compiled:
 def compile(source: str | Path, workflow: str | None = None, *, filename: str | None = None) -> Compiled:  # noqa: A001
     """Load, check and build. `source` is a path, or (with `filename`) the workflow text itself.
     Raises HaloError with every located error; warnings are kept on the result."""
-    program = load_source(source, filename) if filename is not None else load(source)
+    if filename is None:
+        program = load(source)
+    elif isinstance(source, str):
+        program = load_source(source, filename)
+    else:
+        raise TypeError("with filename=, source is the workflow text (a str), not a path")
     checked = check(program)
     return Compiled(plans.build(checked, workflow), program, checked.warnings)
 
@@ -133,7 +138,7 @@ def plan(
     if not isinstance(batch, batches.Batch):
         batch = load_batch(compiled, batch, limit)
     detected = hardware is None
-    hw = detect_hardware() if detected else hardware
+    hw = detect_hardware() if hardware is None else hardware
     start = time.perf_counter()
     priced = physical_plan(
         compiled.plan,

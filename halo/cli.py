@@ -54,7 +54,8 @@ def _one_of(*allowed: str) -> Callable[[str | None], str | None]:
 def _engine_name(value: str) -> str:
     from halo.runtime.engines import ENGINE_NAMES
 
-    return _one_of(*ENGINE_NAMES)(value)
+    _one_of(*ENGINE_NAMES)(value)
+    return value
 
 
 app = typer.Typer(
@@ -379,7 +380,7 @@ def _count_lines(path: Path) -> int:
         return sum(1 for line in f if line.strip())
 
 
-def _with_progress(total: int, quiet: bool, fn):
+def _with_progress(total: int | None, quiet: bool, fn):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     if quiet:

@@ -35,6 +35,13 @@ class Call:
     request: GenRequest | None = None
     repaired: bool = False
 
+    @property
+    def llm_request(self) -> GenRequest:
+        """The request of an LLM call (a tool call has none)."""
+        if self.request is None:
+            raise ValueError(f"the call of '{self.node}' is not an LLM call")
+        return self.request
+
 
 class Memo:
     """Finished call results by key as JSON text, least recently used first, bounded in bytes.

@@ -94,7 +94,7 @@ class Executor:
             policy.batch_tokens,
             siblings,
             self.rank,
-            {n: self.ops[n].model for n in llm},
+            {n: self.ops[n].llm_model() for n in llm},
             self._expected_tokens,
         )
         self.prefix_nodes = set(xplan.prefix_nodes)
@@ -183,7 +183,7 @@ class Executor:
             self.stats.substitutions.update(getattr(engine, "substitutions", {}))
         return self.stats
 
-    def _fresh(self, rows: Iterable) -> Iterable[tuple[int, dict[str, Any]]]:
+    def _fresh(self, rows: Iterable) -> Iterable[Any]:
         """The rows not finished in the journal; a rejected row (a RowError) is journaled as its record."""
         done = self.journal.is_finished if self.cache.resuming else (lambda row: False)
         for item in rows:
@@ -321,7 +321,7 @@ class Executor:
                 continue
             self.busy.add(slot)
             self.outstanding += 1
-            self.gpu.submit(self._run_engine, slot, self.ops[batch[0].node].model, batch)
+            self.gpu.submit(self._run_engine, slot, self.ops[batch[0].node].llm_model(), batch)
 
     def _preload(self, slot: int, engine: Engine) -> None:
         """An idle engine whose resident models have no work left loads the next model it will need
@@ -330,11 +330,12 @@ class Executor:
         resident = set(engine.resident_models())
         if not waiting or any(self.ops[n].model in resident for n in waiting):
             return
-        models = {self.ops[n].model for n in waiting}
+        models = {self.ops[n].llm_model() for n in waiting}
         devices = set(self.slots[slot][0].split("+"))
         planned = [s.model for s in sorted(self.xplan.residency, key=lambda s: s.at_s) if s.device in devices]
         model = (
-            next((m for m in planned if m in models), None) or self.ops[min(waiting, key=self.rank.get)].model
+            next((m for m in planned if m in models), None)
+            or self.ops[min(waiting, key=self.rank.__getitem__)].llm_model()
         )
         self.busy.add(slot)
         self.outstanding += 1
@@ -349,7 +350,9 @@ class Executor:
         self.events.put(("load", (slot, model, seconds, start, time.perf_counter())))
 
     def _expected_tokens(self, call: Call) -> int:
-        return expected_tokens(self.ops[call.node], call.request, self.stats.nodes[call.node].output_tokens)
+        return expected_tokens(
+            self.ops[call.node], call.llm_request, self.stats.nodes[call.node].output_tokens
+        )
 
     def _run_engine(self, slot: int, model: str, batch: list[Call]) -> None:
         """Run one batch; requests that failed for a reason that may pass (an engine error, a timeout; not an
@@ -370,13 +373,17 @@ class Executor:
             if attempt:
                 time.sleep(0.2 * 2 ** (attempt - 1))
             try:
-                for i, r in zip(pending, engine.generate([batch[i].request for i in pending]), strict=True):
+                for i, r in zip(
+                    pending, engine.generate([batch[i].llm_request for i in pending]), strict=True
+                ):
                     results[i] = r
             except Exception as e:  # the engine itself failed: every pending request fails this attempt
                 for i in pending:
                     results[i] = GenResult.failed(f"{type(e).__name__}: {e}")
             pending = [
-                i for i in pending if results[i].error and retryable(batch[i].request, results[i].error)
+                i
+                for i in pending
+                if (err := results[i].error) is not None and retryable(batch[i].llm_request, err)
             ]
         self.events.put(("llm", (slot, batch, results, load_s, start, time.perf_counter())))
 
@@ -399,7 +406,7 @@ class Executor:
             slot, batch, results, load_s, start, end = payload
             self.busy.discard(slot)
             if load_s > 0:
-                model = self.ops[batch[0].node].model
+                model = self.ops[batch[0].node].llm_model()
                 self.stats.record_load(
                     self.slots[slot][0], model, start - self.t0, start - self.t0 + load_s, False
                 )
@@ -409,7 +416,7 @@ class Executor:
                 self.stats.nodes[node].batches += 1
             self.stats.record_batch(
                 {
-                    "model": self.ops[batch[0].node].model,
+                    "model": self.ops[batch[0].node].llm_model(),
                     "device": self.slots[slot][0],
                     "load_s": load_s,
                     "nodes": dict(members),
@@ -453,7 +460,7 @@ class Executor:
         except structured.OutputError as e:
             if self.opt.repair and not call.repaired:
                 self.stats.nodes[call.node].repairs += 1
-                r = call.request
+                r = call.llm_request
                 call.request = replace(r, prompt=structured.repair_prompt(r.prompt, op.out, str(e)))
                 call.repaired = True
                 self.batches.add(call)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,7 @@ from typing import Any
 from halo.errors import HaloError
 from halo.execution import ExecutionPlan
 from halo.plan import LogicalPlan
-from halo.runtime.engines import make_engine
+from halo.runtime.engines import Engine, make_engine
 from halo.runtime.executor import Executor, RunOptions
 from halo.runtime.journal import Journal
 from halo.runtime.stats import RunStats
@@ -127,8 +127,11 @@ def _stream(
                 f.write(record + "\n")
                 f.flush()
 
-            # one local engine serves every placed device (named after them in the run's records)
-            engines = pool.engines if pool is not None else ({d: llm for d in xplan.devices} or llm)
+            engines: Engine | Mapping[str, Engine] | None = llm
+            if pool is not None:
+                engines = pool.engines
+            elif llm is not None and xplan.devices:  # one local engine for every placed device (by name)
+                engines = {d: llm for d in xplan.devices}
             executor = Executor(xplan, engines, tools, journal, options)
             stats = executor.run(rows, sink, progress)
             if pool is not None:  # worker timelines in seconds from the run's start, like the stats
