@@ -83,14 +83,8 @@ def main() -> None:
     for engine in args.engines.split(","):
         k = 0 if engine == "fake" else 1
         slo = args.slo_ms[k]
-        lines = [
-            f"## engine {engine}",
-            "",
-            "| workload | server | load | "
-            + loadgen.table_header(slo).split("\n")[0][2:]
-            + " server CPU ms/run |",
-            "|---|---|---|" + "---|" * 13,
-        ]
+        cols = ["workload", "server", "load", *loadgen.columns(slo), "server CPU ms/run"]
+        lines = [f"## engine {engine}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for workload in args.workloads.split(","):
             inputs = loadgen.read_inputs(ROOT / "workloads" / f"{workload}.jsonl")
             saturated: dict[str, float] = {}

@@ -78,7 +78,7 @@ class Report:
         )
 
     def row(self) -> list[str]:
-        """This run as a markdown table row (see HEADER)."""
+        """This run as a markdown table row (see `columns`)."""
         q = [self.quantile(p) for p in (0.5, 0.9, 0.99)]
         slo = self.slo_attainment
         return [
@@ -109,22 +109,15 @@ class Report:
         )
 
 
-def table_header(slo_ms: float | None) -> str:
+def columns(slo_ms: float | None) -> list[str]:
+    """The markdown columns of `Report.row`."""
     slo = f"within {slo_ms:g} ms" if slo_ms is not None else "within SLO"
-    cols = [
-        "rate (req/s)",
-        "arrivals",
-        "sent",
-        "ok",
-        "failed",
-        "429",
-        "errors",
-        "throughput (runs/s)",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        slo,
-    ]
+    counts = ["rate (req/s)", "arrivals", "sent", "ok", "failed", "429", "errors", "throughput (runs/s)"]
+    return [*counts, "p50 ms", "p90 ms", "p99 ms", slo]
+
+
+def table_header(slo_ms: float | None) -> str:
+    cols = columns(slo_ms)
     return "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
 
 

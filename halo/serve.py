@@ -41,6 +41,8 @@ from starlette.routing import Route
 
 from halo import api, ast, types
 from halo.batch import RowError, iter_rows
+from halo.cost import detect_hardware
+from halo.runtime.engines import check_model_map, make_engine
 from halo.serve_metrics import render
 from halo.serve_runner import MODES, QueueFull, Runner, ServeError, SharedEngine
 from halo.serve_store import Run, Store
@@ -146,9 +148,6 @@ class Server:
                 raise ServeError(f"two files serve a workflow named {c.plan.name!r}; names must be unique")
             compiled[c.plan.name] = c
         models = sorted({op.model for c in compiled.values() for op in c.plan.nodes() if op.kind == "llm"})
-        from halo.cost import detect_hardware
-        from halo.runtime.engines import check_model_map, make_engine
-
         check_model_map(models, cfg.engine_options.get("model_map", {}))
         self.sock = _bind(cfg.host, cfg.port)
         self.ready = threading.Event()
