@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from halo.optimizer import ModelLoad, PhysicalPlan, Placement, Problem
 from halo.runtime.stats import RunStats
 
 
@@ -163,3 +164,33 @@ def measurements(report: dict[str, Any], stats: RunStats) -> list[dict[str, Any]
                 {"kind": "tool", "tool": node["kind"], "key": node["id"], "seconds": st.seconds / st.calls}
             )
     return out
+
+
+def measured_plan(problem: Problem, stats: RunStats) -> PhysicalPlan:
+    """The run's timeline in the optimizer's terms, to draw beside the predicted one: each engine batch
+    on its device (as its first node), each node's tool calls over their span, each model load."""
+    llm_devices = {d.id for d in problem.devices}  # engine records name the devices they ran for
+    placements = []
+    for i, b in enumerate(stats.engine_batches):
+        node = next(iter(b["nodes"]))
+        end = b.get("end")
+        if end is None:
+            continue
+        for d in str(b.get("device", "")).split("+"):
+            if d in llm_devices:
+                placements.append(Placement(node, [d], end - b["seconds"], end, i))
+    tool_kinds = {k for t in problem.tasks if t.kind != "llm" for k in t.duration}
+    tool_device = next((d.id for d in problem.devices if d.kind in tool_kinds), None)
+    for t in problem.tasks:
+        st = stats.nodes.get(t.id)
+        if t.kind != "llm" and st is not None and st.first_start is not None and tool_device:
+            placements.append(
+                Placement(t.id, [tool_device], st.first_start, st.last_end or st.first_start, 0)
+            )
+    loads = [
+        ModelLoad(d, x["model"], x["start"], x["end"])
+        for x in stats.loads
+        for d in str(x["device"]).split("+")
+        if d in llm_devices
+    ]
+    return PhysicalPlan(placements, loads, stats.seconds, 0.0, "measured", "run")

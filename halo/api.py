@@ -78,6 +78,8 @@ class Planned:
     detected: bool  # the hardware is this machine, found by detect_hardware
     execution: ExecutionPlan  # what the runtime executes (order, batches, placement, residency, rules)
     seconds: float  # planning time: consolidation, cost model, optimizer
+    physical: Any = None  # the optimizer's PhysicalPlan (predicted timeline)
+    problem: Any = None  # the optimizer's Problem it placed
 
     @property
     def policy(self) -> BatchPolicy:
@@ -158,7 +160,9 @@ def plan(
         "planning_s": round(seconds, 4),
         "text": f"Hardware: {hw} ({'detected' if detected else 'given'}); planned in {seconds:.2f} s",
     }
-    return Planned(priced.report, batch, hw, detected, priced.execution, seconds)
+    return Planned(
+        priced.report, batch, hw, detected, priced.execution, seconds, priced.physical, priced.problem
+    )
 
 
 @dataclass
@@ -306,10 +310,12 @@ def analyze(
     engine: str = "hf",
     engine_options: dict | None = None,
     calibration: str | Path | None = None,
+    gantt: str | Path | None = None,
     progress: Progress = None,
 ) -> dict[str, Any]:
     """EXPLAIN ANALYZE: run the planned batch, put measured figures beside the estimates in the report,
-    and add the run's measurements to the calibration (saved to `calibration`, or the default file)."""
+    and add the run's measurements to the calibration (saved to `calibration`, or the default file).
+    `gantt`: draw the predicted and the measured timelines there (see `gantt_charts`)."""
     from halo.analyze import annotate, measurements
     from halo.runtime.executor import RunOptions
 
@@ -331,7 +337,30 @@ def analyze(
     saved = calib.save(cal.add(*measurements(report, result.stats)), calibration)
     report["analyze"]["calibration"] = str(saved)
     report["analyze"]["text"] += f"\nCalibration updated: {saved}; results: {output}"
+    if gantt is not None:
+        report["gantt"] = gantt_charts(planned, result.stats, gantt)
     return report
+
+
+def gantt_charts(planned: Planned, stats: Any, path: str | Path) -> dict[str, Any]:
+    """Gantt charts per device: the predicted timeline to `path` (.png or .svg) and, given a run's
+    stats, the measured one beside it (`NAME.measured.EXT`); the text charts form the report block."""
+    from halo.analyze import measured_plan
+    from halo.optimizer import gantt_text, save_gantt
+
+    if planned.problem is None or planned.physical is None:
+        raise ValueError("--gantt needs a placement (plan for some hardware)")
+    path = Path(path)
+    save_gantt(planned.problem, planned.physical, str(path))
+    lines = ["Predicted:", gantt_text(planned.problem, planned.physical)]
+    files = [str(path)]
+    if stats is not None:
+        measured = measured_plan(planned.problem, stats)
+        other = path.with_suffix(".measured" + path.suffix)
+        save_gantt(planned.problem, measured, str(other))
+        lines += ["Measured:", gantt_text(planned.problem, measured)]
+        files.append(str(other))
+    return {"files": files, "text": "\n".join(lines + [f"Gantt charts: {', '.join(files)}"])}
 
 
 @dataclass

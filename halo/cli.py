@@ -178,6 +178,11 @@ def explain(
     disable_rule: list[str] = typer.Option(
         [], "--disable-rule", callback=_rules, help="Switch a rewrite rule off (repeatable; see halo rules)"
     ),
+    gantt: Path | None = typer.Option(
+        None,
+        "--gantt",
+        help="Draw the predicted Gantt chart (.png/.svg); with --analyze the measured one beside it",
+    ),
 ) -> None:
     """Show the plan Halo would run: rewrites, estimates, placement; with --analyze, run it and compare."""
     if fmt not in ("text", "json", "dot"):
@@ -213,9 +218,12 @@ def explain(
                 engine=engine,
                 engine_options=options,
                 calibration=calibration,
+                gantt=gantt,
                 progress=progress,
             ),
         )
+    elif gantt is not None:
+        report["gantt"] = api.gantt_charts(planned, None, gantt)
     _render(report, fmt)
 
 

@@ -223,6 +223,7 @@ def _footer(report: dict[str, Any]) -> list[str]:
         "simulation",
         "calibration",
         "analyze",
+        "gantt",
     ):
         block = report.get(key)
         if block and block.get("text"):

@@ -33,7 +33,7 @@ from halo.consolidate import ConsolidatedPlan, consolidate
 from halo.cost import CostedPlan, estimate, to_problem
 from halo.execution import ExecutionPlan
 from halo.explain import logical_report
-from halo.optimizer import PhysicalPlan, optimize, simulate
+from halo.optimizer import PhysicalPlan, Problem, optimize, simulate
 from halo.plan import LogicalPlan
 from halo.rules import check_names
 
@@ -67,6 +67,7 @@ class Priced:
     report: dict[str, Any]
     physical: PhysicalPlan | None
     execution: ExecutionPlan
+    problem: Problem | None = None  # what the optimizer placed (None without hardware)
 
 
 def physical_plan(
@@ -98,7 +99,7 @@ def _run(plan, batch, hardware, method, sim, calibration, time_limit_s, policy, 
         if cal.measurements
         else "Calibration: none (default constants)",
     }
-    physical = None
+    physical = problem = None
     if costed.hardware:
         problem = to_problem(costed)
         physical = optimize(problem, method=method, time_limit_s=time_limit_s)
@@ -117,7 +118,7 @@ def _run(plan, batch, hardware, method, sim, calibration, time_limit_s, policy, 
             }
     xplan = _execution(plan, cplan, costed.policy, physical, off)
     report["execution"] = xplan.as_dict()
-    return Priced(report, physical, xplan)
+    return Priced(report, physical, xplan, problem)
 
 
 def _execution(plan, cplan, policy, physical: PhysicalPlan | None, off: set[str]) -> ExecutionPlan:

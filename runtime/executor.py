@@ -419,6 +419,7 @@ class Executor:
                     "model": self.ops[batch[0].node].llm_model(),
                     "device": self.slots[slot][0],
                     "load_s": load_s,
+                    "end": end - self.t0,
                     "nodes": dict(members),
                     "n": len(batch),
                     "prompt_tokens": sum(r.prompt_tokens for r in results),

@@ -52,7 +52,8 @@ class RunStats:
     substitutions: dict[str, str] = field(default_factory=dict)
     # One record per engine call: model, nodes {node: requests}, n, prompt_tokens, cached_tokens,
     # steps (the longest reply: decode iterations), node_steps {node: its longest reply},
-    # seconds (wall time without model loading). At most 2 x ENGINE_RECORDS, the most recent.
+    # seconds (wall time without model loading), device, load_s, end (seconds from the run's start).
+    # At most 2 x ENGINE_RECORDS, the most recent.
     engine_batches: list[dict] = field(default_factory=list)
     engine_calls: int = 0
     # One record per model load: device, model, start and end (seconds from the run's start), preload

@@ -120,3 +120,24 @@ def test_an_idle_engine_loads_its_next_model_while_tools_run(tmp_path):
     [load] = stats.loads
     assert load["preload"] and load["end"] <= stats.nodes["d"].last_end + 0.05  # during the tool call
     assert [b["load_s"] for b in stats.engine_batches] == [0.0]
+
+
+def test_analyze_reports_each_device_and_draws_both_timelines(tmp_path):
+    compiled = api.compile(TWO, filename=str(tmp_path / "two.halo"))
+    batch = tmp_path / "in.jsonl"
+    batch.write_text("".join(f'{{"q": "q{i}"}}\n' for i in range(8)))
+    planned = api.plan(compiled, batch, "1 x H100-SXM + cpu:2", optimizer="heuristic")
+    report = api.analyze(
+        compiled,
+        planned,
+        batch,
+        tmp_path / "out.jsonl",
+        engine="fake",
+        calibration=tmp_path / "cal.json",
+        gantt=tmp_path / "g.svg",
+    )
+    [(device, row)] = report["devices"]["per_device"].items()
+    assert device == "gpu0" and row["measured"]["batches"] >= 2 and row["predicted"]["busy_s"] > 0
+    assert (tmp_path / "g.svg").exists() and (tmp_path / "g.measured.svg").exists()
+    text = report["gantt"]["text"]
+    assert text.index("Predicted:") < text.index("Measured:") and "gpu0" in text.split("Measured:")[1]
