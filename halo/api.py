@@ -454,6 +454,7 @@ def simulate(
     optimizer: str = "auto",
     time_limit_s: float = 10.0,
     limit: int | None = None,
+    calibration: calib.Calibration | None = None,
 ) -> Simulation:
     """Replay the optimized plan, operator-at-a-time, round-robin and naive per-input on `hardware`."""
     from halo.consolidate import consolidate
@@ -464,7 +465,7 @@ def simulate(
 
     if not isinstance(batch, batches.Batch):
         batch = load_batch(compiled, batch, limit)
-    cal, n = calib.load(), len(batch)
+    cal, n = calibration or calib.load(), len(batch)
     cplan = consolidate(compiled.plan, batch, cal)
     costed, batching = batched_estimate(cplan, hardware, cal, None)
     problem = to_problem(costed, hardware)
