@@ -138,7 +138,8 @@ def schedule(
         raise ValueError(f"--arrival must be one of {', '.join(ARRIVALS)}, got {arrival!r}")
     if (n is None) == (duration_s is None):
         raise ValueError("give one of --requests and --duration")
-    rng, out, t = random.Random(seed), [], 0.0
+    rng, t = random.Random(seed), 0.0
+    out: list[float] = []
     size = BURST if arrival == "bursty" else 1
     while True:
         for _ in range(size):

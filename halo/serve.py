@@ -42,7 +42,7 @@ from starlette.routing import Route
 from halo import api, ast, types
 from halo.batch import RowError, iter_rows
 from halo.cost import detect_hardware
-from halo.runtime.engines import check_model_map, make_engine
+from halo.runtime.engines import Engine, check_model_map, make_engine
 from halo.serve_metrics import render
 from halo.serve_runner import MODES, QueueFull, Runner, ServeError, SharedEngine
 from halo.serve_store import Run, Store
@@ -147,11 +147,14 @@ class Server:
             if c.plan.name in compiled:
                 raise ServeError(f"two files serve a workflow named {c.plan.name!r}; names must be unique")
             compiled[c.plan.name] = c
-        models = sorted({op.model for c in compiled.values() for op in c.plan.nodes() if op.kind == "llm"})
+        models = sorted(
+            {op.llm_model() for c in compiled.values() for op in c.plan.nodes() if op.kind == "llm"}
+        )
         check_model_map(models, cfg.engine_options.get("model_map", {}))
         self.sock = _bind(cfg.host, cfg.port)
         self.ready = threading.Event()
-        self._inner = self.store = None
+        self._inner: Engine | None = None
+        self.store: Store | None = None
         self.runners: dict[str, Runner] = {}
         try:
             cfg.state.mkdir(parents=True, exist_ok=True)
@@ -159,8 +162,9 @@ class Server:
             self.store = Store(cfg.state / "runs.db")
             self._inner = make_engine(cfg.engine, **cfg.engine_options) if models else None
             engine = SharedEngine(self._inner) if self._inner else None
-            for m in models:
-                engine.load(m)  # warm before the first request
+            if engine is not None:
+                for m in models:
+                    engine.load(m)  # warm before the first request
             hardware = cfg.hardware or detect_hardware()
             for name, c in compiled.items():
                 self.runners[name] = Runner(
@@ -181,7 +185,7 @@ class Server:
             raise
         self.port = self.sock.getsockname()[1]
         self.app = self._app()
-        self._uvicorn = None
+        self._uvicorn: Any = None  # the uvicorn.Server, once serving
 
     def serve(self) -> None:
         import uvicorn
@@ -195,9 +199,9 @@ class Server:
             timeout_graceful_shutdown=5,
             timeout_keep_alive=KEEP_ALIVE_S,
         )
-        self._uvicorn = uvicorn.Server(config)
+        server = self._uvicorn = uvicorn.Server(config)
         try:
-            self._uvicorn.run(sockets=[self.sock])
+            server.run(sockets=[self.sock])
         finally:
             self.close()
 
@@ -308,11 +312,16 @@ class Server:
                 "; ".join(f"input {e.row}: {e.reason}" for e in errors[:10]),
                 inputs=[{"input": e.row, "error": e.reason} for e in errors],
             )
-        return [params for _, params in rows]
+        return [r[1] for r in rows if not isinstance(r, RowError)]
+
+    def _store(self) -> Store:
+        if self.store is None:
+            raise RuntimeError("the server is not started")
+        return self.store
 
     async def status(self, request: Request) -> Response:
         run_id = request.path_params["id"]
-        found = (await run_in_threadpool(self.store.get, [run_id])).get(run_id)
+        found = (await run_in_threadpool(self._store().get, [run_id])).get(run_id)
         if found is None:
             raise _Refusal(404, f"no run {run_id!r}")
         runner = self.runners.get(found["workflow"])
@@ -346,7 +355,7 @@ class Server:
         q: asyncio.Queue = asyncio.Queue()
         self.hub.subscribe(ids, q)
         try:
-            found = await run_in_threadpool(self.store.get, ids)
+            found = await run_in_threadpool(self._store().get, ids)
         except BaseException:
             self.hub.unsubscribe(ids, q)
             raise

@@ -78,11 +78,9 @@ class SharedEngine(Engine):
     name = "shared"
 
     def __init__(self, inner: Engine):
-        self.inner, self.model_map, self.lock = inner, inner.model_map, threading.Lock()
-
-    @property
-    def substitutions(self) -> dict[str, str]:
-        return self.inner.substitutions
+        super().__init__(inner.model_map)
+        self.inner, self.lock = inner, threading.Lock()
+        self.substitutions = inner.substitutions  # the same dict: the inner engine records into it
 
     def load(self, model: str) -> float:
         with self.lock:
@@ -289,13 +287,14 @@ class Runner:
         first = self._first_window()
         if first is None:
             return
-        self.xplan = self._plan([(r.row, r.params) for r in first])
+        xplan = self._plan([(r.row, r.params) for r in first])
         while True:
-            ex = _Fed(self.xplan, self.engine, self.tools, self.journal, RunOptions(window=IN_FLIGHT))
+            self.xplan = xplan
+            ex = _Fed(xplan, self.engine, self.tools, self.journal, RunOptions(window=IN_FLIGHT))
             self._run(ex, self._rows())
             if self._stop.is_set():
                 return
-            self.xplan, self._swap = self._swap, None
+            xplan, self._swap = self._swap or xplan, None
 
     def _run(self, ex: Executor, rows) -> None:
         with self._cond:
