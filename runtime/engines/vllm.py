@@ -495,7 +495,11 @@ def serve_args(model_dir: str, names: list[str], port: int, share: float, option
     becomes ``--max-model-len 4096``, ``enforce_eager=true`` ``--enforce-eager``), served under ``names``."""
     args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir]
     args += ["--served-model-name", *names, "--host", "127.0.0.1", "--port", str(port)]
-    args += ["--gpu-memory-utilization", str(share)]
+    args += [
+        "--gpu-memory-utilization",
+        str(share),
+        "--enable-prompt-tokens-details",
+    ]  # cached tokens in usage
     if options.get("dummy_weights"):
         args += ["--load-format", "dummy"]
     for key, value in sorted(options.items()):
