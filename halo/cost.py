@@ -402,10 +402,11 @@ def to_problem(costed: CostedPlan, hw: str | Hardware | None = None) -> Problem:
     if not hw.accelerators:
         # With no accelerator LLM engines run on the hosts: one engine per host (`cpu-engine`, or
         # `cpu-engine0`, `cpu-engine1`, ... for several), one batch at a time each, beside the tools.
+        # Its memory is the host's, so the plan knows which models stay loaded together.
         hosts = [d for d in hw.devices if d.kind == "cpu"]
-        for i, _ in enumerate(hosts):
+        for i, host in enumerate(hosts):
             name = CPU_ENGINE if len(hosts) == 1 else f"{CPU_ENGINE}{i}"
-            devices.append(Device(name, CPU_ENGINE, 0, 1, False))
+            devices.append(Device(name, CPU_ENGINE, int(host.spec.mem_capacity), 1, False))
     kind_of = {spec.name: (spec.name if hw.accelerators else CPU_ENGINE) for spec in llm_specs}
     priced = {
         spec.name: costed.groups

@@ -41,6 +41,7 @@ class ExecutionPlan:
     kv_retention: dict[str, float] = field(default_factory=dict)
     placement: dict[str, list[str]] = field(default_factory=dict)  # LLM node -> devices (data parallel)
     residency: list[ModelStep] = field(default_factory=list)
+    memory: dict[str, dict[str, float]] = field(default_factory=dict)  # device -> co-resident model shares
     rules: list[Applied] = field(default_factory=list)
     label: str = "halo"
 
@@ -75,7 +76,13 @@ class ExecutionPlan:
                 f"{s.model} @{s.at_s:.1f}s" + (f" (evicts {', '.join(s.evicted)})" if s.evicted else "")
                 for s in self.residency_on(dev)
             )
-            lines.append(f"  {dev}: {', '.join(nodes)}" + (f"; models {steps}" if steps else ""))
+            split = self.memory.get(dev)
+            held = (
+                "; co-resident: " + ", ".join(f"{m} {s:.0%} of memory" for m, s in split.items())
+                if split
+                else ""
+            )
+            lines.append(f"  {dev}: {', '.join(nodes)}" + (f"; models {steps}" if steps else "") + held)
         lines += [
             f"  rule {a.rule}{'' if a.enabled else ' (disabled)'}: "
             + ("; ".join(a.actions) or "nothing to do")
@@ -96,6 +103,7 @@ class ExecutionPlan:
                 {"device": s.device, "model": s.model, "at_s": s.at_s, "evicted": list(s.evicted)}
                 for s in self.residency
             ],
+            "memory": self.memory,
             "rules": [a.as_dict() for a in self.rules],
             "text": "\n".join(lines),
         }
@@ -109,9 +117,10 @@ def build(
     placement: dict[str, list[str]] | None = None,
     residency: Iterable[ModelStep] = (),
     disabled: Iterable[str] = (),
+    memory: dict[str, dict[str, float]] | None = None,
 ) -> ExecutionPlan:
     """The Halo execution plan: every rule not `disabled`, the given order (default: topological),
-    placement and residency."""
+    placement, residency and memory split of co-resident models."""
     d, applied = apply_rules(plan, cplan, disabled)
     return ExecutionPlan(
         plan,
@@ -124,6 +133,7 @@ def build(
         kv_retention=d.kv_retention,
         placement=dict(placement or {}),
         residency=list(residency),
+        memory=dict(memory or {}),
         rules=applied,
     )
 

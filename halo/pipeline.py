@@ -35,6 +35,7 @@ from halo.execution import ExecutionPlan
 from halo.explain import logical_report
 from halo.optimizer import PhysicalPlan, Problem, optimize, simulate
 from halo.plan import LogicalPlan
+from halo.residency import memory_split
 from halo.rules import check_names
 
 TOP_PREFIX_GROUPS = 5
@@ -117,6 +118,8 @@ def _run(plan, batch, hardware, method, sim, calibration, time_limit_s, policy, 
                 f"{r.throughput or 0:.2f} inputs/s, {r.switches} model switch(es)",
             }
     xplan = _execution(plan, cplan, costed.policy, physical, off)
+    if problem is not None and physical is not None:
+        xplan.memory = memory_split(problem, physical)
     report["execution"] = xplan.as_dict()
     return Priced(report, physical, xplan, problem)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,16 @@ def _rebuild(journal: Journal, output: Path) -> None:
     os.replace(tmp, output)
 
 
+def device_options(xplan: ExecutionPlan, device: str, engine: str, options: dict | None) -> dict:
+    """The engine options for one device: the given ones, plus the plan's memory split of co-resident
+    models for a vLLM engine (each model's engine gets its share of GPU memory; none sleeps)."""
+    out = dict(options or {})
+    split = xplan.memory.get(device)
+    if engine == "vllm" and split and "memory_split" not in out:
+        out["memory_split"] = dict(split)
+    return out
+
+
 def _stream(
     xplan: ExecutionPlan,
     rows,
@@ -114,9 +124,14 @@ def _stream(
             if len(devices) > 1 or ray_address or os.environ.get("RAY_ADDRESS"):
                 from halo.runtime.workers import WorkerPool, specs_for
 
-                pool = WorkerPool(specs_for(devices or ["cpu"], engine, engine_options), address=ray_address)
+                specs = [
+                    replace(spec, engine_options=device_options(xplan, spec.device, engine, engine_options))
+                    for spec in specs_for(devices or ["cpu"], engine, engine_options)
+                ]
+                pool = WorkerPool(specs, address=ray_address)
             else:
-                llm = make_engine(engine, **(engine_options or {}))
+                device = devices[0] if devices else ""
+                llm = make_engine(engine, **device_options(xplan, device, engine, engine_options))
     except BaseException:
         tools.close()
         raise

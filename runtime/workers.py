@@ -252,6 +252,10 @@ class WorkerPool:
             ray.init(**({"address": address} if address else LOCAL_INIT), **(init_options or {}))
         self._actors: dict[str, Any] = {}  # device -> actor handle
         self.engines: dict[str, RemoteEngine] = {}
+        gpus, have = sum(s.gpu for s in specs), int(ray.cluster_resources().get("GPU", 0))
+        if self._owns_ray and address in (None, "local") and gpus > have:  # this machine: no GPU will come
+            self.close(grace_s=0)
+            raise WorkerError(f"the plan places work on {gpus} GPU(s); this machine has {have}")
         try:
             worker = ray.remote(_Worker)
             for s in specs:

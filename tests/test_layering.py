@@ -48,7 +48,7 @@ MODULE_LAYERS = {
         "halo.rules",
         "halo.execution",
     },
-    "cost": {"halo.cost"},
+    "cost": {"halo.cost", "halo.residency"},
     # `halo` itself is top: its namespace exports the library API (`halo.api`).
     "top": {
         "halo",

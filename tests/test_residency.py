@@ -1,0 +1,89 @@
+"""Co-residency: the plan keeps models awake together when they fit, splits the memory by decode work,
+and the runtime hands each engine its share; on one worker the models load once and never switch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from halo import api
+from halo.execution import for_mode
+from halo.runtime.run import device_options
+
+WORKLOADS = "workloads"
+
+
+def _voting(hardware: str):
+    compiled = api.compile(f"{WORKLOADS}/llm_voting.halo")
+    return api.plan(compiled, f"{WORKLOADS}/llm_voting.jsonl", hardware, optimizer="heuristic", limit=300)
+
+
+def test_models_that_fit_together_are_co_resident_with_shares_by_decode_work():
+    planned = _voting("1 x H200")
+    split = planned.execution.memory["gpu0"]
+    assert len(split) == 3 and sum(split.values()) <= 0.9 + 1e-9
+    problem, physical = planned.problem, planned.physical
+    mem = next(d.mem_bytes for d in problem.devices if d.id == "gpu0")
+    weight = {m: problem.model_bytes[m] / mem for m in split}
+    assert all(split[m] > weight[m] for m in split), "every model keeps KV room beyond its weights"
+    model_of = {t.id: t.model for t in problem.tasks}
+    busy = {m: sum(p.end - p.start for p in physical.placements if model_of[p.task] == m) for m in split}
+    kv = {m: split[m] - weight[m] for m in split}
+    assert max(kv, key=kv.get) == max(busy, key=busy.get), "the busiest model gets the largest KV share"
+    assert not any(step.evicted for step in planned.execution.residency)
+    assert "co-resident: " in planned.report["execution"]["text"]
+
+
+def test_models_that_do_not_fit_switch_and_get_no_split():
+    planned = _voting("1 x H100-SXM")
+    assert planned.execution.memory == {}
+    assert any(step.evicted for step in planned.execution.residency)
+
+
+def test_a_vllm_engine_gets_the_split_and_other_engines_do_not():
+    x = for_mode(api.compile(f"{WORKLOADS}/llm_voting.halo").plan, "halo")
+    x.memory = {"gpu0": {"a": 0.3, "b": 0.5}}
+    assert device_options(x, "gpu0", "vllm", {"dummy_weights": True}) == {
+        "dummy_weights": True,
+        "memory_split": {"a": 0.3, "b": 0.5},
+    }
+    assert device_options(x, "gpu0", "hf", {}) == {}
+    assert device_options(x, "gpu1", "vllm", {}) == {}
+    assert device_options(x, "gpu0", "vllm", {"memory_split": {"a": 0.9}})["memory_split"] == {"a": 0.9}
+
+
+TWO = """
+workflow two(q: text) {
+  model m = "Qwen/Qwen3-14B"
+  model n = "Qwen/Qwen3-32B"
+  a = llm(m, prompt = "One word about {q}.", max_tokens = 4, temperature = 0)
+  b = llm(n, prompt = "A color for {q} and {a}.", max_tokens = 4, temperature = 0)
+  c = llm(m, prompt = "Another word about {q} after {b}.", max_tokens = 4, temperature = 0)
+  return a = a, b = b, c = c
+}
+"""
+
+
+def test_a_gpu_plan_on_a_machine_without_gpus_fails_at_once():
+    ray = pytest.importorskip("ray")
+    from halo.runtime.workers import WorkerError, WorkerPool, WorkerSpec
+
+    with pytest.raises(WorkerError, match="places work on 1 GPU"):
+        WorkerPool([WorkerSpec("gpu0", "fake", gpu=True)])
+    assert not ray.is_initialized()
+
+
+@pytest.mark.slow
+def test_a_two_model_co_resident_plan_on_one_worker_loads_each_model_once(tmp_path):
+    pytest.importorskip("ray")
+    compiled = api.compile(TWO, filename=str(tmp_path / "two.halo"))
+    batch = tmp_path / "in.jsonl"
+    batch.write_text("".join(json.dumps({"q": f"thing {i}"}) + "\n" for i in range(6)))
+    planned = api.plan(compiled, batch, "cpu:2", optimizer="heuristic")
+    assert set(planned.execution.memory["cpu-engine"]) == {"Qwen/Qwen3-14B", "Qwen/Qwen3-32B"}
+    res = api.run(compiled, batch, tmp_path / "out.jsonl", planned=planned, engine="hf", ray_address="local")
+    assert res.stats.failed == 0 and set(res.stats.workers) == {"cpu-engine"}
+    models = [b["model"] for b in res.stats.engine_batches]
+    assert models[:3] == ["Qwen/Qwen3-14B", "Qwen/Qwen3-32B", "Qwen/Qwen3-14B"], "the models alternate"
+    assert res.stats.model_loads == 2, "each model loaded once: none was evicted and reloaded"
