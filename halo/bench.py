@@ -155,7 +155,7 @@ def run_peers(
     the modes); RunStats by mode. Records go to `workdir/MODE.jsonl`."""
     from halo.runtime import framework
 
-    models = sorted({op.model for op in plan.nodes() if op.kind == "llm"})
+    models = sorted({op.llm_model() for op in plan.nodes() if op.kind == "llm"})
     out = {}
     with framework.serving(engine, engine_options, models, workdir / "servers") as served:
         for mode in modes:

@@ -56,7 +56,7 @@ class _Framework:
         self.preds = {n: set(plan.graph.predecessors(n)) for n in self.ops}
         self.desc = {n: nx.descendants(plan.graph, n) for n in self.ops}
         llm_nodes = [op for op in self.ops.values() if op.kind == "llm"]
-        missing = sorted({op.model for op in llm_nodes} - set(servers))
+        missing = sorted({op.llm_model() for op in llm_nodes} - set(servers))
         if missing:
             raise ValueError(f"no server for model(s) {', '.join(missing)}")
         # At most every LLM node of every input in flight: each request gets a connection of its own.
@@ -138,7 +138,7 @@ class _Framework:
     def _llm(self, op: OpNode, env: dict[str, Any], results: list[GenResult]) -> tuple[Any, str | None]:
         """One request (plus one repair request for an invalid structured reply, as Halo does)."""
         req = build_request(op, env, prefix_keys=False, retain_s=None)
-        client = self.client_of[op.model]
+        client = self.client_of[op.llm_model()]
         for attempt in range(2):
             res = client.generate([req])[0]
             results.append(res)
@@ -248,6 +248,7 @@ def serving(engine: str, engine_options: dict, models: list[str], log_dir: Path)
         thread = threading.Thread(target=server.serve_forever, name="halo-serve", daemon=True)
         thread.start()
         host, port = server.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host
         try:
             yield Served(dict.fromkeys(models, f"http://{host}:{port}/v1"))
         finally:

@@ -41,6 +41,7 @@ import tomllib
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -239,7 +240,7 @@ class VLLMEngine(Engine):
             **llm_options,
         )
         self.sleep_mode = sleep_mode and self.memory_split is None and _sleep_available()
-        self._llms: dict[str, object] = {}  # actual model -> LLM
+        self._llms: dict[str, Any] = {}  # actual model -> vllm.LLM
         self._keys: dict[str, str] = {}  # actual model -> its options key (for keep_warm)
         self._asleep: set[str] = set()
         self._active: str | None = None
@@ -526,7 +527,7 @@ def serve(
     by_dir: dict[str, list[str]] = {}
     for model in models:
         actual, _ = _resolve(
-            model_map.get(model, model), options.get("dummy_weights"), options.get("cache_dir")
+            model_map.get(model, model), bool(options.get("dummy_weights")), options.get("cache_dir")
         )
         by_dir.setdefault(actual, []).append(model)
     log_dir.mkdir(parents=True, exist_ok=True)
