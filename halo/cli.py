@@ -130,6 +130,11 @@ def _rules(names: list[str]) -> list[str]:
     return names
 
 
+DISABLE_RULE = typer.Option(
+    [], "--disable-rule", callback=_rules, help="Switch a rewrite rule off (repeatable; see halo rules)"
+)
+
+
 @app.command()
 def rules() -> None:
     """List the rewrite rules (each can be switched off with --disable-rule)."""
@@ -175,9 +180,7 @@ def explain(
         None, "--max-batch", help="LLM requests per engine call (default: chosen by the cost model)"
     ),
     batch_tokens: int | None = typer.Option(None, "--batch-tokens", help="Token budget per engine call"),
-    disable_rule: list[str] = typer.Option(
-        [], "--disable-rule", callback=_rules, help="Switch a rewrite rule off (repeatable; see halo rules)"
-    ),
+    disable_rule: list[str] = DISABLE_RULE,
     gantt: Path | None = typer.Option(
         None,
         "--gantt",
@@ -335,9 +338,7 @@ def run(
         help="Plan for this hardware (default: this machine, detected): batch "
         "size and operator order, planned on the first --window inputs",
     ),
-    disable_rule: list[str] = typer.Option(
-        [], "--disable-rule", callback=_rules, help="Switch a rewrite rule off (repeatable; see halo rules)"
-    ),
+    disable_rule: list[str] = DISABLE_RULE,
     ray_address: str | None = typer.Option(
         None,
         "--ray-address",

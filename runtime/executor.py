@@ -55,7 +55,9 @@ class RunOptions:
 
 
 @dataclass
-class _Input:
+class InputState:
+    """One input in flight: its values so far, the nodes left and running, its errors."""
+
     row: int
     params: dict[str, Any]
     env: dict[str, Any]
@@ -116,7 +118,7 @@ class Executor:
         self.pool = ThreadPoolExecutor(max(1, self.opt.tool_workers), thread_name_prefix="halo-tool")
         self.gpu = ThreadPoolExecutor(max(1, len(self.slots)), thread_name_prefix="halo-engine")
         self.busy: set[int] = set()  # slots with a batch in flight
-        self.inputs: dict[int, _Input] = {}
+        self.inputs: dict[int, InputState] = {}
         self.cache = CallCache(journal, self.opt.memo_bytes)
         self.finished: list[int] = []  # rows whose every node is done, not yet flushed
         self.unstarted: dict[str, int] = defaultdict(int)  # admitted instances not yet started
@@ -197,7 +199,7 @@ class Executor:
                 yield item
 
     def _admit(self, row: int, params: dict[str, Any]) -> None:
-        self.inputs[row] = _Input(row, params, dict(params), set(self.ops))
+        self.inputs[row] = InputState(row, params, dict(params), set(self.ops))
         for n in self.ops:
             self.unstarted[n] += 1
         self.candidates.extend((row, n) for n in self.ops if not self.preds[n])
@@ -242,7 +244,7 @@ class Executor:
             node = self.topo[self.opened]
             self.candidates.extend((row, node) for row in self.parked.pop(node, ()))
 
-    def _start(self, inp: _Input, node: str) -> None:
+    def _start(self, inp: InputState, node: str) -> None:
         op = self.ops[node]
         inp.running.add(node)
         self.unstarted[node] -= 1
@@ -273,7 +275,7 @@ class Executor:
             self.outstanding += 1
             self.pool.submit(self._run_tool, call, op, env, inp.row)
 
-    def _replayed(self, inp: _Input, node: str) -> bool:
+    def _replayed(self, inp: InputState, node: str) -> bool:
         """Finish a per-input call from the journal if an earlier run did it (or may have: in doubt)."""
         prior = self.cache.replay(node, inp.row, self.opt.retry_in_doubt)
         if prior is None:
@@ -487,7 +489,7 @@ class Executor:
         if not inp.todo and not inp.running:
             self.finished.append(row)
 
-    def _fail(self, inp: _Input, node: str, error: str) -> None:
+    def _fail(self, inp: InputState, node: str, error: str) -> None:
         self.stats.nodes[node].errors += 1
         inp.errors.append({"node": node, "error": error})
         for d in self.desc[node]:
@@ -514,7 +516,7 @@ class Executor:
             if on_progress:
                 on_progress(1)
 
-    def _outputs(self, inp: _Input) -> dict[str, Any]:
+    def _outputs(self, inp: InputState) -> dict[str, Any]:
         out = {}
         for key, expr in self.plan.returns:
             try:

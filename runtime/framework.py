@@ -30,21 +30,12 @@ from halo.runtime import records, structured
 from halo.runtime.engines import make_engine
 from halo.runtime.engines.base import GenResult
 from halo.runtime.engines.openai import OpenAIEngine
+from halo.runtime.executor import InputState
 from halo.runtime.llm_requests import build_request
 from halo.runtime.stats import NodeStats, RunStats
 from halo.runtime.toolbox import Toolbox
 
 CONCURRENCY = 64  # inputs in flight, as a framework's batch call would run them
-
-
-@dataclass
-class _Input:
-    row: int
-    params: dict[str, Any]
-    env: dict[str, Any]
-    todo: set[str]
-    running: set[str] = field(default_factory=set)
-    errors: list[dict[str, str]] = field(default_factory=list)
 
 
 class _Framework:
@@ -82,7 +73,7 @@ class _Framework:
     def run(self, rows: Iterable, output: Path) -> RunStats:
         t0 = time.perf_counter()
         out: dict[int, dict] = {}
-        inflight: dict[int, _Input] = {}
+        inflight: dict[int, InputState] = {}
         source = iter(rows)
         exhausted = False
         while True:
@@ -95,7 +86,7 @@ class _Framework:
                     out[item.row] = records.rejected_record(item.row, item.reason)
                 else:
                     row, params = item
-                    inflight[row] = inp = _Input(row, params, dict(params), set(self.ops))
+                    inflight[row] = inp = InputState(row, params, dict(params), set(self.ops))
                     self._start_ready(inp, t0)
                     if not inp.todo:  # a workflow without operators
                         out[row] = self._record(inflight.pop(row))
@@ -116,7 +107,7 @@ class _Framework:
                 f.write(records.dumps(out[row]) + "\n")
         return self.stats
 
-    def _start_ready(self, inp: _Input, t0: float) -> None:
+    def _start_ready(self, inp: InputState, t0: float) -> None:
         for node in [n for n in inp.todo if n not in inp.running and not (self.preds[n] & inp.todo)]:
             inp.running.add(node)
             self.pool.submit(self._call, inp.row, node, dict(inp.env))
@@ -167,7 +158,7 @@ class _Framework:
             if not res.error:
                 st.output_tokens.append(res.completion_tokens)
 
-    def _finish(self, inp: _Input, node: str, value: Any, error: str | None) -> None:
+    def _finish(self, inp: InputState, node: str, value: Any, error: str | None) -> None:
         inp.running.discard(node)
         inp.todo.discard(node)
         self.stats.nodes[node].instances += 1
@@ -181,7 +172,7 @@ class _Framework:
                 inp.todo.discard(d)
                 inp.errors.append({"node": d, "error": f"skipped: depends on failed '{node}'"})
 
-    def _record(self, inp: _Input) -> dict:
+    def _record(self, inp: InputState) -> dict:
         self.stats.inputs += 1
         self.stats.failed += bool(inp.errors)
         outputs = {}
