@@ -9,15 +9,18 @@ from pathlib import Path
 
 import networkx as nx
 import pytest
-from langgraph.graph import END, START
 
-from bench.peers import langgraph_peer
-from halo import batch as batches
-from halo.models import SMOLLM2_ID
-from halo.runtime import framework
-from halo.runtime.engines.fake import FakeEngine
-from halo.runtime.engines.serve import build_server
-from tests.test_differential import _workload_plan
+pytest.importorskip("langgraph")  # the `peers` extra (make setup installs it; the vLLM tier does not)
+
+from langgraph.graph import END, START  # noqa: E402
+
+from bench.peers import langgraph_peer  # noqa: E402
+from halo import batch as batches  # noqa: E402
+from halo.models import SMOLLM2_ID  # noqa: E402
+from halo.runtime import framework  # noqa: E402
+from halo.runtime.engines.fake import FakeEngine  # noqa: E402
+from halo.runtime.engines.serve import build_server  # noqa: E402
+from tests.test_differential import _workload_plan  # noqa: E402
 
 WORKLOADS = Path(__file__).resolve().parents[1] / "workloads"
 
