@@ -49,6 +49,7 @@ from halo.serve_store import Run, Store
 
 MAX_BODY = 1 << 20  # bytes of one request body
 MAX_EVENT_IDS = 1000  # runs one event stream may follow
+MAX_KEY = 200  # characters of an Idempotency-Key
 KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies from closing an idle stream
 STOP_S = 60.0  # on shutdown, how long the inputs in flight may take to finish
 MAX_CONNECTIONS = 4096  # uvicorn answers 503 beyond this many connections
@@ -288,9 +289,12 @@ class Server:
             raise _Refusal(422, "no inputs: send one input object or a non-empty list of them")
         if len(items) > self.cfg.max_queue:
             raise _Refusal(413, f"{len(items)} inputs in one request; at most {self.cfg.max_queue}")
+        key = request.headers.get("idempotency-key")
+        if key is not None and not 0 < len(key) <= MAX_KEY:
+            raise _Refusal(400, f"Idempotency-Key must be 1 to {MAX_KEY} characters")
         inputs = await run_in_threadpool(self._validate, runner, items)
         try:
-            runs = await run_in_threadpool(runner.submit, inputs)
+            runs = await run_in_threadpool(runner.submit, inputs, key)
         except QueueFull as full:
             raise _Refusal(429, str(full), {"Retry-After": str(full.retry_after)}) from None
         ids = [r.id for r in runs]

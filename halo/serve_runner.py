@@ -191,19 +191,29 @@ class Runner:
 
     # -- the HTTP side -------------------------------------------------------------------------------------
 
-    def submit(self, inputs: list[dict[str, Any]]) -> list[Run]:
-        """Accept validated inputs: committed to the store, then queued. Raises QueueFull over `max_queue`."""
+    def submit(self, inputs: list[dict[str, Any]], key: str | None = None) -> list[Run]:
+        """Accept validated inputs: committed to the store, then queued. Raises QueueFull over `max_queue`.
+        A request `key` seen before returns its runs again, accepting nothing."""
+        seen = self.store.request(self.name, key) if key is not None else None
+        if seen is not None:
+            self.count("replayed", len(seen))
+            return seen
         with self._cond:
             if self.unfinished + len(inputs) > self.max_queue:
                 self.counts["refused"] += len(inputs)
                 raise QueueFull(self._retry_after(self.unfinished + len(inputs) - self.max_queue))
             self.unfinished += len(inputs)  # reserved while the store commits
         try:
-            runs = self.store.accept(self.name, inputs)
+            runs, fresh = self.store.accept(self.name, inputs, key)
         except BaseException:
             with self._cond:
                 self.unfinished -= len(inputs)
             raise
+        if not fresh:  # the same key arrived meanwhile: its runs, nothing queued
+            with self._cond:
+                self.unfinished -= len(inputs)
+            self.count("replayed", len(runs))
+            return runs
         with self._cond:
             if not self._arrivals:
                 self._opened = time.monotonic()

@@ -33,6 +33,12 @@ CREATE TABLE IF NOT EXISTS runs (
   UNIQUE (workflow, row)
 );
 CREATE INDEX IF NOT EXISTS runs_unfinished ON runs (workflow, row) WHERE finished IS NULL;
+CREATE TABLE IF NOT EXISTS requests (
+  workflow TEXT NOT NULL,
+  key TEXT NOT NULL,
+  ids TEXT NOT NULL,
+  PRIMARY KEY (workflow, key)
+);
 """
 
 
@@ -73,12 +79,23 @@ class Store:
             self.db.close()
             raise StoreError(f"{self.path} is a store of format {fmt!r}, not {FORMAT!r}")
 
-    def accept(self, workflow: str, inputs: list[dict[str, Any]]) -> list[Run]:
-        """Give each input a run id and the workflow's next row numbers; durable when this returns."""
+    def accept(
+        self, workflow: str, inputs: list[dict[str, Any]], key: str | None = None
+    ) -> tuple[list[Run], bool]:
+        """Give each input a run id and the workflow's next row numbers; durable when this returns.
+        A request `key` (the client's Idempotency-Key) seen before returns that request's runs and False
+        (nothing new accepted); otherwise the new runs and True."""
         now = time.time()
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
+                if key is not None:
+                    seen = self.db.execute(
+                        "SELECT ids FROM requests WHERE workflow = ? AND key = ?", (workflow, key)
+                    ).fetchone()
+                    if seen is not None:
+                        self.db.execute("COMMIT")
+                        return self._runs(json.loads(seen[0])), False
                 last = self.db.execute(
                     "SELECT COALESCE(MAX(row), 0) FROM runs WHERE workflow = ?", (workflow,)
                 ).fetchone()[0]
@@ -90,11 +107,35 @@ class Store:
                     "INSERT INTO runs (id, workflow, row, size, params, accepted) VALUES (?, ?, ?, ?, ?, ?)",
                     [(r.id, workflow, r.row, r.size, json.dumps(r.params), now) for r in runs],
                 )
+                if key is not None:
+                    self.db.execute(
+                        "INSERT INTO requests VALUES (?, ?, ?)",
+                        (workflow, key, json.dumps([r.id for r in runs])),
+                    )
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
-        return runs
+        return runs, True
+
+    def request(self, workflow: str, key: str) -> list[Run] | None:
+        """The runs a request with this Idempotency-Key was given, or None when the key is new."""
+        with self.lock:
+            seen = self.db.execute(
+                "SELECT ids FROM requests WHERE workflow = ? AND key = ?", (workflow, key)
+            ).fetchone()
+            return None if seen is None else self._runs(json.loads(seen[0]))
+
+    def _runs(self, ids: list[str]) -> list[Run]:
+        """The runs of these ids, in that order (called under the lock)."""
+        got = {
+            r[0]: Run(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5])
+            for r in self.db.execute(
+                f"SELECT id, workflow, row, size, params, accepted FROM runs WHERE id IN ({','.join('?' * len(ids))})",
+                ids,
+            )
+        }
+        return [got[i] for i in ids]
 
     def finish(self, done: Iterable[tuple[str, str, float]]) -> None:
         """Store (run id, record JSON text, finished at) for runs not finished yet, in one commit."""

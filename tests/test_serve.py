@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -152,6 +153,27 @@ def test_one_input_and_a_list_run_to_records(greet):
     ]
     assert all(r["error"] is None and r["outputs"]["hello"] for r in records)
     assert all(d["latency_s"] >= 0 and d["finished_at"] >= d["accepted_at"] for d in done.values())
+
+
+def test_a_retried_request_with_its_idempotency_key_gets_the_same_runs(greet, work):
+    headers = {"Idempotency-Key": "client-7f3"}
+    first = greet.post("/v1/workflows/greet/runs", json=[{"name": "fay"}, {"name": "gus"}], headers=headers)
+    again = greet.post("/v1/workflows/greet/runs", json=[{"name": "fay"}, {"name": "gus"}], headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert first.json()["ids"] == again.json()["ids"] and len(first.json()["ids"]) == 2
+    other = greet.post("/v1/workflows/greet/runs", json={"name": "fay"}, headers={"Idempotency-Key": "k2"})
+    assert other.json()["ids"][0] not in first.json()["ids"]
+    wait_done(greet, first.json()["ids"] + other.json()["ids"])
+    con = sqlite3.connect(work / "greet-state" / "runs.db")
+    try:
+        named = con.execute("SELECT count(*) FROM runs WHERE params LIKE '%\"gus\"%'").fetchone()[0]
+    finally:
+        con.close()
+    assert named == 1, "the retry accepted nothing new"
+    too_long = greet.post(
+        "/v1/workflows/greet/runs", json={"name": "x"}, headers={"Idempotency-Key": "k" * 201}
+    )
+    assert too_long.status_code == 400
 
 
 def test_event_streams_deliver_each_result_once_then_end(greet):
