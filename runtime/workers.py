@@ -20,14 +20,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from halo.runtime.engines import Engine, GenRequest, GenResult, make_engine
+from halo.runtime.engines import Engine, EngineUnavailable, GenRequest, GenResult, make_engine
 
 # Started here (not on a cluster): Ray's object store only carries requests and results.
 LOCAL_INIT = {"include_dashboard": False, "object_store_memory": 256 * 2**20}
 
 
-class WorkerError(RuntimeError):
-    """A worker could not be placed, or died more often than it may be restarted."""
+class WorkerError(EngineUnavailable):
+    """A worker could not be placed, or died more often than it may be restarted (the CLI reports it as a
+    user error: the engine cannot run where the plan put it)."""
 
 
 @dataclass(frozen=True)

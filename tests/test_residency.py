@@ -87,3 +87,19 @@ def test_a_two_model_co_resident_plan_on_one_worker_loads_each_model_once(tmp_pa
     models = [b["model"] for b in res.stats.engine_batches]
     assert models[:3] == ["Qwen/Qwen3-14B", "Qwen/Qwen3-32B", "Qwen/Qwen3-14B"], "the models alternate"
     assert res.stats.model_loads == 2, "each model loaded once: none was evicted and reloaded"
+
+
+def test_halo_run_of_a_two_gpu_plan_here_is_a_clear_user_error(tmp_path):
+    pytest.importorskip("ray")
+    from typer.testing import CliRunner
+
+    from halo.cli import app
+
+    (tmp_path / "two.halo").write_text(TWO)
+    (tmp_path / "in.jsonl").write_text('{"q": "x"}\n')
+    res = CliRunner().invoke(
+        app,
+        ["run", str(tmp_path / "two.halo"), "-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "o.jsonl")]
+        + ["--hardware", "2 x H100-SXM", "--engine", "fake", "-q"],
+    )
+    assert res.exit_code == 2 and "places work on 2 GPU(s); this machine has 0" in res.output
