@@ -118,7 +118,7 @@ def test_an_idle_engine_loads_its_next_model_while_tools_run(tmp_path):
     stats, out = _run(tmp_path, for_mode(plan, "halo"), _SlowLoad(0.3), [(1, {"x": 2})])
     assert len(out) == 1 and stats.failed == 0
     [load] = stats.loads
-    assert load["preload"] and load["end"] <= stats.nodes["d"].last_end + 0.05  # during the tool call
+    assert load["preload"] and load["start"] < stats.nodes["d"].last_end  # begun while the tool ran
     assert [b["load_s"] for b in stats.engine_batches] == [0.0]
 
 
