@@ -383,9 +383,11 @@ def bench(
     limit: int | None = None,
     results: str | Path = "bench/results",
     note: str = "",
+    disabled: Iterable[str] = (),
 ) -> BenchResult:
     """Run the batch under each mode on its own copies of the databases it writes; save a markdown table
-    and a .json of per-node figures and engine batches under `results`."""
+    and a .json of per-node figures and engine batches under `results`. `disabled`: rules switched off
+    in the Halo plan (the baselines have their own)."""
     import datetime as dt
     import json
 
@@ -397,7 +399,7 @@ def bench(
         raise ValueError(f"unknown mode(s) {', '.join(bad)}")
     check_isolable(compiled.plan)
     batch = load_batch(compiled, input_path, limit)
-    planned = plan(compiled, batch, hardware, policy=policy)
+    planned = plan(compiled, batch, hardware, policy=policy, disabled=disabled)
     fp = fingerprint(compiled.plan, compiled.sources, input_path)
     batching = {"max_batch": planned.policy.max_batch, "batch_tokens": planned.policy.batch_tokens}
     stats = run_modes(

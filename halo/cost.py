@@ -415,6 +415,7 @@ def to_problem(costed: CostedPlan, hw: str | Hardware | None = None) -> Problem:
         for spec in llm_specs
     }
     tasks, model_bytes, load_s, wake_s = [], {}, {}, {}
+    sleeps: dict[tuple[str, str], dict[int, tuple[float, float]]] = {}
     for gid, g in cplan.groups.items():
         deps = list(cplan.graph.predecessors(gid))
         if OPS[g.kind].tool:
@@ -435,9 +436,12 @@ def to_problem(costed: CostedPlan, hw: str | Hardware | None = None) -> Problem:
                 if measured is not None
                 else roofline.load_time(model, spec, calibration=cal.hw or None).seconds
             )
-            wake_s[(model_id, kind_of[spec.name])] = roofline.load_time(
-                model, spec, source="sleep", calibration=cal.hw or None
-            ).seconds
+            if hw.accelerators:
+                sleeps[(model_id, kind_of[spec.name])] = _sleep_levels(model, spec, cal)
+            else:
+                wake_s[(model_id, kind_of[spec.name])] = roofline.load_time(
+                    model, spec, source="sleep", calibration=cal.hw or None
+                ).seconds
         model_bytes[model_id] = int(model.weight_bytes())
         # Groups whose requests carry the same engine prefix key (halo.prefix.prefix_key) share a prefix group.
         tasks.append(
@@ -453,4 +457,45 @@ def to_problem(costed: CostedPlan, hw: str | Hardware | None = None) -> Problem:
             )
         )
     prices = {d.spec.name: d.spec.price_per_hour for d in hw.devices}
-    return Problem(tasks, devices, model_bytes, load_s, wake_s, price_per_hour=prices)
+    host_bytes = sum(d.spec.mem_capacity for d in hw.devices if d.kind == "cpu")
+    level = sleep_levels(sleeps, model_bytes, host_bytes)
+    sleep_s = {k: sleeps[k][lv][0] for k, lv in level.items()}
+    wake_s.update({k: sleeps[k][lv][1] for k, lv in level.items()})
+    return Problem(tasks, devices, model_bytes, load_s, wake_s, sleep_s, level, price_per_hour=prices)
+
+
+HOST_BACKUP_SHARE = 0.5  # of host memory, what sleeping models' weight copies (level 1) may take
+
+
+def _sleep_levels(model, spec, cal: Calibration) -> dict[int, tuple[float, float]]:
+    """Sleep level -> (seconds to sleep, seconds to wake) for `model` on `spec` (`hw_models`, §2.6)."""
+    hw = cal.hw or None
+    return {
+        1: (
+            roofline.sleep_time(model, spec, 1, calibration=hw).seconds,
+            roofline.load_time(model, spec, "sleep", calibration=hw).seconds,
+        ),
+        2: (
+            roofline.sleep_time(model, spec, 2, calibration=hw).seconds,
+            roofline.load_time(model, spec, "reload", calibration=hw).seconds,
+        ),
+    }
+
+
+def sleep_levels(
+    costs: dict[tuple[str, str], dict[int, tuple[float, float]]],
+    model_bytes: dict[str, int],
+    host_bytes: float,
+) -> dict[tuple[str, str], int]:
+    """The sleep level per (model, device kind): the one whose sleep plus wake is cheaper; level 1 keeps
+    the weights in host memory, so it is chosen only while the copies fit `HOST_BACKUP_SHARE` of it
+    (models that gain most from level 1 first)."""
+    gain = {k: sum(c[2]) - sum(c[1]) for k, c in costs.items()}
+    out = dict.fromkeys(costs, 2)
+    room = HOST_BACKUP_SHARE * host_bytes
+    for key in sorted(costs, key=lambda k: -gain[k]):
+        need = model_bytes.get(key[0], 0)
+        if gain[key] > 0 and need <= room:
+            out[key] = 1
+            room -= need
+    return out

@@ -42,6 +42,7 @@ class ExecutionPlan:
     placement: dict[str, list[str]] = field(default_factory=dict)  # LLM node -> devices (data parallel)
     residency: list[ModelStep] = field(default_factory=list)
     memory: dict[str, dict[str, float]] = field(default_factory=dict)  # device -> co-resident model shares
+    sleep_levels: dict[str, dict[str, int]] = field(default_factory=dict)  # device -> evicted model -> level
     rules: list[Applied] = field(default_factory=list)
     label: str = "halo"
 
@@ -82,6 +83,9 @@ class ExecutionPlan:
                 if split
                 else ""
             )
+            levels = self.sleep_levels.get(dev)
+            if levels:
+                held += "; sleeps: " + ", ".join(f"{m} level {lv}" for m, lv in sorted(levels.items()))
             lines.append(f"  {dev}: {', '.join(nodes)}" + (f"; models {steps}" if steps else "") + held)
         lines += [
             f"  rule {a.rule}{'' if a.enabled else ' (disabled)'}: "
@@ -104,6 +108,7 @@ class ExecutionPlan:
                 for s in self.residency
             ],
             "memory": self.memory,
+            "sleep_levels": self.sleep_levels,
             "rules": [a.as_dict() for a in self.rules],
             "text": "\n".join(lines),
         }

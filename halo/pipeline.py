@@ -35,7 +35,7 @@ from halo.execution import ExecutionPlan
 from halo.explain import logical_report
 from halo.optimizer import PhysicalPlan, Problem, optimize, simulate
 from halo.plan import LogicalPlan
-from halo.residency import memory_split
+from halo.residency import memory_split, sleep_levels
 from halo.rules import check_names
 
 TOP_PREFIX_GROUPS = 5
@@ -103,6 +103,8 @@ def _run(plan, batch, hardware, method, sim, calibration, time_limit_s, policy, 
     physical = problem = None
     if costed.hardware:
         problem = to_problem(costed)
+        if "co_residency" in off:
+            problem.max_resident = 1
         physical = optimize(problem, method=method, time_limit_s=time_limit_s)
         _placements(report, physical)
         report["optimizer"] = _optimizer_block(physical)
@@ -119,7 +121,9 @@ def _run(plan, batch, hardware, method, sim, calibration, time_limit_s, policy, 
             }
     xplan = _execution(plan, cplan, costed.policy, physical, off)
     if problem is not None and physical is not None:
-        xplan.memory = memory_split(problem, physical)
+        if "co_residency" not in off:
+            xplan.memory = memory_split(problem, physical)
+        xplan.sleep_levels = sleep_levels(problem, physical)
     report["execution"] = xplan.as_dict()
     return Priced(report, physical, xplan, problem)
 

@@ -5,7 +5,9 @@ need of its tasks fit the device (`halo.optimizer.timeline`); a load that evicts
 evicted sleeps). When every model placed on a device stays resident for the whole plan, they are
 co-resident: each gets its weights plus a share of the KV memory left over, the share proportional to
 its decode work there (its tasks' busy seconds on that device), so the model with most decoding gets the
-largest cache. The runtime gives each engine its share (vLLM's `gpu_memory_utilization`).
+largest cache. The runtime gives each engine its share (vLLM's `gpu_memory_utilization`). A model that is evicted
+sleeps at the level the cost model chose for it (`halo.cost.sleep_levels`: 1 keeps its weights in host
+memory, 2 discards them and re-reads them on wake).
 """
 
 from __future__ import annotations
@@ -46,3 +48,13 @@ def memory_split(problem: Problem, physical: PhysicalPlan) -> dict[str, dict[str
 def _floor(share: float) -> float:
     """Rounded down to 0.001, so that the shares never add up past the utilization."""
     return int(share * 1000) / 1000
+
+
+def sleep_levels(problem: Problem, physical: PhysicalPlan) -> dict[str, dict[str, int]]:
+    """Device -> {model: sleep level} for the models the plan evicts there."""
+    kind = {d.id: d.kind for d in problem.devices}
+    out: dict[str, dict[str, int]] = {}
+    for load in physical.loads:
+        for m in load.evicted:
+            out.setdefault(load.device, {})[m] = problem.sleep_level.get((m, kind[load.device]), 1)
+    return out

@@ -10,6 +10,9 @@ its part falls back to the plainest safe behaviour, so every subset of rules ret
 | `fusion`           | LLM nodes that decode alike share engine batches          | each node its own batches         |
 | `read_write_order` | statements on one database are ordered only around writes | all database statements in declared order |
 | `kv_retention`     | a call's KV is kept for the same input's follow-up call   | nothing retained                  |
+| `co_residency`     | models that fit a device stay awake together, memory split | one model awake per device, the others asleep |
+
+`merge`, `fusion` and `co_residency` also shape the plan before the optimizer (what is priced and placed).
 """
 
 from __future__ import annotations
@@ -138,6 +141,12 @@ RULES: dict[str, Rule] = {
         ),
         Rule("read_write_order", "order database statements only around writes", _read_write, _serialize),
         Rule("kv_retention", "keep a call's KV for the same input's follow-up", _kv, _said("no KV retained")),
+        Rule(
+            "co_residency",
+            "keep models that fit one device awake together",
+            lambda plan, cplan, d: ["models that fit a device stay awake together (memory split per device)"],
+            _said("one model awake per device; a switch puts the others to sleep"),
+        ),
     )
 }
 

@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "page_cache_bw": 6.97e9,  # page cache -> GPU, pageable copy (§6.3e)
     "h2d_bw": 54.7e9,  # pinned host -> GPU (§6.3e)
     "wake_s": 0.1,  # sleep-mode L1 wake, fixed part (§2.6: 0.1-6 s overall)
+    "offload_bw": 1.0e9,  # sleep L1's weight copy to the host: measured ~1 GB/s (vLLM 0.25.1, H200: 14B 29.8 s)
     "adapter_switch_s": 0.02,  # LoRA adapter swap, fixed part [I]
     "nvlink_bw": 394.9e9,
     "nvlink_latency_s": 2.2e-5,  # measured P2P, 1 GiB and 1 MiB (§6.3f)

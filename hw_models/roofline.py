@@ -256,7 +256,8 @@ def group_time(
     )
 
 
-LOAD_SOURCES = ("disk", "host", "sleep", "peer")
+LOAD_SOURCES = ("disk", "host", "sleep", "reload", "peer")
+SLEEP_LEVELS = (1, 2)
 
 
 def load_time(
@@ -272,7 +273,8 @@ def load_time(
 
     disk: cold engine start, weights read from local disk (vLLM full reload, 30-100 s);
     host: cold engine start, weights in the host page cache; sleep: wake a sleeping engine whose
-    weights sit in pinned host memory (sleep mode L1); peer: copy weights from a peer GPU over NVLink.
+    weights sit in pinned host memory (sleep mode L1); reload: wake an engine that discarded its weights
+    (sleep mode L2), re-reading them from the page cache; peer: copy weights from a peer GPU over NVLink.
     A LoRA adapter over a resident base pays only its own bytes plus a small fixed cost.
     """
     if source not in LOAD_SOURCES:
@@ -281,7 +283,7 @@ def load_time(
     p = resolve(d, calibration)
     if isinstance(model, LoraAdapter):
         nbytes, fixed, name = model.weight_bytes(), p["adapter_switch_s"], model.name
-        bw = {"disk": p["disk_bw"], "host": p["h2d_bw"], "sleep": p["h2d_bw"], "peer": p["nvlink_bw"]}[source]
+        bw = {"disk": p["disk_bw"], "host": p["h2d_bw"], "peer": p["nvlink_bw"]}.get(source, p["h2d_bw"])
     else:
         m = as_model(model)
         fmt = _weight_format(m, dtype)
@@ -290,9 +292,13 @@ def load_time(
         # the disk is shared by all TP ranks; the other paths copy each shard in parallel
         nbytes = total if source == "disk" else total / tp
         fixed = p["engine_init_s"] if source in ("disk", "host") else p["wake_s"]
-        bw = {"disk": p["disk_bw"], "host": p["page_cache_bw"], "sleep": p["h2d_bw"], "peer": p["nvlink_bw"]}[
-            source
-        ]
+        bw = {
+            "disk": p["disk_bw"],
+            "host": p["page_cache_bw"],
+            "sleep": p["h2d_bw"],
+            "reload": p["page_cache_bw"],
+            "peer": p["nvlink_bw"],
+        }[source]
     transfer_s = nbytes / bw
     parts = {
         "source": source,
@@ -306,6 +312,21 @@ def load_time(
         **p.provenance(),
     }
     return Estimate(fixed + transfer_s, parts)
+
+
+def sleep_time(
+    model: str | ModelSpec, device: str | DeviceSpec, level: int, *, calibration: Calibration = None
+) -> Estimate:
+    """Time to put a model's engine to sleep (§2.6): level 1 copies the weights to host memory
+    (``offload_bw``), level 2 discards them (freeing costs a fixed ``wake_s``-sized step)."""
+    if level not in SLEEP_LEVELS:
+        raise ValueError(f"sleep level must be one of {SLEEP_LEVELS}, got {level!r}")
+    d = as_device(device)
+    p = resolve(d, calibration)
+    m = as_model(model)
+    nbytes = m.weight_bytes() if level == 1 else 0
+    parts = {"level": level, "bytes": nbytes, "model": m.name, "device": d.name, **p.provenance()}
+    return Estimate(p["wake_s"] + nbytes / p["offload_bw"], parts)
 
 
 def kv_transfer_time(nbytes: float, link: str = "nvlink", *, calibration: Calibration = None) -> Estimate:

@@ -99,7 +99,7 @@ class _Model:
 
     def exact(self) -> bool:
         """True when the MILP's switch model equals the Timeline's (see module docstring)."""
-        if self.p.objective != "makespan" or self.p.wake_s:
+        if self.p.objective != "makespan" or self.p.wake_s or self.p.sleep_s:
             return False
         for d in self.devs.values():
             models = sorted(

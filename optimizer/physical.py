@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from .problem import Device, Problem, Task, duration_on, pipelined, reload_s
+from .problem import Device, Problem, Task, duration_on, pipelined, switch_s
 
 SCHEMA = "halo.physical_plan/1"
 EPS = 1e-6
@@ -207,7 +207,7 @@ def _check_device(problem, dev, places, loads, tasks) -> None:
                 raise PlanError(
                     f"device {dev.id}: loads {obj.model!r} at t={time} but it is already resident"
                 )
-            need = reload_s(problem, obj.model, dev, obj.model in seen)
+            need = switch_s(problem, obj.model, dev, obj.model in seen, obj.evicted)
             if obj.end - obj.start < need - EPS:
                 raise PlanError(
                     f"device {dev.id}: load of {obj.model!r} takes {obj.end - obj.start:.6g}s "
@@ -215,6 +215,10 @@ def _check_device(problem, dev, places, loads, tasks) -> None:
                 )
             resident.append(obj.model)
             seen.add(obj.model)
+            if 0 < problem.max_resident < len(resident):
+                raise PlanError(
+                    f"device {dev.id}: {len(resident)} models awake at t={time}, at most {problem.max_resident}"
+                )
         else:
             t = tasks[obj.task]
             if t.model:

@@ -8,7 +8,9 @@ Conventions shared by every planner, the validator and the simulator:
 * ``Task.duration`` is looked up by device id first, then by device kind; absent = not allowed.
 * A model load on a device costs ``load_s[(model, kind)]`` (missing key = 0 s). If the model was on
   that device before (resident at t=0 or loaded earlier and since evicted) and ``wake_s`` has the key,
-  the reload costs ``wake_s`` instead (sleep-mode wake).
+  the reload costs ``wake_s`` instead (sleep-mode wake). A load that evicts models also pays
+  ``sleep_s[(evicted, kind)]`` for each (putting it to sleep: level 1 copies its weights to the host).
+* ``max_resident`` > 0 caps how many models a device keeps awake at once (1: one model at a time).
 * A device holds any set of models whose weights plus the running tasks' ``mem_bytes`` fit in
   ``mem_bytes`` (0 = unlimited). Loads occupy one slot of the device.
 * Edge ``p -> c`` is *pipelined* when both tasks have ``pipelined=True``; then
@@ -63,6 +65,9 @@ class Problem:
     model_bytes: dict[str, int]
     load_s: dict[tuple[str, str], float]
     wake_s: dict[tuple[str, str], float] = field(default_factory=dict)
+    sleep_s: dict[tuple[str, str], float] = field(default_factory=dict)
+    sleep_level: dict[tuple[str, str], int] = field(default_factory=dict)  # the cost model's choice (1 or 2)
+    max_resident: int = 0
     resident: dict[str, list[str]] = field(default_factory=dict)
     price_per_hour: dict[str, float] = field(default_factory=dict)
     objective: str = "makespan"
@@ -92,6 +97,11 @@ def reload_s(problem: Problem, model: str, dev: Device, seen: bool) -> float:
     if seen and key in problem.wake_s:
         return float(problem.wake_s[key])
     return float(problem.load_s.get(key, 0.0))
+
+
+def switch_s(problem: Problem, model: str, dev: Device, seen: bool, evicted) -> float:
+    """Seconds for a load of ``model`` on ``dev`` that first puts ``evicted`` to sleep."""
+    return reload_s(problem, model, dev, seen) + sum(problem.sleep_s.get((e, dev.kind), 0.0) for e in evicted)
 
 
 def pipelined(parent: Task, child: Task) -> bool:

@@ -17,7 +17,7 @@ from typing import Literal
 
 from .modes import Mode
 from .physical import ModelLoad, PhysicalPlan, Placement, busy_cost
-from .problem import Problem, Task, duration_on, fits, pipelined, reload_s
+from .problem import Problem, Task, duration_on, fits, pipelined, switch_s
 
 INF = float("inf")
 
@@ -113,11 +113,12 @@ class Timeline:
         evicted: list[str] = []
         if dev.mem_bytes > 0:
             keep = list(res)
-            while keep and self._need(did, keep + [model]) > dev.mem_bytes:
+            cap = self.problem.max_resident
+            while keep and (self._need(did, keep + [model]) > dev.mem_bytes or 0 < cap <= len(keep)):
                 if dev.slots > 1:
                     return False
                 evicted.append(keep.pop(0))
-        dur = reload_s(self.problem, model, dev, model in self.seen[did])
+        dur = switch_s(self.problem, model, dev, model in self.seen[did], evicted)
         return ModelLoad(did, model, t0, t0 + dur, evicted)
 
     def _fit_memory(self, task: Task, mode: Mode, start: float) -> float:

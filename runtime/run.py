@@ -95,12 +95,18 @@ def _rebuild(journal: Journal, output: Path) -> None:
 
 
 def device_options(xplan: ExecutionPlan, device: str, engine: str, options: dict | None) -> dict:
-    """The engine options for one device: the given ones, plus the plan's memory split of co-resident
-    models for a vLLM engine (each model's engine gets its share of GPU memory; none sleeps)."""
+    """The engine options for one device: the given ones, plus, for a vLLM engine, the plan's memory split
+    of co-resident models (each model's engine gets its share of GPU memory; none sleeps) and the sleep
+    level of each model it evicts."""
     out = dict(options or {})
+    if engine != "vllm":
+        return out
     split = xplan.memory.get(device)
-    if engine == "vllm" and split and "memory_split" not in out:
+    if split and "memory_split" not in out:
         out["memory_split"] = dict(split)
+    levels = xplan.sleep_levels.get(device)
+    if levels and "sleep_levels" not in out:
+        out["sleep_levels"] = dict(levels)
     return out
 
 

@@ -14,9 +14,16 @@ from halo.runtime.run import device_options
 WORKLOADS = "workloads"
 
 
-def _voting(hardware: str):
+def _voting(hardware: str, disabled=()):
     compiled = api.compile(f"{WORKLOADS}/llm_voting.halo")
-    return api.plan(compiled, f"{WORKLOADS}/llm_voting.jsonl", hardware, optimizer="heuristic", limit=300)
+    return api.plan(
+        compiled,
+        f"{WORKLOADS}/llm_voting.jsonl",
+        hardware,
+        optimizer="heuristic",
+        limit=300,
+        disabled=disabled,
+    )
 
 
 def test_models_that_fit_together_are_co_resident_with_shares_by_decode_work():
@@ -39,6 +46,46 @@ def test_models_that_do_not_fit_switch_and_get_no_split():
     planned = _voting("1 x H100-SXM")
     assert planned.execution.memory == {}
     assert any(step.evicted for step in planned.execution.residency)
+
+
+def test_without_co_residency_one_model_is_awake_and_each_switch_pays_its_sleep():
+    together = _voting("1 x H200")
+    alone = _voting("1 x H200", disabled=["co_residency"])
+    x, problem = alone.execution, alone.problem
+    assert x.memory == {} and problem.max_resident == 1
+    evicted = {m for step in x.residency for m in step.evicted}
+    assert len(evicted) >= 2 and set(x.sleep_levels["gpu0"]) == evicted
+    for load in alone.physical.loads:
+        sleep = sum(problem.sleep_s[(m, "H200")] for m in load.evicted)
+        if load.evicted:
+            assert sleep > 0 and load.end - load.start >= sleep
+    assert alone.physical.makespan > together.physical.makespan
+    assert (
+        "sleeps: " in alone.report["execution"]["text"]
+        and "co-resident" not in alone.report["execution"]["text"]
+    )
+    assert together.execution.sleep_levels == {}
+
+
+def test_the_sleep_level_is_the_cheaper_one_while_host_memory_holds_the_weight_copies():
+    from halo.cost import sleep_levels
+
+    gb = 10**9
+    costs = {  # (model, kind) -> level -> (sleep s, wake s)
+        ("small", "H200"): {1: (0.5, 0.2), 2: (0.1, 2.0)},  # level 1 is cheaper: 0.7 s against 2.1 s
+        ("big", "H200"): {1: (1.0, 1.0), 2: (0.1, 9.0)},  # cheaper at level 1 too, but its copy is large
+        ("slow", "H200"): {1: (30.0, 1.0), 2: (0.1, 4.0)},  # a slow offload: level 2
+    }
+    weights = {"small": 4 * gb, "big": 60 * gb, "slow": 8 * gb}
+    assert sleep_levels(costs, weights, host_bytes=200 * gb) == {k: lv for k, lv in zip(costs, (1, 1, 2))}
+    assert sleep_levels(costs, weights, host_bytes=100 * gb) == {k: lv for k, lv in zip(costs, (1, 2, 2))}
+
+
+def test_a_vllm_engine_gets_the_sleep_levels_of_the_models_it_evicts():
+    x = for_mode(api.compile(f"{WORKLOADS}/llm_voting.halo").plan, "halo")
+    x.sleep_levels = {"gpu0": {"a": 2}}
+    assert device_options(x, "gpu0", "vllm", {}) == {"sleep_levels": {"a": 2}}
+    assert device_options(x, "gpu0", "hf", {}) == {}
 
 
 def test_a_vllm_engine_gets_the_split_and_other_engines_do_not():

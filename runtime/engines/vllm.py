@@ -13,8 +13,12 @@ Options beyond vLLM's own:
   and loaded with ``load_format="dummy"``. No weights are downloaded; the text is meaningless, the timing real.
 - ``memory_split={model: share}``: the models named stay resident side by side, each engine holding its share
   of GPU memory (``gpu_memory_utilization``); nothing sleeps. A model without a share is refused.
-  Without it, one model is active: switching puts the active engine to sleep (level 1) when sleep mode works
-  on this platform, otherwise the active engine is shut down first.
+  Without it, one model is active: switching puts the active engine to sleep when sleep mode works on this
+  platform, otherwise the active engine is shut down first.
+- ``sleep_levels={model: 1 or 2}``: the plan's sleep level per model (default 1). Level 1 copies the weights
+  to host memory; level 2 discards them, and waking re-reads them (``reload_weights``; with dummy weights
+  there is nothing to re-read). Before sleeping, the engine's worker collects its garbage: tensors freed
+  after their memory was unmapped are what made vLLM's ``cumem_allocator`` print CUDA errors.
 - ``keep_warm``: ``close()`` keeps the started engines for the next ``VLLMEngine`` of this process with the
   same options (a bench's next mode, or a run after ``halo calibrate`` in one process); ``release_warm()``
   shuts them down. They are handed over with empty prefix caches, and with one model at a time all asleep.
@@ -220,6 +224,7 @@ class VLLMEngine(Engine):
         dummy_weights: bool = False,
         memory_split: dict[str, float] | None = None,
         keep_warm: bool = False,
+        sleep_levels: dict[str, int] | None = None,
         **llm_options,
     ):
         super().__init__(model_map)
@@ -228,6 +233,7 @@ class VLLMEngine(Engine):
         self.dummy_weights = dummy_weights
         self.memory_split = _check_split(memory_split)
         self.keep_warm = keep_warm
+        self.sleep_levels = _check_levels(sleep_levels)
         self.options = dict(
             enforce_eager=enforce_eager,
             dtype=dtype,
@@ -243,6 +249,7 @@ class VLLMEngine(Engine):
         self._llms: dict[str, Any] = {}  # actual model -> vllm.LLM
         self._keys: dict[str, str] = {}  # actual model -> its options key (for keep_warm)
         self._asleep: set[str] = set()
+        self._asleep_at: dict[str, int] = {}  # actual model -> the level it sleeps at
         self._active: str | None = None
         self._declared: dict[str, str] = {}
         self._resolved: dict[str, str] = {}  # declared model -> what runs
@@ -283,10 +290,19 @@ class VLLMEngine(Engine):
             if actual not in self._llms:
                 self._create(actual, dict(self.options))
             if actual in self._asleep:
-                self._llms[actual].wake_up()
-                self._asleep.discard(actual)
+                self._wake(actual)
             self._active = actual
             return time.perf_counter() - start
+
+    def _level(self, actual: str) -> int:
+        return max((lv for m, lv in self.sleep_levels.items() if self._declared.get(m) == actual), default=1)
+
+    def _wake(self, actual: str) -> None:
+        llm = self._llms[actual]
+        llm.wake_up()
+        if self._asleep_at.pop(actual, 1) == 2 and not self.dummy_weights:
+            llm.collective_rpc("reload_weights")  # level 2 discarded the weights
+        self._asleep.discard(actual)
 
     def _create(self, actual: str, options: dict) -> None:
         """Start an engine for ``actual`` (or take the warm one with the same options)."""
@@ -320,8 +336,12 @@ class VLLMEngine(Engine):
         try:
             if not self.sleep_mode:
                 raise NotImplementedError
-            llm.sleep(level=1)
+            level = self._level(self._active)
+            with contextlib.suppress(Exception):  # a worker that cannot run it still sleeps
+                llm.collective_rpc(_collect_garbage)
+            llm.sleep(level=level)
             self._asleep.add(self._active)
+            self._asleep_at[self._active] = level
         except Exception:
             del self._llms[self._active]
             self._declared = {k: v for k, v in self._declared.items() if v != self._active}
@@ -461,6 +481,23 @@ def _check_split(split: dict[str, float] | None) -> dict[str, float] | None:
     return {m: float(s) for m, s in split.items()}
 
 
+def _check_levels(levels: dict[str, int] | None) -> dict[str, int]:
+    levels = dict(levels or {})
+    bad = {m: lv for m, lv in levels.items() if lv not in (1, 2)}
+    if bad:
+        raise EngineUnavailable(f"sleep_levels must be 1 or 2 per model; got {bad}")
+    return levels
+
+
+def _collect_garbage(worker) -> None:
+    """Run in the engine's worker before it sleeps: free unreferenced tensors while their memory is
+    still mapped, and wait for the GPU, so the sleep unmaps nothing that is still in use."""
+    import torch
+
+    gc.collect()
+    torch.cuda.synchronize()
+
+
 def _options_key(actual: str, options: dict) -> str:
     return json.dumps([actual, options], sort_keys=True, default=str)
 
@@ -488,7 +525,15 @@ def _shutdown(llm) -> None:
 
 # ---- `vllm serve`: the server the framework baseline talks to ---------------------------------------------
 
-_HALO_OPTIONS = {"model_map", "cache_dir", "dummy_weights", "memory_split", "keep_warm", "sleep_mode"}
+_HALO_OPTIONS = {
+    "model_map",
+    "cache_dir",
+    "dummy_weights",
+    "memory_split",
+    "keep_warm",
+    "sleep_mode",
+    "sleep_levels",
+}
 
 
 def serve_args(model_dir: str, names: list[str], port: int, share: float, options: dict) -> list[str]:
