@@ -515,12 +515,13 @@ def calibrate(
 
     say = log or (lambda _line: None)
     device = reference_device(parse_hardware(hardware)).name
+    mode = engine_mode(engine, engine_options or {})
     cal = load_calibration(calibration, create=True)  # a damaged file is refused before probing
     records: list[dict] = []
     probed: dict[str, str] = {}  # actual model -> the declared id whose records it already has
     with make_engine(engine, **(engine_options or {})) as eng:
         for model in models:
-            eng.load(model)
+            start_s = eng.load(model)  # the engine's start (0 for one already warm)
             actual = eng.substitutions.get(model)
             if actual and actual in probed:  # another declared id runs as the same model: same law
                 records += [{**r, "model": model} for r in records if r["model"] == probed[actual]]
@@ -533,12 +534,23 @@ def calibrate(
                 list(sizes),
                 list(steps),
                 list(prompts),
+                start_s,
                 lambda r: say(
                     f"n={r['n']:>4} steps={r['steps']:>4} prefill={r['prefill_tokens']:>7,} tok  {r['seconds']:8.3f} s"
                 ),
             )
             if actual:
                 probed[actual] = model
+    if mode:
+        records = [{**r, "mode": mode} for r in records]
     cal = cal.add(*records)
     path = calib.save(cal, calibration)
-    return Calibrated(cal, Path(path), device, {m: cal.engine[engine_key(m, device)] for m in models})
+    key = (lambda m: f"{engine_key(m, device)}:{mode}") if mode else (lambda m: engine_key(m, device))
+    return Calibrated(cal, Path(path), device, {m: cal.engine[key(m)] for m in models})
+
+
+def engine_mode(engine: str, options: dict) -> str | None:
+    """How a vLLM engine runs: `eager` (no CUDA graphs) or `compiled`; None for other engines."""
+    if engine != "vllm":
+        return None
+    return "eager" if options.get("enforce_eager") else "compiled"

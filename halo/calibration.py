@@ -9,10 +9,11 @@ model reads. Measurement records (one dict each; `kind` says which):
 | `tool`   | tool (sql/http/py), key? (node or db), seconds     | `tool_s[tool]` and `tool_s[key]`: mean seconds per call |
 | `chars`  | model? , chars, tokens                             | `chars_per_token[model or "text"]`             |
 | `output` | node ("workflow.node"), tokens, batch_max?         | `output_tokens[node]`: mean output tokens; `output_max[node]`: mean of the longest reply per engine batch (the batch decodes that long) |
-| `load`   | model, device, seconds                             | `load_s[model@device:load]`: mean seconds to make the model resident |
-| `llm_batch` | model, device, n, prefill_tokens, steps, seconds, ran_as? | `engine[model@device]`: the engine's batch-time law, seconds ≈ batch_s + step_s·steps + seq_step_s·n·steps + token_s·prefill_tokens (non-negative least squares over every engine batch measured; a slow engine's fixed cost per iteration, as in transformers, shows up as step_s) |
+| `load`   | model, device, seconds, mode?                      | `load_s[model@device:load]` (`...:load:MODE` with a mode): mean seconds to make the model resident |
+| `llm_batch` | model, device, n, prefill_tokens, steps, seconds, ran_as?, mode? | `engine[model@device]` (`model@device:MODE` with a mode): the engine's batch-time law, seconds ≈ batch_s + step_s·steps + seq_step_s·n·steps + token_s·prefill_tokens (non-negative least squares over every engine batch measured; a slow engine's fixed cost per iteration, as in transformers, shows up as step_s) |
 
-`model` is the model id as the workflow declares it; `device` the hardware spec name (estimate.device).
+`model` is the model id as the workflow declares it; `device` the hardware spec name (estimate.device);
+`mode` how the engine ran (vLLM: `eager` without CUDA graphs, `compiled` with torch.compile and graphs).
 `predicted_s` must be the uncalibrated estimate (`estimate.breakdown.roofline_s` for a whole group,
 `prefill_s`/`decode_s` of a fresh uncalibrated estimate per phase), so refits do not compound.
 Phase `group` scales the whole group (prefill and decode); it wins over per-phase numbers.
@@ -68,6 +69,10 @@ def engine_key(model: str, device: str) -> str:
     return f"{model}@{device}"
 
 
+def _moded(key: str, record: dict[str, Any]) -> str:
+    return f"{key}:{record['mode']}" if record.get("mode") else key
+
+
 def engine_features(n: float, steps: float, prefill_tokens: float) -> list[float]:
     """The terms of the batch-time law, in ENGINE_TERMS order."""
     return [1.0, steps, n * steps, prefill_tokens]
@@ -97,9 +102,9 @@ def fit(
             if m.get("batch_max") is not None:
                 _acc(sums, "output_max", m["node"], m["batch_max"], 1.0)
         elif kind == "load":
-            _acc(sums, "load", llm_key(m["model"], m["device"], "load"), m["seconds"], 1.0)
+            _acc(sums, "load", llm_key(m["model"], m["device"], _moded("load", m)), m["seconds"], 1.0)
         elif kind == "llm_batch":
-            batches[engine_key(m["model"], m["device"])].append(m)
+            batches[_moded(engine_key(m["model"], m["device"]), m)].append(m)
         else:
             raise ValueError(f"unknown measurement kind {kind!r}")
     out = Calibration(hw=dict(hw or {}), measurements=list(measurements), path=path)

@@ -33,14 +33,15 @@ def probe(
     sizes: Iterable[int],
     steps: Iterable[int],
     prompts: Iterable[int],
+    load_s: float,
     on_batch: Callable[[dict], None] | None = None,
 ) -> list[dict]:
-    """Load `model`, warm every batch shape up (not recorded), then time every (prompt, steps, size) batch.
-    Returns calibration records: one `load`, one `llm_batch` per batch."""
-    load_s = engine.load(model)
+    """Warm every batch shape of the loaded `model` up (not recorded), then time every (prompt, steps,
+    size) batch. Returns calibration records: one `load` (`load_s`, what loading it took; a warm engine's
+    0 is not recorded), one `llm_batch` per batch."""
     sizes, steps, prompts = list(sizes), list(steps), list(prompts)
     ran_as = engine.substitutions.get(model)
-    out = [{"kind": "load", "model": model, "device": device, "seconds": load_s}]
+    out = [{"kind": "load", "model": model, "device": device, "seconds": load_s}] if load_s > 0 else []
     row = itertools.count(-1, -1)
     for p, n in itertools.product(prompts, sizes):  # first use of a shape allocates and picks kernels
         engine.generate(
