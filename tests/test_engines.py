@@ -21,7 +21,9 @@ from halo.runtime.engines import (
     make_engine,
 )
 from halo.runtime.engines.base import chat_messages
+from halo.runtime.engines.fake import FakeEngine
 from halo.runtime.engines.model_cache import smollm2_dir
+from halo.runtime.engines.serve import build_server
 
 pytestmark = pytest.mark.slow
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
@@ -290,6 +292,33 @@ def test_openai_retries_5xx_but_not_4xx():
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_openai_servers_send_each_model_to_its_own_server():
+    """`servers` (by declared name) routes m-a to server A and m-b to B; m-c, unlisted, to `base_url`."""
+    seen: dict[str, list] = {k: [] for k in "abc"}
+    servers = {k: build_server(FakeEngine(batches=seen[k])) for k in "abc"}
+    url = {k: f"http://127.0.0.1:{srv.server_address[1]}/v1" for k, srv in servers.items()}
+    for srv in servers.values():
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        with make_engine(
+            "openai",
+            base_url=url["c"],
+            servers={"m-a": url["a"], "m-b": url["b"]},
+            model_map={"m-b": "served-b"},
+            retries=0,
+        ) as client:
+            results = client.generate(
+                [req(f"q{i}", model=m) for i in range(3) for m in ("m-a", "m-b", "m-c")]
+            )
+    finally:
+        for srv in servers.values():
+            srv.shutdown()
+            srv.server_close()
+    assert [r.error for r in results] == [None] * 9
+    received = {k: sorted(r.model for batch in v for r in batch) for k, v in seen.items()}
+    assert received == {"a": ["m-a"] * 3, "b": ["served-b"] * 3, "c": ["m-c"] * 3}
 
 
 # ---- vllm tier (make test-vllm) -------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Requests run concurrently on a thread pool (``max_concurrency``); 429/5xx answers, connection errors
 and timeouts are retried with exponential backoff; other 4xx answers fail the request at once.
-A schema goes to the server as ``response_format`` (``json_schema``); a reply cut by ``max_tokens``
+``servers`` sends each listed model (by its declared name) to a server of its own (a base URL ending
+in ``/v1``); other models go to ``base_url``. A schema goes to the server as ``response_format`` (``json_schema``); a reply cut by ``max_tokens``
 (``finish_reason`` "length") that is not valid JSON fails its request.
 """
 
@@ -29,6 +30,7 @@ class OpenAIEngine(Engine):
     """OpenAI-compatible HTTP engine. Thread-safe; ``generate`` blocks until all requests finish."""
 
     name = "openai"
+    thread_safe = True  # a shared server engine need not serialize generate() calls (halo.serve_runner)
 
     def __init__(
         self,
@@ -41,24 +43,29 @@ class OpenAIEngine(Engine):
         retries: int = 3,
         backoff: float = 0.5,
         send_prefix_key: bool = False,
+        servers: dict[str, str] | None = None,
     ):
         super().__init__(model_map)
         self.base_url = base_url.rstrip("/")
+        self.servers = {m: url.rstrip("/") for m, url in (servers or {}).items()}
         self.retries = retries
         self.backoff = backoff
         self.send_prefix_key = send_prefix_key  # Halo's own server groups requests by this extension field
         api_key = api_key or os.environ.get("OPENAI_API_KEY")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
-            limits=httpx.Limits(max_connections=max_concurrency),
-        )
+        self._clients = {  # one per distinct server
+            url: httpx.Client(
+                base_url=url,
+                headers=headers,
+                timeout=httpx.Timeout(timeout, connect=connect_timeout),
+                limits=httpx.Limits(max_connections=max_concurrency),
+            )
+            for url in sorted({self.base_url, *self.servers.values()})
+        }
         self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="halo-openai")
         self._used: set[str] = set()
         self._lock = threading.Lock()
-        self._tokenize_ok: bool | None = None
+        self._tokenize_ok: dict[str, bool] = {}  # by server: whether it answers /tokenize
 
     def load(self, model: str) -> float:
         """Remote servers keep their own models resident; nothing to do here."""
@@ -67,27 +74,33 @@ class OpenAIEngine(Engine):
         return 0.0
 
     def resident_models(self) -> list[str]:
-        """Models the server lists under ``/models``, named as declared where ``model_map`` says so."""
-        try:
-            served = [m["id"] for m in self._client.get("/models").json()["data"]]
-        except (httpx.HTTPError, KeyError, ValueError):
-            return []
+        """Models the servers list under ``/models``, named as declared where ``model_map`` says so."""
+        served: list[str] = []
+        for client in self._clients.values():
+            try:
+                served += [m["id"] for m in client.get("/models").json()["data"] if m["id"] not in served]
+            except (httpx.HTTPError, KeyError, ValueError):
+                pass  # a server that is down lists nothing
         declared = {v: k for k, v in self.model_map.items()}
         return [declared.get(m, m) for m in served]
 
+    def _server(self, model: str) -> str:
+        """The base URL that serves declared ``model``."""
+        return self.servers.get(model, self.base_url)
+
     def count_tokens(self, model: str, text: str) -> int:
         """Exact count from the server's ``/tokenize`` (vLLM and Halo's server); else ~4 chars a token."""
-        if self._tokenize_ok is not False:
-            root = self.base_url.removesuffix("/v1")
+        url = self._server(model)
+        if self._tokenize_ok.get(url) is not False:
             body = {"model": self.model_map.get(model, model), "prompt": text, "add_special_tokens": False}
             try:
-                resp = self._client.post(f"{root}/tokenize", json=body)
+                resp = self._clients[url].post(f"{url.removesuffix('/v1')}/tokenize", json=body)
                 if resp.status_code == 200:
-                    self._tokenize_ok = True
+                    self._tokenize_ok[url] = True
                     return int(resp.json()["count"])
-                self._tokenize_ok = False
+                self._tokenize_ok[url] = False
             except (httpx.HTTPError, KeyError, ValueError):
-                self._tokenize_ok = False
+                self._tokenize_ok[url] = False
         return max(1, round(len(text) / 4)) if text else 0
 
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
@@ -97,7 +110,8 @@ class OpenAIEngine(Engine):
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        self._client.close()
+        for client in self._clients.values():
+            client.close()
 
     def _body(self, req: GenRequest) -> dict:
         body = {
@@ -139,7 +153,7 @@ class OpenAIEngine(Engine):
 
     def _post(self, req: GenRequest, body: dict, start: float) -> GenResult:
         try:
-            resp = self._client.post("/chat/completions", json=body)
+            resp = self._clients[self._server(req.model)].post("/chat/completions", json=body)
         except httpx.TransportError as exc:  # connection refused/reset, timeouts
             raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
         if resp.status_code in RETRY_STATUS or resp.status_code >= 500:
