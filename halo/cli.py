@@ -630,6 +630,7 @@ def serve(
     max_queue: int = typer.Option(10_000, "--max-queue", min=1, help="Unfinished runs per workflow (429)"),
     replan_every: int = typer.Option(100, "--replan-every", min=0, help="Re-plan every N windows (0: off)"),
     mode: str = typer.Option("halo", "--mode", callback=_one_of("halo", "naive"), help="naive: the baseline"),
+    concurrency: int = typer.Option(8, "--concurrency", min=1, help="naive mode: inputs running at once"),
 ) -> None:
     """Serve workflows over HTTP: runs arrive as requests, are admitted in windows, planned and executed
     on warm engines, journaled so that a restart loses and repeats nothing (see docs/serving.md)."""
@@ -640,7 +641,7 @@ def serve(
     config = ServeConfig(
         files, hardware, engine, options, window_ms, max_batch, host, port, api_key, state, max_queue
     )
-    config.replan_every, config.mode = replan_every, mode
+    config.replan_every, config.mode, config.concurrency = replan_every, mode, concurrency
     try:
         run_server(config)
     except ServeError as e:

@@ -44,7 +44,7 @@ from halo.batch import RowError, iter_rows
 from halo.cost import detect_hardware
 from halo.runtime.engines import Engine, check_model_map, make_engine
 from halo.serve_metrics import render
-from halo.serve_runner import MODES, QueueFull, Runner, ServeError, SharedEngine
+from halo.serve_runner import MODES, NAIVE_WORKERS, QueueFull, Runner, ServeError, SharedEngine
 from halo.serve_store import Run, Store
 
 MAX_BODY = 1 << 20  # bytes of one request body
@@ -75,6 +75,7 @@ class ServeConfig:
     max_body: int = MAX_BODY
     replan_every: int = 100  # windows; 0: only when the batch grows
     mode: str = "halo"  # or "naive": the per-request baseline
+    concurrency: int = NAIVE_WORKERS  # naive mode: inputs running at once
 
 
 def is_loopback(host: str) -> bool:
@@ -152,6 +153,10 @@ class Server:
             {op.llm_model() for c in compiled.values() for op in c.plan.nodes() if op.kind == "llm"}
         )
         check_model_map(models, cfg.engine_options.get("model_map", {}))
+        if unknown := sorted(set(cfg.engine_options.get("servers") or {}) - set(models)):
+            raise ServeError(
+                f"engine option servers names {', '.join(map(repr, unknown))}, which no workflow declares"
+            )
         self.sock = _bind(cfg.host, cfg.port)
         self.ready = threading.Event()
         self._inner: Engine | None = None
@@ -180,6 +185,7 @@ class Server:
                     replan_every=cfg.replan_every,
                     mode=cfg.mode,
                     on_done=self.hub.publish,
+                    concurrency=cfg.concurrency,
                 )
         except BaseException:
             self.close()

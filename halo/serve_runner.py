@@ -21,11 +21,12 @@ are admitted first; calls they already made come from the journal, and a side ef
 when the crash came is not repeated (its run's record says so, as `halo run --resume` does).
 
 `mode="naive"` is the framework baseline: each input runs alone, as it arrives, through its own
-executor with the naive plan (no windows, no merging across inputs), `NAIVE_WORKERS` at a time.
+executor with the naive plan (no windows, no merging across inputs), `concurrency` at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -54,7 +55,7 @@ MODES = ("halo", "naive")
 IN_FLIGHT = 512  # inputs one executor holds at once (RunOptions.window)
 PLAN_TIME_S = 0.3  # the optimizer's budget for one plan
 REPLAN_MIN_S = 10.0  # at most one re-plan this often
-NAIVE_WORKERS = 8  # the baseline's inputs running at once
+NAIVE_WORKERS = 8  # the baseline's inputs running at once, by default
 LATENCIES = 2048  # recent run latencies kept for the quantiles
 THROUGHPUT_S = 60.0  # throughput is measured over this many recent seconds
 STAT_KEYS = ("engine_calls", "calls", "instances", "merged", "prompt_tokens", "cached_tokens")
@@ -73,13 +74,16 @@ class ServeError(ValueError):
 
 
 class SharedEngine(Engine):
-    """One warm engine for every served workflow: each batch loads its model and generates under one lock."""
+    """One warm engine for every served workflow: each batch loads its model and generates under one lock,
+    unless the engine is `thread_safe` (a client of remote servers, which keep their own models resident)."""
 
     name = "shared"
 
     def __init__(self, inner: Engine):
         super().__init__(inner.model_map)
-        self.inner, self.lock = inner, threading.Lock()
+        self.inner = inner
+        safe = getattr(inner, "thread_safe", False)
+        self.lock: contextlib.AbstractContextManager = contextlib.nullcontext() if safe else threading.Lock()
         self.substitutions = inner.substitutions  # the same dict: the inner engine records into it
 
     def load(self, model: str) -> float:
@@ -149,9 +153,13 @@ class Runner:
         replan_every: int,
         mode: str,
         on_done: Callable[[Run, str, float], None],
+        concurrency: int = NAIVE_WORKERS,
     ):
         if mode not in MODES:
             raise ServeError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if concurrency < 1:
+            raise ServeError(f"concurrency must be >= 1, got {concurrency}")
+        self.concurrency = concurrency  # naive mode: inputs running at once
         self.compiled, self.name, self.params = compiled, compiled.plan.name, compiled.plan.params
         self.store, self.engine, self.hardware, self.mode = store, engine, hardware, mode
         self.window_s, self.max_queue, self.replan_every = window_s, max_queue, replan_every
@@ -396,8 +404,8 @@ class Runner:
         """The baseline: each input through its own executor with the naive plan, in arrival order."""
         xplan = for_mode(self.compiled.plan, "naive", self.policy)
         self.xplan = xplan
-        slots = threading.Semaphore(NAIVE_WORKERS)
-        with ThreadPoolExecutor(NAIVE_WORKERS, thread_name_prefix=f"halo-alone-{self.name}") as pool:
+        slots = threading.Semaphore(self.concurrency)
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"halo-alone-{self.name}") as pool:
             while not self._stop.is_set():
                 if not slots.acquire(timeout=0.1):
                     continue

@@ -29,7 +29,10 @@ from halo.serve import ServeConfig, ServeError, Server
 
 TOOLS = """
 import os
+import threading
 import time
+
+MEETING = threading.Barrier(12)
 
 
 def nap(x: int, s: float = 0.0) -> int:
@@ -45,6 +48,12 @@ def mark(path: str, item: int, s: float = 0.0) -> int:
         os.fsync(f.fileno())
     time.sleep(s)
     return item
+
+
+def meet(x: int) -> int:
+    \"\"\"Returns once 12 calls wait here at once (BrokenBarrierError after 10 s).\"\"\"
+    MEETING.wait(10)
+    return x
 """
 
 GREET = """
@@ -69,6 +78,13 @@ workflow counted(item: int) {
 }
 """
 
+MEET = """
+workflow meet(x: int) {
+  m = py("serve_tools:meet", x = x)
+  return m
+}
+"""
+
 BROKEN = """
 workflow broken(q: text) {
   db d = duckdb("missing.duckdb")
@@ -85,6 +101,7 @@ def work(tmp_path_factory):
     (d / "serve_tools.py").write_text(TOOLS)
     (d / "greet.halo").write_text(GREET)
     (d / "slow.halo").write_text(SLOW)
+    (d / "meet.halo").write_text(MEET)
     (d / "counted.halo").write_text(COUNTED.replace("MARKS", str(d / "marks.txt")))
     sys.path.insert(0, str(d))
     yield d
@@ -334,6 +351,26 @@ def test_a_growing_batch_is_planned_again_for_the_next_generation(work, monkeypa
         assert metric(c, "halo_serve_executors_total", "greet") == 2
         assert srv.runners["greet"].xplan.policy.max_batch > policy.max_batch
         wait_done(c, c.post("/v1/workflows/greet/runs", json={"name": "after"}).json()["ids"])
+
+
+def test_the_baseline_runs_concurrency_inputs_at_once(work, monkeypatch):
+    configs: list[ServeConfig] = []
+    monkeypatch.setattr("halo.serve.serve", configs.append)
+    args = ["serve", str(work / "meet.halo"), "--mode", "naive", "--concurrency", "12", "--engine", "fake"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    [cfg] = configs
+    assert (cfg.mode, cfg.concurrency) == ("naive", 12)
+    cfg.port, cfg.state, cfg.hardware = 0, work / "meet-state", "cpu:2"
+    with running(cfg) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        ids = c.post("/v1/workflows/meet/runs", json=[{"x": i} for i in range(12)]).json()["ids"]
+        done = wait_done(c, ids)
+    assert sorted(d["record"]["outputs"]["m"] for d in done.values()) == list(range(12))  # all 12 met
+
+
+def test_servers_must_name_declared_models(work):
+    options = {"servers": {"Qwen/Qwen3-14B": "http://127.0.0.1:9/v1", "nope": "http://127.0.0.1:9/v1"}}
+    with pytest.raises(ServeError, match="servers names 'nope', which no workflow declares"):
+        Server(ServeConfig([work / "greet.halo"], engine="openai", engine_options=options, port=0))
 
 
 def test_sigkill_mid_load_then_restart_loses_and_repeats_nothing(work, tmp_path):
