@@ -14,14 +14,8 @@ the naive plan, 8 at a time, against the same warm engine (what a framework does
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import subprocess
 import sys
-import tempfile
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from halo import loadgen
@@ -29,41 +23,12 @@ from halo import loadgen
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(workload, engine, mode, window_ms, inputs, rate, **load) -> tuple[loadgen.Report, float]:
     """One loadgen run on a fresh server: the report and the server's CPU milliseconds per finished run."""
-    with server(workload, engine, mode, window_ms) as (url, pid):
-        before = cpu_s(pid)
-        report = loadgen.run(url, workload, inputs, rate, **load)
-        used = cpu_s(pid) - before
-    print(report.text(), file=sys.stderr)
-    return report, used * 1e3 / max(report.completed, 1)
-
-
-@contextmanager
-def server(workload: str, engine: str, mode: str, window_ms: float):
-    """A `halo serve` subprocess on a free port with a fresh state directory; yields its URL and pid."""
-    with tempfile.TemporaryDirectory(prefix="serve-bench-") as state:
-        cmd = [sys.executable, "-m", "halo", "serve", str(ROOT / "workloads" / f"{workload}.halo")]
-        cmd += ["--engine", engine, "--mode", mode, "--port", "0", "--state", state, "--hardware", "cpu:2"]
-        cmd += ["--window-ms", str(window_ms)]
-        proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
-        try:
-            for line in proc.stderr:
-                if m := re.search(r" on (http://\S+) ", line):
-                    threading.Thread(target=proc.stderr.read, daemon=True).start()
-                    break
-            else:
-                raise RuntimeError(f"halo serve exited with {proc.wait()}")
-            yield m.group(1), proc.pid
-        finally:
-            proc.terminate()
-            proc.wait(120)
+    options = ["--engine", engine, "--mode", mode, "--hardware", "cpu:2", "--window-ms", str(window_ms)]
+    return loadgen.fresh_run(
+        [ROOT / "workloads" / f"{workload}.halo"], options, workload, inputs, rate, **load
+    )
 
 
 def main() -> None:

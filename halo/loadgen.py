@@ -4,7 +4,8 @@ Requests are sent at their scheduled times whether or not earlier ones have fini
 slow server meets the load it would meet in production instead of slowing the client down). Each request
 carries one input, the next of the input file in turn; its latency runs from sending the POST to reading
 its result from the run's event stream. Arrivals are Poisson at `rate`, or bursty: bursts of `BURST`
-requests at Poisson times, with the same mean rate.
+requests at Poisson times, with the same mean rate. `fresh_run` is one such run against a `halo serve`
+subprocess of its own (fresh state, so no memo carries over), as the serve benchmarks make them (Linux).
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ import json
 import os
 import platform
 import random
+import re
+import subprocess
+import sys
+import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,3 +235,44 @@ async def _one(
         return "error", None, f"the event stream of {run_id} ended without its result"
     except (httpx.HTTPError, ValueError, KeyError) as e:
         return "error", None, f"{type(e).__name__}: {e}"
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def serving(files: list[Path], options: list[str]) -> Iterator[tuple[str, int]]:
+    """A `halo serve` subprocess of `files` with `options`, on a free port with a fresh state directory;
+    yields its URL and pid. Its stderr goes on to ours once it serves."""
+    with tempfile.TemporaryDirectory(prefix="halo-serve-") as state:
+        cmd = [sys.executable, "-P", "-m", "halo", "serve", *map(str, files)]
+        cmd += ["--port", "0", "--state", state, *options]
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+        err = proc.stderr
+        assert err is not None
+        try:
+            said: list[str] = []
+            while not (m := re.search(r" on (http://\S+) ", line := err.readline())):
+                if not line:
+                    raise RuntimeError(f"halo serve exited with {proc.wait()}: {''.join(said[-5:])}")
+                said.append(line)
+            threading.Thread(target=sys.stderr.writelines, args=(err,), daemon=True).start()
+            yield m.group(1), proc.pid
+        finally:
+            proc.terminate()
+            proc.wait(120)
+
+
+def fresh_run(
+    files: list[Path], options: list[str], workflow: str, inputs: list[dict[str, Any]], rate: float, **load
+) -> tuple[Report, float]:
+    """One `run` against a fresh `halo serve`: the report and the server's CPU milliseconds per finished run."""
+    with serving(files, options) as (url, pid):
+        before = cpu_s(pid)
+        report = run(url, workflow, inputs, rate, **load)
+        used = cpu_s(pid) - before
+    print(report.text(), file=sys.stderr)
+    return report, used * 1e3 / max(report.completed, 1)
