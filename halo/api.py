@@ -130,10 +130,12 @@ def plan(
     simulate: bool = False,
     limit: int | None = None,
     disabled: Iterable[str] = (),
+    start_mode: str | None = None,
 ) -> Planned:
     """Consolidate, cost and place the batch on `hardware` (None: this machine, detected).
     `policy` fixes the engine batching; None lets the cost model choose. `limit` applies to a path.
-    `disabled`: rewrite rules switched off (`halo.rules.RULES`)."""
+    `disabled`: rewrite rules switched off (`halo.rules.RULES`); `start_mode` pins every engine's start
+    mode (`pinned_start_mode`), else the cost model picks one per model."""
     from halo.cost import detect_hardware
     from halo.pipeline import physical_plan
 
@@ -152,6 +154,7 @@ def plan(
         policy,
         simulate,
         disabled,
+        start_mode,
     )
     seconds = time.perf_counter() - start
     priced.report["hardware"] = {
@@ -249,6 +252,7 @@ def run(
             policy=batch_policy(max_batch),
             time_limit_s=RUN_PLANNING_S,
             disabled=disabled,
+            start_mode=pinned_start_mode(engine, engine_options or {}),
         )
     if planned is not None:
         xplan = planned.execution
@@ -399,7 +403,14 @@ def bench(
         raise ValueError(f"unknown mode(s) {', '.join(bad)}")
     check_isolable(compiled.plan)
     batch = load_batch(compiled, input_path, limit)
-    planned = plan(compiled, batch, hardware, policy=policy, disabled=disabled)
+    planned = plan(
+        compiled,
+        batch,
+        hardware,
+        policy=policy,
+        disabled=disabled,
+        start_mode=pinned_start_mode(engine, engine_options or {}),
+    )
     fp = fingerprint(compiled.plan, compiled.sources, input_path)
     batching = {"max_batch": planned.policy.max_batch, "batch_tokens": planned.policy.batch_tokens}
     stats = run_modes(
@@ -547,6 +558,11 @@ def calibrate(
     path = calib.save(cal, calibration)
     key = (lambda m: f"{engine_key(m, device)}:{mode}") if mode else (lambda m: engine_key(m, device))
     return Calibrated(cal, Path(path), device, {m: cal.engine[key(m)] for m in models})
+
+
+def pinned_start_mode(engine: str, options: dict) -> str | None:
+    """The start mode engine options fix (vLLM's `enforce_eager` given), else None: the plan's choice."""
+    return engine_mode(engine, options) if "enforce_eager" in options else None
 
 
 def engine_mode(engine: str, options: dict) -> str | None:

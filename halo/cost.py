@@ -8,6 +8,11 @@ are defaults. LLM calls are priced in the engine batches the runtime will form (
 a fitted engine law from the calibration (per-batch, per-step, per-sequence-step and per-token terms)
 prices those batches when there is one; else a measured/predicted factor scales the roofline, and
 failing that a measured tokens/s rate replaces it.
+
+On accelerators each model's engine starts `eager` (no CUDA graphs: a shorter start, slower decode
+iterations) or `compiled`; the cost model picks the one that costs less over the model's decode
+iterations in the plan (`start_modes`), unless the engine options pin it, and prices its batches with
+the law measured in that mode when there is one.
 """
 
 from __future__ import annotations
@@ -86,6 +91,7 @@ class CostedPlan:
     hardware: Hardware | None = None
     policy: BatchPolicy = field(default_factory=BatchPolicy)
     fuse: bool = True
+    start_modes: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> `start_modes` entry
 
     @property
     def seconds(self) -> float:
@@ -98,17 +104,59 @@ def estimate(
     calibration: Calibration | None = None,
     policy: BatchPolicy | None = None,
     fuse: bool = True,
+    start_mode: str | None = None,
 ) -> CostedPlan:
     """Price every group: LLM groups on the hardware's reference device (else H100-SXM), tools on a CPU pool.
     LLM calls are priced in the engine batches `policy` makes of them (the runtime's default policy);
-    `fuse=False` prices every group alone, as a plan that runs one operator at a time would."""
+    `fuse=False` prices every group alone, as a plan that runs one operator at a time would. On
+    accelerators every model gets a start mode (`start_mode` pins one for all)."""
     cal = calibration or Calibration()
     hw = parse_hardware(hw) if isinstance(hw, str) else hw
     policy = policy or BatchPolicy()
     spec = reference_device(hw) if hw else specs.device(DEFAULT_DEVICE)
-    return CostedPlan(
-        cplan, spec.name, group_costs(cplan, spec, cal, policy, fuse=fuse), cal, hw, policy, fuse
-    )
+    groups = group_costs(cplan, spec, cal, policy, fuse=fuse)
+    modes = start_modes(cplan, groups, spec, cal, start_mode) if hw is not None and hw.accelerators else {}
+    if modes:
+        chosen = {m: e["mode"] for m, e in modes.items()}
+        groups = group_costs(cplan, spec, cal, policy, fuse=fuse, modes=chosen)
+    return CostedPlan(cplan, spec.name, groups, cal, hw, policy, fuse, modes)
+
+
+START_MODES = ("eager", "compiled")
+
+
+def start_modes(
+    cplan: ConsolidatedPlan,
+    groups: dict[str, GroupCost],
+    spec: DeviceSpec,
+    cal: Calibration,
+    pinned: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Per model: `compiled` when its decode iterations in the plan, each that much faster with CUDA
+    graphs, save more than compiling adds to its start; else `eager`. The step and start differences
+    come from laws and starts calibrated in both modes, else from the hardware model's defaults."""
+    iterations: dict[str, float] = {}
+    for gid, gc in groups.items():
+        if gc.kind == "llm":
+            model = cplan.groups[gid].op.llm_model()
+            iterations[model] = iterations.get(model, 0.0) + gc.breakdown.get("iterations", 0.0)
+    compile_s, eager_step_s = roofline.start_mode_costs(spec, calibration=cal.hw or None)
+    out = {}
+    for model, n in iterations.items():
+        eager, compiled = (cal.engine.get(f"{engine_key(model, spec.name)}:{m}") for m in START_MODES)
+        step = eager["step_s"] - compiled["step_s"] if eager and compiled else eager_step_s
+        starts = [cal.load_s.get(llm_key(model, spec.name, f"load:{m}")) for m in START_MODES]
+        extra = starts[1] - starts[0] if None not in starts else compile_s
+        saving = n * max(step, 0.0)
+        mode = pinned or ("compiled" if saving > extra else "eager")
+        out[model] = {"mode": mode, "iterations": round(n), "saving_s": saving, "extra_start_s": extra}
+        out[model]["why"] = (
+            "pinned by the engine options"
+            if pinned
+            else f"{n:,.0f} decode steps save {saving:.1f} s {'>' if mode == 'compiled' else '<='} "
+            f"{extra:.1f} s more to start compiled"
+        )
+    return out
 
 
 def group_costs(
@@ -118,16 +166,19 @@ def group_costs(
     policy: BatchPolicy,
     skip_unfit: bool = False,
     fuse: bool = True,
+    modes: dict[str, str] | None = None,
 ) -> dict[str, GroupCost]:
     """Every group's estimate, LLM groups on `device` (with `skip_unfit`, groups that do not fit it are
     left out instead of raising). With `fuse`, groups the runtime batches together
     (`halo.batching.fusion_sets`) are priced as one set of batches, each paying its share by calls;
-    that assumes they share a device."""
+    that assumes they share a device. `modes`: each model's start mode (`start_modes`)."""
     out: dict[str, GroupCost] = {}
+    modes = modes or {}
 
     def price(groups: list[OpGroup]) -> None:
+        mode = modes.get(groups[0].op.llm_model())
         try:
-            out.update({c.id: c for c in _llm_cost(cplan, groups, device, cal, policy)})
+            out.update({c.id: c for c in _llm_cost(cplan, groups, device, cal, policy, mode)})
         except HaloError:
             if not skip_unfit:
                 raise
@@ -177,9 +228,16 @@ def _shape(cplan: ConsolidatedPlan, g: OpGroup, cal: Calibration) -> _Shape:
 
 
 def _llm_cost(
-    cplan: ConsolidatedPlan, groups: list[OpGroup], device: DeviceSpec, cal: Calibration, policy: BatchPolicy
+    cplan: ConsolidatedPlan,
+    groups: list[OpGroup],
+    device: DeviceSpec,
+    cal: Calibration,
+    policy: BatchPolicy,
+    mode: str | None = None,
 ) -> list[GroupCost]:
-    """Price groups that share engine batches (usually one): the time of their batches, split by calls."""
+    """Price groups that share engine batches (usually one): the time of their batches, split by calls.
+    With a start `mode`, the engine law measured in it when there is one; the roofline (CUDA graphs)
+    pays the eager step cost in `eager` mode."""
     op = groups[0].op
     model_id = op.llm_model()
     shapes = [_shape(cplan, g, cal) for g in groups]
@@ -203,7 +261,8 @@ def _llm_cost(
     if hw_keys:
         calibrated.append("hardware: " + ", ".join(hw_keys))
     sizes = policy.sizes(calls, prompt + out)
-    fitted = cal.engine.get(engine_key(model_id, device.name))
+    key = engine_key(model_id, device.name)
+    fitted = cal.engine.get(f"{key}:{mode}") or cal.engine.get(key)
     if fitted is not None:
         phases = [engine_phases(fitted, n, steps, n * (prompt - cached)) for n in sizes]
         prefill_s, decode_s = sum(p for p, _ in phases), sum(d for _, d in phases)
@@ -224,6 +283,8 @@ def _llm_cost(
             calibrated,
             defaults,
         )
+        if mode == "eager":
+            decode_s += len(sizes) * steps * roofline.start_mode_costs(device, calibration=cal.hw or None)[1]
     ids = [g.id for g in groups]
     kv_tok = model.kv_bytes_per_token()
     batch = b.get("batch", 0)
@@ -241,6 +302,8 @@ def _llm_cost(
             "batch": batch,
             "engine_batches": sizes,
             "steps": steps,
+            "iterations": w * len(sizes) * steps,  # decode iterations, this group's share
+            "start_mode": mode,
             "fused_with": [i for i in ids if i != g.id],
             "waves": b.get("waves", 0),
             "prompt_tokens_known": s.known,
@@ -411,7 +474,15 @@ def to_problem(costed: CostedPlan, hw: str | Hardware | None = None) -> Problem:
     priced = {
         spec.name: costed.groups
         if spec.name == costed.device
-        else group_costs(cplan, spec, cal, costed.policy, skip_unfit=True, fuse=costed.fuse)
+        else group_costs(
+            cplan,
+            spec,
+            cal,
+            costed.policy,
+            skip_unfit=True,
+            fuse=costed.fuse,
+            modes={m: e["mode"] for m, e in costed.start_modes.items()},
+        )
         for spec in llm_specs
     }
     tasks, model_bytes, load_s, wake_s = [], {}, {}, {}
@@ -430,12 +501,7 @@ def to_problem(costed: CostedPlan, hw: str | Hardware | None = None) -> Problem:
                 continue  # does not fit this device kind
             duration[kind_of[spec.name]] = gc.seconds
             mem = int(gc.mem_bytes) if mem is None else min(mem, int(gc.mem_bytes))  # fits the smallest
-            measured = cal.load_s.get(llm_key(model_id, spec.name, "load"))
-            load_s[(model_id, kind_of[spec.name])] = (
-                measured
-                if measured is not None
-                else roofline.load_time(model, spec, calibration=cal.hw or None).seconds
-            )
+            load_s[(model_id, kind_of[spec.name])] = _start_s(model_id, model, spec, cal, costed.start_modes)
             if hw.accelerators:
                 sleeps[(model_id, kind_of[spec.name])] = _sleep_levels(model, spec, cal)
             else:
@@ -462,6 +528,20 @@ def to_problem(costed: CostedPlan, hw: str | Hardware | None = None) -> Problem:
     sleep_s = {k: sleeps[k][lv][0] for k, lv in level.items()}
     wake_s.update({k: sleeps[k][lv][1] for k, lv in level.items()})
     return Problem(tasks, devices, model_bytes, load_s, wake_s, sleep_s, level, price_per_hour=prices)
+
+
+def _start_s(model_id: str, model, spec, cal: Calibration, modes: dict[str, dict[str, Any]]) -> float:
+    """Seconds to start `model`'s engine in its start mode: measured in that mode, else measured, else
+    the hardware model's load time (plus compiling when it starts compiled)."""
+    mode = modes.get(model_id, {}).get("mode")
+    for key in ([f"load:{mode}"] if mode else []) + ["load"]:
+        measured = cal.load_s.get(llm_key(model_id, spec.name, key))
+        if measured is not None:
+            return measured
+    seconds = roofline.load_time(model, spec, calibration=cal.hw or None).seconds
+    return seconds + (
+        roofline.start_mode_costs(spec, calibration=cal.hw or None)[0] if mode == "compiled" else 0
+    )
 
 
 HOST_BACKUP_SHARE = 0.5  # of host memory, what sleeping models' weight copies (level 1) may take

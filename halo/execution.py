@@ -43,6 +43,8 @@ class ExecutionPlan:
     residency: list[ModelStep] = field(default_factory=list)
     memory: dict[str, dict[str, float]] = field(default_factory=dict)  # device -> co-resident model shares
     sleep_levels: dict[str, dict[str, int]] = field(default_factory=dict)  # device -> evicted model -> level
+    start_modes: dict[str, str] = field(default_factory=dict)  # model -> eager | compiled (accelerators)
+    start_reasons: dict[str, str] = field(default_factory=dict)  # model -> why the cost model chose it
     rules: list[Applied] = field(default_factory=list)
     label: str = "halo"
 
@@ -88,6 +90,9 @@ class ExecutionPlan:
                 held += "; sleeps: " + ", ".join(f"{m} level {lv}" for m, lv in sorted(levels.items()))
             lines.append(f"  {dev}: {', '.join(nodes)}" + (f"; models {steps}" if steps else "") + held)
         lines += [
+            f"  starts {m} {mode} ({self.start_reasons.get(m, '')})" for m, mode in self.start_modes.items()
+        ]
+        lines += [
             f"  rule {a.rule}{'' if a.enabled else ' (disabled)'}: "
             + ("; ".join(a.actions) or "nothing to do")
             for a in self.rules
@@ -109,6 +114,7 @@ class ExecutionPlan:
             ],
             "memory": self.memory,
             "sleep_levels": self.sleep_levels,
+            "start_modes": self.start_modes,
             "rules": [a.as_dict() for a in self.rules],
             "text": "\n".join(lines),
         }

@@ -51,12 +51,14 @@ def explain_report(
     time_limit_s: float = 10.0,
     policy: BatchPolicy | None = None,
     disabled: Iterable[str] = (),
+    start_mode: str | None = None,
 ) -> dict[str, Any]:
     """The EXPLAIN report with merges, prefix groups, estimates, the execution plan and (with `hardware`)
     placements. `policy` is the engine batching the run will use; when None the cheapest candidate is
-    chosen. `disabled`: rules switched off (`halo.rules`)."""
+    chosen. `disabled`: rules switched off (`halo.rules`). `start_mode` pins every engine's start mode
+    (`halo.cost.start_modes`)."""
     return _run(
-        plan, batch, hardware, optimizer, simulate, calibration, time_limit_s, policy, disabled
+        plan, batch, hardware, optimizer, simulate, calibration, time_limit_s, policy, disabled, start_mode
     ).report
 
 
@@ -81,17 +83,24 @@ def physical_plan(
     policy: BatchPolicy | None = None,
     simulate: bool = False,
     disabled: Iterable[str] = (),
+    start_mode: str | None = None,
 ) -> Priced:
     """Plan the batch for `hardware` (`simulate`: with the report's simulation block)."""
-    return _run(plan, batch, hardware, optimizer, simulate, calibration, time_limit_s, policy, disabled)
+    return _run(
+        plan, batch, hardware, optimizer, simulate, calibration, time_limit_s, policy, disabled, start_mode
+    )
 
 
-def _run(plan, batch, hardware, method, sim, calibration, time_limit_s, policy, disabled) -> Priced:
+def _run(
+    plan, batch, hardware, method, sim, calibration, time_limit_s, policy, disabled, start_mode
+) -> Priced:
     cal = calibration or Calibration()
     off = check_names(disabled)
     report = logical_report(plan, batch)
     cplan = consolidate(plan, batch, cal, merge="merge" not in off)
-    costed, report["batching"] = batched_estimate(cplan, hardware, cal, policy, fuse="fusion" not in off)
+    costed, report["batching"] = batched_estimate(
+        cplan, hardware, cal, policy, fuse="fusion" not in off, start_mode=start_mode
+    )
     _annotate(report, cplan, costed)
     report["calibration"] = {
         "path": cal.path,
@@ -124,6 +133,8 @@ def _run(plan, batch, hardware, method, sim, calibration, time_limit_s, policy, 
         if "co_residency" not in off:
             xplan.memory = memory_split(problem, physical)
         xplan.sleep_levels = sleep_levels(problem, physical)
+    xplan.start_modes = {m: e["mode"] for m, e in costed.start_modes.items()}
+    xplan.start_reasons = {m: e["why"] for m, e in costed.start_modes.items()}
     report["execution"] = xplan.as_dict()
     return Priced(report, physical, xplan, problem)
 
@@ -144,14 +155,19 @@ def _execution(plan, cplan, policy, physical: PhysicalPlan | None, off: set[str]
 
 
 def batched_estimate(
-    cplan: ConsolidatedPlan, hardware, cal: Calibration, policy: BatchPolicy | None, fuse: bool = True
+    cplan: ConsolidatedPlan,
+    hardware,
+    cal: Calibration,
+    policy: BatchPolicy | None,
+    fuse: bool = True,
+    start_mode: str | None = None,
 ) -> tuple[CostedPlan, dict[str, Any]]:
     """Cost the plan under `policy`, or under the candidate policy whose LLM groups take least time."""
     if policy is not None:
-        costed = estimate(cplan, hardware, cal, policy, fuse)
+        costed = estimate(cplan, hardware, cal, policy, fuse, start_mode)
         how = "given"
     else:
-        tried = [estimate(cplan, hardware, cal, p, fuse) for p in candidates()]
+        tried = [estimate(cplan, hardware, cal, p, fuse, start_mode) for p in candidates()]
         llm = [sum(g.seconds for g in c.groups.values() if g.kind == "llm") for c in tried]
         best = min(range(len(tried)), key=lambda i: (round(llm[i], 3), i))  # ties: the smaller batch
         costed = tried[best]

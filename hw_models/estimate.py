@@ -44,6 +44,9 @@ DEFAULTS: dict[str, Any] = {
     "page_cache_bw": 6.97e9,  # page cache -> GPU, pageable copy (§6.3e)
     "h2d_bw": 54.7e9,  # pinned host -> GPU (§6.3e)
     "wake_s": 0.1,  # sleep-mode L1 wake, fixed part (§2.6: 0.1-6 s overall)
+    "compile_s": 25.0,  # what torch.compile + CUDA graph capture add to a vLLM start [I] (§2.6: 30-100 s starts)
+    "eager_step_s": 0.012,  # what a decode iteration costs more without CUDA graphs: eager 17-19 ms/step
+    # measured on the H200 for 0.5B-4B shapes, against ~5 ms compiled for the 1.5B shape (§2.5)
     "offload_bw": 1.0e9,  # sleep L1's weight copy to the host: measured ~1 GB/s (vLLM 0.25.1, H200: 14B 29.8 s)
     "adapter_switch_s": 0.02,  # LoRA adapter swap, fixed part [I]
     "nvlink_bw": 394.9e9,

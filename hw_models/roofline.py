@@ -314,6 +314,13 @@ def load_time(
     return Estimate(fixed + transfer_s, parts)
 
 
+def start_mode_costs(device: str | DeviceSpec, *, calibration: Calibration = None) -> tuple[float, float]:
+    """(seconds a compiled engine start takes beyond an eager one, seconds an eager decode iteration
+    takes beyond a compiled one): what choosing between them weighs (§2.5, §2.6)."""
+    p = resolve(as_device(device), calibration)
+    return float(p["compile_s"]), float(p["eager_step_s"])
+
+
 def sleep_time(
     model: str | ModelSpec, device: str | DeviceSpec, level: int, *, calibration: Calibration = None
 ) -> Estimate:

@@ -96,8 +96,8 @@ def _rebuild(journal: Journal, output: Path) -> None:
 
 def device_options(xplan: ExecutionPlan, device: str, engine: str, options: dict | None) -> dict:
     """The engine options for one device: the given ones, plus, for a vLLM engine, the plan's memory split
-    of co-resident models (each model's engine gets its share of GPU memory; none sleeps) and the sleep
-    level of each model it evicts."""
+    of co-resident models (each model's engine gets its share of GPU memory; none sleeps), the sleep
+    level of each model it evicts and each model's start mode (eager or compiled) unless pinned."""
     out = dict(options or {})
     if engine != "vllm":
         return out
@@ -107,6 +107,8 @@ def device_options(xplan: ExecutionPlan, device: str, engine: str, options: dict
     levels = xplan.sleep_levels.get(device)
     if levels and "sleep_levels" not in out:
         out["sleep_levels"] = dict(levels)
+    if xplan.start_modes and "enforce_eager" not in out:
+        out["start_modes"] = dict(xplan.start_modes)
     return out
 
 

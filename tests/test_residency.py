@@ -77,8 +77,12 @@ def test_the_sleep_level_is_the_cheaper_one_while_host_memory_holds_the_weight_c
         ("slow", "H200"): {1: (30.0, 1.0), 2: (0.1, 4.0)},  # a slow offload: level 2
     }
     weights = {"small": 4 * gb, "big": 60 * gb, "slow": 8 * gb}
-    assert sleep_levels(costs, weights, host_bytes=200 * gb) == {k: lv for k, lv in zip(costs, (1, 1, 2))}
-    assert sleep_levels(costs, weights, host_bytes=100 * gb) == {k: lv for k, lv in zip(costs, (1, 2, 2))}
+    assert sleep_levels(costs, weights, host_bytes=200 * gb) == {
+        k: lv for k, lv in zip(costs, (1, 1, 2), strict=True)
+    }
+    assert sleep_levels(costs, weights, host_bytes=100 * gb) == {
+        k: lv for k, lv in zip(costs, (1, 2, 2), strict=True)
+    }
 
 
 def test_a_vllm_engine_gets_the_sleep_levels_of_the_models_it_evicts():
@@ -150,3 +154,67 @@ def test_halo_run_of_a_two_gpu_plan_here_is_a_clear_user_error(tmp_path):
         + ["--hardware", "2 x H100-SXM", "--engine", "fake", "-q"],
     )
     assert res.exit_code == 2 and "places work on 2 GPU(s); this machine has 0" in res.output
+
+
+LONG = """
+workflow long(q: text) {
+  model m = "Qwen/Qwen3-14B"
+  essay = llm(m, prompt = "Write at length about {q}.", max_tokens = TOKENS, temperature = 0)
+  return essay = essay
+}
+"""
+
+
+def _long_plan(tmp_path, rows: int, tokens: int = 4000, **kw):
+    compiled = api.compile(LONG.replace("TOKENS", str(tokens)), filename=str(tmp_path / f"long{tokens}.halo"))
+    batch = tmp_path / f"in{rows}.jsonl"
+    batch.write_text("".join(json.dumps({"q": f"topic {i}"}) + "\n" for i in range(rows)))
+    return api.plan(compiled, batch, "1 x H200", optimizer="heuristic", **kw)
+
+
+def test_a_short_batch_starts_eager_and_a_long_one_compiled(tmp_path):
+    short, long = _long_plan(tmp_path, 2, tokens=16), _long_plan(tmp_path, 2000)
+    assert short.execution.start_modes == {"Qwen/Qwen3-14B": "eager"}
+    assert long.execution.start_modes == {"Qwen/Qwen3-14B": "compiled"}
+    assert "starts Qwen/Qwen3-14B compiled (" in long.report["execution"]["text"]
+    # the compiled start is priced: its load is longer than the eager one by the compile cost
+    load = {p.execution.start_modes["Qwen/Qwen3-14B"]: p.physical.loads[0] for p in (short, long)}
+    assert load["compiled"].end - load["compiled"].start > load["eager"].end - load["eager"].start + 20
+
+
+def test_start_modes_follow_the_laws_measured_in_each_mode(tmp_path):
+    from halo.calibration import Calibration
+
+    def law(step_s):
+        return {
+            "kind": "llm_batch",
+            "model": "Qwen/Qwen3-14B",
+            "device": "H200",
+            "prefill_tokens": 100,
+        }, step_s
+
+    records = []
+    for mode, step_s in (("eager", 0.020), ("compiled", 0.0199)):  # graphs barely help this engine
+        for n, steps in ((1, 16), (16, 64), (64, 16), (64, 64)):
+            records.append(
+                {**law(step_s)[0], "n": n, "steps": steps, "seconds": 0.05 + steps * step_s, "mode": mode}
+            )
+    cal = Calibration().add(*records)
+    assert _long_plan(tmp_path, 2000, calibration=cal).execution.start_modes["Qwen/Qwen3-14B"] == "eager"
+    pinned = _long_plan(tmp_path, 2, calibration=cal, start_mode="compiled").execution
+    assert (
+        pinned.start_modes == {"Qwen/Qwen3-14B": "compiled"}
+        and "pinned" in pinned.start_reasons["Qwen/Qwen3-14B"]
+    )
+
+
+def test_a_vllm_engine_gets_the_start_modes_unless_the_options_pin_them():
+    x = for_mode(api.compile(f"{WORKLOADS}/llm_voting.halo").plan, "halo")
+    x.start_modes = {"a": "compiled"}
+    assert device_options(x, "gpu0", "vllm", {}) == {"start_modes": {"a": "compiled"}}
+    assert device_options(x, "gpu0", "vllm", {"enforce_eager": True}) == {"enforce_eager": True}
+    assert api.pinned_start_mode("vllm", {"enforce_eager": True}) == "eager"
+    assert (
+        api.pinned_start_mode("vllm", {}) is None
+        and api.pinned_start_mode("hf", {"enforce_eager": True}) is None
+    )

@@ -15,6 +15,8 @@ Options beyond vLLM's own:
   of GPU memory (``gpu_memory_utilization``); nothing sleeps. A model without a share is refused.
   Without it, one model is active: switching puts the active engine to sleep when sleep mode works on this
   platform, otherwise the active engine is shut down first.
+- ``start_modes={model: "eager" or "compiled"}``: the plan's start mode per model (``enforce_eager`` for
+  the others).
 - ``sleep_levels={model: 1 or 2}``: the plan's sleep level per model (default 1). Level 1 copies the weights
   to host memory; level 2 discards them, and waking re-reads them (``reload_weights``; with dummy weights
   there is nothing to re-read). Before sleeping, the engine's worker collects its garbage: tensors freed
@@ -225,6 +227,7 @@ class VLLMEngine(Engine):
         memory_split: dict[str, float] | None = None,
         keep_warm: bool = False,
         sleep_levels: dict[str, int] | None = None,
+        start_modes: dict[str, str] | None = None,
         **llm_options,
     ):
         super().__init__(model_map)
@@ -234,6 +237,7 @@ class VLLMEngine(Engine):
         self.memory_split = _check_split(memory_split)
         self.keep_warm = keep_warm
         self.sleep_levels = _check_levels(sleep_levels)
+        self.start_modes = dict(start_modes or {})
         self.options = dict(
             enforce_eager=enforce_eager,
             dtype=dtype,
@@ -282,17 +286,24 @@ class VLLMEngine(Engine):
                 self._active = actual
                 if actual in self._llms:
                     return 0.0
-                self._create(actual, {**self.options, "gpu_memory_utilization": self._share(model)})
+                self._create(
+                    actual, {**self._model_options(model), "gpu_memory_utilization": self._share(model)}
+                )
                 return time.perf_counter() - start
             if self._active == actual:
                 return 0.0
             self._park_active()
             if actual not in self._llms:
-                self._create(actual, dict(self.options))
+                self._create(actual, self._model_options(model))
             if actual in self._asleep:
                 self._wake(actual)
             self._active = actual
             return time.perf_counter() - start
+
+    def _model_options(self, model: str) -> dict:
+        """The engine options for a declared model: its planned start mode over ``enforce_eager``."""
+        mode = self.start_modes.get(model)
+        return {**self.options, **({"enforce_eager": mode == "eager"} if mode else {})}
 
     def _level(self, actual: str) -> int:
         return max((lv for m, lv in self.sleep_levels.items() if self._declared.get(m) == actual), default=1)
@@ -533,6 +544,7 @@ _HALO_OPTIONS = {
     "keep_warm",
     "sleep_mode",
     "sleep_levels",
+    "start_modes",
 }
 
 
