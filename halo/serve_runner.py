@@ -308,7 +308,8 @@ class Runner:
         xplan = self._plan([(r.row, r.params) for r in first])
         while True:
             self.xplan = xplan
-            ex = _Fed(xplan, self.engine, self.tools, self.journal, RunOptions(window=IN_FLIGHT))
+            options = RunOptions(window=IN_FLIGHT, max_wait_s=self.window_s)  # upstream never drains
+            ex = _Fed(xplan, self.engine, self.tools, self.journal, options)
             self._run(ex, self._rows())
             if self._stop.is_set():
                 return

@@ -7,6 +7,7 @@ cost (`cost`: prompt + expected output tokens) and which instances are still ups
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
@@ -18,7 +19,8 @@ class BatchFormation:
 
     `siblings`: for each node, the nodes it shares batches with (the plan's fusion sets, which the cost
     model prices as shared batches; no other nodes share one); `rank`: plan priority (lower first);
-    `models`: each node's model.
+    `models`: each node's model; `max_wait_s`: a queued call waits at most this long for its batch to
+    fill (None: until no instance is upstream; online serving, where upstream never drains, bounds it).
     """
 
     def __init__(
@@ -29,19 +31,29 @@ class BatchFormation:
         rank: Mapping[str, int],
         models: Mapping[str, str],
         cost: Callable[[Any], int],
+        max_wait_s: float | None = None,
     ):
         self.max_batch, self.batch_tokens = max_batch, batch_tokens
         self.siblings, self.rank = siblings, rank
         self.models, self.cost = models, cost
+        self.max_wait_s = max_wait_s
         self.queues: dict[str, list[Any]] = defaultdict(list)  # by node
+        self.since: dict[str, float] = {}  # node -> when its oldest queued call arrived
 
     def add(self, call: Any) -> None:
+        if not self.queues[call.node]:
+            self.since[call.node] = time.monotonic()
         self.queues[call.node].append(call)
 
     def ready(self, node: str, unstarted: Mapping[str, int]) -> bool:
-        """A node goes when its queue (with its siblings') fills a batch, or when none of their instances
-        is still waiting upstream: one full batch costs about as much as a small one on a GPU."""
+        """A node goes when its queue (with its siblings') fills a batch, when none of their instances is
+        still waiting upstream (one full batch costs about as much as a small one on a GPU), or when its
+        oldest call has waited `max_wait_s`."""
         group = [node, *self.siblings.get(node, ())]
+        if self.max_wait_s is not None and any(
+            self.queues[n] and time.monotonic() - self.since[n] >= self.max_wait_s for n in group
+        ):
+            return True
         return sum(len(self.queues[n]) for n in group) >= self.max_batch or all(
             unstarted.get(n, 0) <= 0 for n in group
         )
@@ -85,4 +97,6 @@ class BatchFormation:
             budget += cost
             taken += 1
         self.queues[node] = calls[taken:]
+        if self.queues[node]:
+            self.since[node] = time.monotonic()  # the calls left wait afresh, at the head of the queue
         return batch

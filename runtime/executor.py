@@ -52,6 +52,7 @@ class RunOptions:
     llm_retries: int = 1
     memo_bytes: int = 64 * 2**20  # results kept in memory, by JSON size (the journal keeps them all)
     retry_in_doubt: bool = False  # on resume, run again a side effect that may have run (idempotent ones)
+    max_wait_s: float | None = None  # longest a queued LLM call waits for a fuller batch (online serving)
 
 
 @dataclass
@@ -98,6 +99,7 @@ class Executor:
             self.rank,
             {n: self.ops[n].llm_model() for n in llm},
             self._expected_tokens,
+            self.opt.max_wait_s,
         )
         self.prefix_nodes = set(xplan.prefix_nodes)
         self.retain_s = dict(xplan.kv_retention)

@@ -61,6 +61,17 @@ def test_a_node_waits_until_its_batch_is_full_or_nothing_is_upstream():
     assert f.ready("a", {"a": 9}) and len(f.next_batch({"a": 9}, [], idle=False)) == 3  # a full batch
 
 
+def test_online_a_queued_call_waits_at_most_max_wait_s_for_its_batch_to_fill():
+    f = _formation(max_batch=3)
+    f.max_wait_s = 0.05
+    f.add(_q("a", "p1"))
+    assert not f.ready("a", {"a": 5})  # upstream never drains when requests keep arriving
+    f.since["a"] -= 0.06  # the oldest call has waited longer than the bound
+    assert f.ready("a", {"a": 5}) and len(f.next_batch({"a": 5}, [], idle=False)) == 1
+    f.add(_q("a", "p2"))
+    assert not f.ready("a", {"a": 5})  # a new oldest call waits afresh
+
+
 def test_siblings_wait_for_each_other_and_fuse():
     f = _formation(max_batch=8, siblings={"a": ["b"], "b": ["a"]})
     f.add(_q("a", "p1"))
