@@ -484,6 +484,7 @@ def bench(
     batch_tokens: int | None = typer.Option(
         None, "--batch-tokens", help="Token budget per engine call (default: grows with --max-batch)"
     ),
+    disable_rule: list[str] = DISABLE_RULE,
 ) -> None:
     """Run a workload under the baselines and the Halo plan; print and save a markdown table."""
     from halo.bench import BENCH_MODES
@@ -504,6 +505,7 @@ def bench(
         engine_options=_engine_options(model_map, engine_opt, compiled.plan),
         policy=_policy(max_batch, batch_tokens),
         note=note,
+        disabled=disable_rule,
     )
     typer.echo(result.markdown)
     typer.echo(f"saved {result.path} (+ .json with per-node figures and every engine batch)", err=True)

@@ -7,12 +7,14 @@ after every step (a phase stopped at its time limit keeps what it finished):
 - ``offline``: the three engines side by side (``memory_split``), each started once (``keep_warm``); vLLM's
   batch law fitted (``halo.api.calibrate``, as ``halo calibrate --engine vllm``); then every workload under
   ``opwise`` and ``halo`` (and ``naive`` on a 300-input slice) through ``halo.api.bench``.
-- ``switch``: one engine at a time, the others asleep (vLLM sleep mode), for co-resident against switching.
+- ``switch``: the Halo plan with rule ``co_residency`` off (one model awake, the others asleep at the plan's
+  sleep level) and operator at a time the same way, for co-resident against switching.
 - ``serve``: one ``vllm serve`` per model with the same split and options; the framework baseline and the
-  LangGraph peer on every workload against those servers (prefix caches emptied between runs).
+  LangGraph peer against those servers (prefix caches emptied between runs); then ``halo serve`` over the
+  same servers (``bench/gpu/serve_h200.py``), Halo's server against the per-request baseline.
 - ``report``: the markdown tables from the phases' files (runs anywhere).
 
-    python3 bench/gpu/h200.py offline OUT [--only tpch_trident,llm_voting] [--budget 520]
+    python3 bench/gpu/h200.py offline OUT [--only tpch_trident,llm_voting] [--budget 520] [--calibration F]
 """
 
 from __future__ import annotations
@@ -49,19 +51,20 @@ RUNS = [
         "workloads/llm_voting.halo",
         "bench/gpu/llm_voting_distinct.jsonl",
         1200,
-        ["halo"],
+        ["opwise", "halo"],
     ),
     ("tpch_fanout", "workloads/tpch_fanout.halo", "workloads/tpch_fanout.jsonl", 1200, ["opwise", "halo"]),
     (
-        "llm_voting_300",
+        "llm_voting_64",
         "workloads/llm_voting.halo",
         "workloads/llm_voting.jsonl",
-        300,
+        64,
         ["naive", "opwise", "halo"],
     ),
 ]
-SWITCH_RUNS = ["tpch_trident", "llm_voting"]
-SERVE_RUNS = ["tpch_trident", "llm_voting", "llm_voting_distinct", "tpch_fanout"]
+SWITCH_RUNS = {"llm_voting": ["opwise", "halo"], "tpch_trident": ["halo"]}
+SERVE_RUNS = {"llm_voting": ["framework", "langgraph"], "tpch_trident": ["langgraph"]}
+LOADGEN_RUNS = ["llm_voting"]
 
 
 def stand_ins() -> dict[str, str]:
@@ -132,7 +135,7 @@ def _starts(options: dict) -> dict:
         return {"start_s": seconds, "substitutions": dict(eng.substitutions)}
 
 
-def _bench(name: str, modes: list[str], options: dict, out: Path, note: str) -> dict:
+def _bench(name: str, modes: list[str], options: dict, out: Path, note: str, disabled=()) -> dict:
     from halo import api
 
     _, wf, inputs, n, _ = _run(name)
@@ -147,8 +150,11 @@ def _bench(name: str, modes: list[str], options: dict, out: Path, note: str) -> 
         limit=n,
         results=out / name,
         note=note,
+        disabled=disabled,
     )
+    x = res.planned.execution
     return {
+        "residency": {"memory": x.memory, "sleep_levels": x.sleep_levels},
         "inputs": n,
         "input_file": inputs,
         "predicted_s": res.planned.predicted_s,
@@ -160,8 +166,7 @@ def _bench(name: str, modes: list[str], options: dict, out: Path, note: str) -> 
     }
 
 
-def offline(out: Path, only: list[str], budget: float) -> None:
-    from halo import api
+def offline(out: Path, only: list[str], budget: float, calibration: Path | None = None) -> None:
 
     phase = Phase(out, "offline", budget)
     opts = {**ENGINE, "model_map": stand_ins(), "memory_split": SPLIT, "keep_warm": True}
@@ -169,24 +174,12 @@ def offline(out: Path, only: list[str], budget: float) -> None:
     phase.step("start", lambda: _starts(opts))
     if "error" in phase.data["steps"]["start"]:
         return  # no engine: nothing else can run
-    lines: list[str] = []
-
-    def calibrate() -> dict:
-        cal = api.calibrate(
-            MODELS,
-            engine="vllm",
-            engine_options=opts,
-            hardware=HARDWARE,
-            sizes=(1, 16, 64, 256),
-            steps=(16, 64),
-            prompts=(128, 512),
-            log=lines.append,
-        )
-        (out / "calibrate.txt").write_text("\n".join(lines) + "\n")
-        (out / "calibration.json").write_text(Path(cal.path).read_text())
-        return {"device": cal.device, "laws": cal.laws}
-
-    phase.step("calibrate", calibrate)
+    if calibration is not None:  # a fit from an earlier lease on this machine kind: no probe grid
+        Path(".halo").mkdir(exist_ok=True)
+        Path(".halo/calibration.json").write_text(calibration.read_text())
+        phase.data["calibration_reused"] = str(calibration)
+    else:
+        phase.step("calibrate", lambda: _calibrate(opts, out))
     note = (
         "vLLM 0.25.1 offline engines side by side (memory_split), random weights: timing is real, text is not"
     )
@@ -195,17 +188,77 @@ def offline(out: Path, only: list[str], budget: float) -> None:
             phase.step(name, lambda name=name, modes=modes: _bench(name, modes, opts, out, note))
 
 
-def switch(out: Path, only: list[str], budget: float) -> None:
+def _calibrate(opts: dict, out: Path) -> dict:
+    """vLLM's batch law fitted over a probe grid (``halo calibrate --engine vllm``)."""
+    from halo import api
+
+    lines: list[str] = []
+
+    cal = api.calibrate(
+        MODELS,
+        engine="vllm",
+        engine_options=opts,
+        hardware=HARDWARE,
+        sizes=(1, 16, 64, 256),
+        steps=(16, 64),
+        prompts=(128, 512),
+        log=lines.append,
+    )
+    (out / "calibrate.txt").write_text("\n".join(lines) + "\n")
+    (out / "calibration.json").write_text(Path(cal.path).read_text())
+    return {"device": cal.device, "laws": cal.laws}
+
+
+def switch(out: Path, only: list[str], budget: float, calibration: Path | None = None) -> None:
     phase = Phase(out, "switch", budget)
-    opts = {**ENGINE, "model_map": stand_ins(), "keep_warm": True}  # 0.85 of the GPU each, sleep mode
+    opts = {**ENGINE, "model_map": stand_ins(), "keep_warm": True}  # one engine awake at a time, sleep mode
     phase.data["engine_options"] = opts
     phase.step("start", lambda: _starts(opts))
     if "error" in phase.data["steps"]["start"]:
         return
-    note = "vLLM 0.25.1 offline, one engine at a time (the others asleep), random weights"
-    for name in SWITCH_RUNS:
+    if calibration is not None:
+        Path(".halo").mkdir(exist_ok=True)
+        Path(".halo/calibration.json").write_text(calibration.read_text())
+    note = "vLLM 0.25.1 offline, one engine awake at a time (rule co_residency off), random weights"
+    for name, modes in SWITCH_RUNS.items():
         if name in only:
-            phase.step(name, lambda name=name: _bench(name, ["halo"], opts, out, note))
+            phase.step(
+                name,
+                lambda name=name, modes=modes: _bench(
+                    name, modes, opts, out, note, disabled=["co_residency"]
+                ),
+            )
+
+
+START_MODEL = "openai/gpt-oss-20b"  # its stand-in is the smallest shape: the cheapest starts to repeat
+START_RUNS = [("eager", True), ("compiled", False), ("compiled again", False)]
+
+
+def starts(out: Path, budget: float) -> None:
+    """Engine starts eager against compiled (torch.compile and CUDA graphs), the second compiled start with
+    the compile cache filled by the first, each with its batch law (``halo calibrate`` per mode)."""
+    from halo import api
+
+    phase = Phase(out, "starts", budget)
+    for i, (label, eager) in enumerate(START_RUNS):
+        opts = {**ENGINE, "model_map": stand_ins(), "enforce_eager": eager, "seed": 100 + i}
+        opts |= {"gpu_memory_utilization": 0.25, "keep_warm": True}  # a new engine each (no shutdowns)
+
+        def one(opts=opts, label=label) -> dict:
+            cal = api.calibrate(
+                [START_MODEL],
+                engine="vllm",
+                engine_options=opts,
+                hardware=HARDWARE,
+                sizes=(1, 16, 64, 256),
+                steps=(16, 64),
+                prompts=(128,),
+                calibration=out / f"starts_{label.replace(' ', '_')}.json",
+            )
+            loads = [m["seconds"] for m in cal.calibration.measurements if m.get("kind") == "load"]
+            return {"mode": label, "start_s": loads[0] if loads else None, "law": cal.laws[START_MODEL]}
+
+        phase.step(label, one)
 
 
 def serve(out: Path, only: list[str], budget: float) -> None:
@@ -219,15 +272,17 @@ def serve(out: Path, only: list[str], budget: float) -> None:
     opts = {**ENGINE, "model_map": stand_ins(), "memory_split": SPLIT}
     phase.data["engine_options"] = opts
     start = time.monotonic()
+    runners = {"framework": framework.run, "langgraph": langgraph_peer.run}
     with vllm_serve(MODELS, opts, out / "servers") as urls:
         phase.data["servers_start_s"] = round(time.monotonic() - start, 2)
-        for name in SERVE_RUNS:
+        for name, modes in SERVE_RUNS.items():
             if name not in only:
                 continue
             _, wf, inputs, n, _ = _run(name)
             compiled = api.compile(REPO / wf)
             rows = api.load_batch(compiled, REPO / inputs, n).rows
-            for mode, runner in (("framework", framework.run), ("langgraph", langgraph_peer.run)):
+            for mode in modes:
+                runner = runners[mode]
 
                 def one(runner=runner, mode=mode, name=name, rows=rows, compiled=compiled, inputs=inputs):
                     reset_prefix_caches(urls)
@@ -241,6 +296,30 @@ def serve(out: Path, only: list[str], budget: float) -> None:
                     }
 
                 phase.step(f"{name}/{mode}", one)
+        for name in LOADGEN_RUNS:
+            if name in only:
+                phase.step(f"{name}/serve", lambda name=name: _loadgen(name, urls, out, phase))
+
+
+def _loadgen(name: str, urls: dict[str, str], out: Path, phase: Phase) -> dict:
+    """`halo serve` (Halo's plan, then the per-request baseline) over the running vLLM servers."""
+    from bench.gpu import serve_h200
+    from halo.runtime.engines.vllm import reset_prefix_caches
+
+    _, wf, inputs, *_ = _run(name)
+    reset_prefix_caches(urls)
+    left = phase.budget - (time.monotonic() - phase.t0)
+    return serve_h200.measure(
+        [(name, REPO / wf, REPO / inputs)],
+        urls,
+        {},
+        out / f"serve_{name}.md",
+        saturate=600,
+        fractions=(0.5, 0.9),
+        duration_s=20.0,
+        concurrency=64,
+        budget_s=left,
+    )
 
 
 # ---- report -------------------------------------------------------------------------------------------------
@@ -283,7 +362,8 @@ def report(folder: Path, out: Path) -> None:
             p = step["predicted_s"]
             lines.append(f"Halo plan predicted {p:.1f} s, measured {m:.1f} s ({(p - m) / m:+.0%}).")
         lines.append("")
-    lines += _switch_table(off, sw)
+    lines += _switch_table(off, sw, folder)
+    lines += _serve_section(folder, srv)
     lines += _starts_table(off, sw, srv)
     lines += _not_run(off, sw, srv)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -339,19 +419,51 @@ def _table(rows: dict[str, dict]) -> list[str]:
     return out + [""]
 
 
-def _switch_table(off: dict, sw: dict) -> list[str]:
+def _switch_table(off: dict, sw: dict, folder: Path) -> list[str]:
     rows = []
     for name in SWITCH_RUNS:
-        a = off["steps"].get(name, {}).get("modes", {}).get("halo")
-        b = sw["steps"].get(name, {}).get("modes", {}).get("halo")
-        if a and b:
-            loads = f"{b['model_loads']} ({b['load_seconds']:.1f} s)"
-            rows.append(f"| {name} | {a['seconds']:.1f} s | {b['seconds']:.1f} s | {loads} |")
+        for mode in ("halo", "opwise"):
+            a = off["steps"].get(name, {}).get("modes", {}).get(mode)
+            b = sw["steps"].get(name, {}).get("modes", {}).get(mode)
+            if not b:
+                continue
+            co = f"{a['seconds']:.1f} s" if a else "-"
+            loads = f"{b['model_loads']} ({b['load_seconds']:.1f} s, {b['load_seconds'] / b['seconds']:.0%})"
+            levels = sw["steps"][name].get("residency", {}).get("sleep_levels", {})
+            lv = (
+                "; ".join(f"{m} L{v}" for d in levels.values() for m, v in d.items())
+                if mode == "halo"
+                else ""
+            )
+            rows.append(f"| {name} | {mode} | {co} | {b['seconds']:.1f} s | {loads} | {lv} |")
     if not rows:
         return []
-    out = ["## Two ways to hold three models on one GPU (Halo plan)", ""]
-    out += ["| workload | co-resident (memory_split) | switching (sleep mode) | model loads (switching) |"]
-    return [*out, "|---|---|---|---|", *rows, ""]
+    out = ["## Three models on one GPU: co-resident against one at a time", ""]
+    out += [
+        "| workload | mode | co-resident (memory_split) | one awake (sleep mode) | loads and wakes "
+        "(one awake; share of makespan) | sleep levels (plan) |"
+    ]
+    out += ["|---|---|---|---|---|---|", *rows, ""]
+    log = folder / "switch.log"
+    if log.exists():
+        errors = [ln for ln in log.read_text(errors="replace").splitlines() if "CUDA Error" in ln]
+        out += [f"`cumem_allocator` CUDA errors printed during the one-awake runs: {len(errors)}."]
+        out += [f"    {ln.strip()[:200]}" for ln in errors[:3]] + [""]
+    return out
+
+
+def _serve_section(folder: Path, srv: dict) -> list[str]:
+    """`halo serve` over the same vLLM servers (bench/gpu/serve_h200.py wrote the tables)."""
+    out = []
+    for name in LOADGEN_RUNS:
+        md = folder / f"serve_{name}.md"
+        step = srv["steps"].get(f"{name}/serve", {})
+        if md.exists():
+            out += [f"## halo serve, {name}: Halo's server against the per-request baseline", ""]
+            out += [ln for ln in md.read_text().splitlines() if not ln.startswith("# ")] + [""]
+        elif step:
+            out += [f"## halo serve, {name}", "", f"- {step.get('error') or step.get('skipped')}", ""]
+    return out
 
 
 def _starts_table(off: dict, sw: dict, srv: dict) -> list[str]:
@@ -386,18 +498,24 @@ def _not_run(*phases: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("phase", choices=["offline", "switch", "serve", "report"])
+    ap.add_argument("phase", choices=["offline", "switch", "serve", "starts", "report"])
     ap.add_argument("out", type=Path, help="results folder (report: the phases' folder)")
     ap.add_argument("--only", default=",".join(r[0] for r in RUNS), help="comma-separated run names")
     ap.add_argument("--budget", type=float, default=520.0, help="seconds after which no step starts")
     ap.add_argument("--md", type=Path, help="report: the markdown file to write")
+    ap.add_argument("--calibration", type=Path, help="offline, switch: reuse this calibration file")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.phase == "report":
         report(args.out, args.md or args.out / "h200.md")
         return 0
     only = args.only.split(",")
-    {"offline": offline, "switch": switch, "serve": serve}[args.phase](args.out, only, args.budget)
+    if args.phase == "serve":
+        serve(args.out, only, args.budget)
+    elif args.phase == "starts":
+        starts(args.out, args.budget)
+    else:
+        {"offline": offline, "switch": switch}[args.phase](args.out, only, args.budget, args.calibration)
     sys.stdout.flush()
     os._exit(0)  # everything is saved: skip vLLM's teardown of the warm engines (minutes at exit, measured)
 

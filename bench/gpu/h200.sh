@@ -3,7 +3,7 @@
 #
 #   bash bench/gpu/h200.sh receive              # move the carried kit parts out of the tree into /tmp/kit
 #   bash bench/gpu/h200.sh install              # assemble and check the kit; install it with --no-index
-#   bash bench/gpu/h200.sh PHASE OUT [ARGS...]  # offline | switch | serve (bench/gpu/h200.py), results in OUT
+#   bash bench/gpu/h200.sh PHASE OUT [ARGS...]  # offline | switch | serve | starts (bench/gpu/h200.py), results in OUT
 #
 # Every phase installs Halo's wheel (carried in bench/gpu/parts/) afresh, so a fixed Halo needs no new kit.
 set -euo pipefail
@@ -26,7 +26,7 @@ case "${1:-}" in
     rm -rf "$LIB" && pip_install "$LIB" unpacked/wheels/*.whl
     echo "installed $(ls unpacked/wheels | wc -l) wheels into $LIB"
     ;;
-  offline|switch|serve)
+  offline|switch|serve|starts)
     phase=$1 out=$2
     shift 2
     rm -rf "$HALO" && pip_install "$HALO" bench/gpu/parts/halo-*.whl
