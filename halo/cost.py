@@ -236,8 +236,8 @@ def _llm_cost(
     mode: str | None = None,
 ) -> list[GroupCost]:
     """Price groups that share engine batches (usually one): the time of their batches, split by calls.
-    With a start `mode`, the engine law measured in it when there is one; the roofline (CUDA graphs)
-    pays the eager step cost in `eager` mode."""
+    With a start `mode`, the engine law measured in it when there is one; the uncalibrated roofline
+    (CUDA graphs) pays the eager step cost in `eager` mode."""
     op = groups[0].op
     model_id = op.llm_model()
     shapes = [_shape(cplan, g, cal) for g in groups]
@@ -283,7 +283,7 @@ def _llm_cost(
             calibrated,
             defaults,
         )
-        if mode == "eager":
+        if mode == "eager" and "decode: uncalibrated roofline" in defaults:  # measured rates hold the mode
             decode_s += len(sizes) * steps * roofline.start_mode_costs(device, calibration=cal.hw or None)[1]
     ids = [g.id for g in groups]
     kv_tok = model.kv_bytes_per_token()

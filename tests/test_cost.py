@@ -42,8 +42,8 @@ def rows(n: int, doc_len: int = 200) -> list[dict]:
     ]
 
 
-def cost(model="Qwen/Qwen3-8B", n=50, doc_len=200, device="H100", cal=None):
-    return estimate(consolidate(build(model), rows(n, doc_len)), device, cal)
+def cost(model="Qwen/Qwen3-8B", n=50, doc_len=200, device="H100", cal=None, start_mode=None):
+    return estimate(consolidate(build(model), rows(n, doc_len)), device, cal, start_mode=start_mode)
 
 
 def test_estimates_have_breakdowns_and_provenance():
@@ -97,8 +97,16 @@ def test_calibration_changes_estimates_and_is_reported(tmp_path):
     )
     assert cal.llm_rate["Qwen/Qwen3-8B@H100-SXM:prefill"] == 1000.0
     assert cal.llm_factor["Qwen/Qwen3-8B@H100-SXM:decode"] == 2.0
-    plain, tuned = cost(), cost(cal=cal)
+    plain, tuned = cost(start_mode="compiled"), cost(cal=cal, start_mode="compiled")  # the roofline as is
     x0, x1 = plain.groups["x"], tuned.groups["x"]
+    eager = cost(start_mode="eager").groups["x"]  # no CUDA graphs: each decode iteration costs more
+    iterations = eager.breakdown["iterations"]
+    assert iterations > 0 and eager.breakdown["decode_s"] == pytest.approx(
+        x0.breakdown["decode_s"] + iterations * 0.012
+    )
+    assert cost(cal=cal, start_mode="eager").groups["x"].breakdown["decode_s"] == pytest.approx(
+        x1.breakdown["decode_s"]
+    )  # a measured factor already holds the mode it was measured in
     assert x1.breakdown["prefill_s"] == pytest.approx(x1.prefill_tokens / 1000.0)
     assert x1.breakdown["decode_s"] == pytest.approx(2 * x0.breakdown["decode_s"])
     assert x1.calibrated and "calibrated" in x1.text

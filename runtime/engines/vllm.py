@@ -18,8 +18,8 @@ Options beyond vLLM's own:
 - ``start_modes={model: "eager" or "compiled"}``: the plan's start mode per model (``enforce_eager`` for
   the others).
 - ``sleep_levels={model: 1 or 2}``: the plan's sleep level per model (default 1). Level 1 copies the weights
-  to host memory; level 2 discards them, and waking re-reads them (``reload_weights``; with dummy weights
-  there is nothing to re-read). Before sleeping, the engine's worker collects its garbage: tensors freed
+  to host memory; level 2 discards them, and waking re-reads them (``reload_weights``; dummy weights are
+  drawn again). Before sleeping, the engine's worker collects its garbage: tensors freed
   after their memory was unmapped are what made vLLM's ``cumem_allocator`` print CUDA errors.
 - ``keep_warm``: ``close()`` keeps the started engines for the next ``VLLMEngine`` of this process with the
   same options (a bench's next mode, or a run after ``halo calibrate`` in one process); ``release_warm()``
@@ -311,14 +311,17 @@ class VLLMEngine(Engine):
     def _wake(self, actual: str) -> None:
         llm = self._llms[actual]
         llm.wake_up()
-        if self._asleep_at.pop(actual, 1) == 2 and not self.dummy_weights:
-            llm.collective_rpc("reload_weights")  # level 2 discarded the weights
+        if self._asleep_at.pop(actual, 1) == 2:  # level 2 discarded the weights
+            llm.collective_rpc(_refill_dummy_weights if self.dummy_weights else "reload_weights")
         self._asleep.discard(actual)
 
     def _create(self, actual: str, options: dict) -> None:
         """Start an engine for ``actual`` (or take the warm one with the same options)."""
         if self.sleep_mode:
             options["enable_sleep_mode"] = True
+            # the worker-side steps around a sleep (_collect_garbage, _refill_dummy_weights) travel as
+            # functions, which vLLM sends to its own engine process only with pickling allowed
+            os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
         key = _options_key(actual, options)
         with _WARM_LOCK:
             warm = _WARM.pop(key, None)
@@ -507,6 +510,15 @@ def _collect_garbage(worker) -> None:
 
     gc.collect()
     torch.cuda.synchronize()
+
+
+def _refill_dummy_weights(worker) -> None:
+    """Run in the engine's worker after a level-2 wake with dummy weights: random weights again (what
+    re-reading real ones would restore), not whatever the reallocated memory holds."""
+    from vllm.model_executor.model_loader.weight_utils import initialize_dummy_weights
+
+    runner = worker.model_runner
+    initialize_dummy_weights(runner.get_model(), runner.model_config)
 
 
 def _options_key(actual: str, options: dict) -> str:
