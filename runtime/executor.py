@@ -118,8 +118,10 @@ class Executor:
         self.stats = RunStats(nodes={n: NodeStats() for n in self.ops})
         self.events: queue.Queue = queue.Queue()
         self.pool = ThreadPoolExecutor(max(1, self.opt.tool_workers), thread_name_prefix="halo-tool")
-        self.gpu = ThreadPoolExecutor(max(1, len(self.slots)), thread_name_prefix="halo-engine")
-        self.busy: set[int] = set()  # slots with a batch in flight
+        self.gpu = ThreadPoolExecutor(max(1, len(self.slots) * 4), thread_name_prefix="halo-engine")
+        # what has a batch in flight: a slot, or (slot, model) on a `thread_safe` engine (a client of
+        # servers that batch continuously: one batch per model at a time, the models' side by side)
+        self.busy: set = set()
         self.inputs: dict[int, InputState] = {}
         self.cache = CallCache(journal, self.opt.memo_bytes)
         self.finished: list[int] = []  # rows whose every node is done, not yet flushed
@@ -310,22 +312,32 @@ class Executor:
     # -- the engine --------------------------------------------------------------------------------------
 
     def _kick_engine(self) -> None:
-        """Give each idle engine the next micro-batch of the nodes routed to it (`BatchFormation.next_batch`)."""
+        """Give each idle engine the next micro-batch of the nodes routed to it (`BatchFormation.next_batch`);
+        a `thread_safe` engine one batch per model whose last batch is back."""
         for slot, (_, engine) in enumerate(self.slots):
-            if slot in self.busy:
+            if not getattr(engine, "thread_safe", False):
+                if slot not in self.busy and not self._send(slot, engine, self.routes[slot]):
+                    self._preload(slot, engine)
                 continue
-            batch = self.batches.next_batch(
-                self.unstarted,
-                set(engine.resident_models()),
-                idle=self.outstanding == 0,
-                nodes=self.routes[slot],
-            )
-            if not batch:
-                self._preload(slot, engine)
-                continue
-            self.busy.add(slot)
-            self.outstanding += 1
-            self.gpu.submit(self._run_engine, slot, self.ops[batch[0].node].llm_model(), batch)
+            while self._send(
+                slot,
+                engine,
+                [n for n in self.routes[slot] if (slot, self.ops[n].llm_model()) not in self.busy],
+            ):
+                pass
+
+    def _send(self, slot: int, engine: Engine, nodes) -> bool:
+        """Submit the next batch of `nodes` on `slot`'s engine; False when there is none."""
+        batch = self.batches.next_batch(
+            self.unstarted, set(engine.resident_models()), idle=self.outstanding == 0, nodes=nodes
+        )
+        if not batch:
+            return False
+        model = self.ops[batch[0].node].llm_model()
+        self.busy.add((slot, model) if getattr(engine, "thread_safe", False) else slot)
+        self.outstanding += 1
+        self.gpu.submit(self._run_engine, slot, model, batch)
+        return True
 
     def _preload(self, slot: int, engine: Engine) -> None:
         """An idle engine whose resident models have no work left loads the next model it will need
@@ -409,6 +421,7 @@ class Executor:
         else:
             slot, batch, results, load_s, start, end = payload
             self.busy.discard(slot)
+            self.busy.discard((slot, self.ops[batch[0].node].llm_model()))
             if load_s > 0:
                 model = self.ops[batch[0].node].llm_model()
                 self.stats.record_load(

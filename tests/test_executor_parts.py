@@ -3,6 +3,8 @@ cache; and the retry rule through the executor on the fake engine."""
 
 from __future__ import annotations
 
+import json
+import threading
 from dataclasses import dataclass
 
 from halo import api
@@ -234,3 +236,36 @@ def test_a_deterministic_failure_is_sent_once_and_a_transient_one_again(tmp_path
         tmp_path / "3", _llm_plan(tmp_path, ", max_tokens = 4"), gone, [(1, {"q": "a"})], retries=1
     )
     assert gone.batch_sizes() == [1, 1] and "engine lost its device" in out[0]
+
+
+class _Servers(FakeEngine):
+    """A client of one server per model (`thread_safe`): generate() returns only once batches of two
+    models are in flight together."""
+
+    thread_safe = True
+
+    def __init__(self):
+        super().__init__()
+        self.together = threading.Barrier(2, timeout=10)
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        self.together.wait()  # breaks (and fails the requests) when the batches run one after another
+        return super().generate(requests)
+
+
+def test_a_thread_safe_engine_gets_one_batch_per_model_at_once(tmp_path):
+    src = """
+workflow two(q: text) {
+  model a = "Qwen/Qwen3-14B"
+  model b = "Qwen/Qwen3-32B"
+  x = llm(a, prompt = "{q}", max_tokens = 4, temperature = 0)
+  y = llm(b, prompt = "{q}!", max_tokens = 4, temperature = 0)
+  return x = x, y = y
+}
+"""
+    plan = api.compile(src, filename=str(tmp_path / "two.halo")).plan
+    engine = _Servers()
+    out = _execute(tmp_path, plan, engine, [(1, {"q": "a"}), (2, {"q": "b"})], retries=0)
+    assert [json.loads(line)["error"] for line in out] == [None, None]  # the barrier held: side by side
+    models = sorted(sorted({r.model for r in batch}) for batch in engine.batches)
+    assert models == [["Qwen/Qwen3-14B"], ["Qwen/Qwen3-32B"]]
