@@ -313,24 +313,31 @@ class Executor:
 
     def _kick_engine(self) -> None:
         """Give each idle engine the next micro-batch of the nodes routed to it (`BatchFormation.next_batch`);
-        a `thread_safe` engine one batch per model whose last batch is back."""
+        a `thread_safe` engine one batch per model whose last batch is back.
+
+        The loop never asks a `thread_safe` engine which models are resident: it is a client of servers
+        that keep their own models resident (every model it serves counts as resident), and asking them is a
+        round trip per server that would hold up every arrival and completion behind it. Another engine is
+        asked once per kick, and only while it is idle."""
         for slot, (_, engine) in enumerate(self.slots):
             if not getattr(engine, "thread_safe", False):
-                if slot not in self.busy and not self._send(slot, engine, self.routes[slot]):
-                    self._preload(slot, engine)
+                if slot not in self.busy:
+                    resident = set(engine.resident_models())
+                    if not self._send(slot, engine, self.routes[slot], resident):
+                        self._preload(slot, engine, resident)
                 continue
+            served = {self.ops[n].llm_model() for n in self.routes[slot]}
             while self._send(
                 slot,
                 engine,
                 [n for n in self.routes[slot] if (slot, self.ops[n].llm_model()) not in self.busy],
+                served,
             ):
                 pass
 
-    def _send(self, slot: int, engine: Engine, nodes) -> bool:
+    def _send(self, slot: int, engine: Engine, nodes, resident: set[str]) -> bool:
         """Submit the next batch of `nodes` on `slot`'s engine; False when there is none."""
-        batch = self.batches.next_batch(
-            self.unstarted, set(engine.resident_models()), idle=self.outstanding == 0, nodes=nodes
-        )
+        batch = self.batches.next_batch(self.unstarted, resident, idle=self.outstanding == 0, nodes=nodes)
         if not batch:
             return False
         model = self.ops[batch[0].node].llm_model()
@@ -339,11 +346,10 @@ class Executor:
         self.gpu.submit(self._run_engine, slot, model, batch)
         return True
 
-    def _preload(self, slot: int, engine: Engine) -> None:
-        """An idle engine whose resident models have no work left loads the next model it will need
+    def _preload(self, slot: int, engine: Engine, resident: set[str]) -> None:
+        """An idle engine whose `resident` models have no work left loads the next model it will need
         (the plan's residency order for its devices, else plan order), while tools and upstream work go on."""
         waiting = [n for n in self.routes[slot] if self.unstarted[n] > 0 or self.batches.queues.get(n)]
-        resident = set(engine.resident_models())
         if not waiting or any(self.ops[n].model in resident for n in waiting):
             return
         models = {self.ops[n].llm_model() for n in waiting}

@@ -269,3 +269,37 @@ workflow two(q: text) {
     assert [json.loads(line)["error"] for line in out] == [None, None]  # the barrier held: side by side
     models = sorted(sorted({r.model for r in batch}) for batch in engine.batches)
     assert models == [["Qwen/Qwen3-14B"], ["Qwen/Qwen3-32B"]]
+
+
+class _SlowListing(FakeEngine):
+    """A client of servers (`thread_safe`) whose model listing hangs until `answer` is set, as a round trip
+    to a busy server does (one per server and dispatch, it held every arrival behind it)."""
+
+    thread_safe = True
+
+    def __init__(self):
+        super().__init__()
+        self.answer = threading.Event()
+        self.asked = 0
+
+    def resident_models(self) -> list[str]:
+        self.asked += 1
+        self.answer.wait()
+        return super().resident_models()
+
+
+def test_the_loop_never_waits_on_a_thread_safe_engines_model_listing(tmp_path):
+    plan = _llm_plan(tmp_path, ", max_tokens = 4")
+    engine = _SlowListing()
+    out: list[str] = []
+    runner = threading.Thread(
+        target=lambda: out.extend(_execute(tmp_path, plan, engine, [(1, {"q": "a"}), (2, {"q": "b"})], 0))
+    )
+    runner.start()
+    try:
+        runner.join(30)  # before the fix: blocked in resident_models() until the listing answers
+        assert not runner.is_alive() and engine.asked == 0
+    finally:
+        engine.answer.set()
+        runner.join()
+    assert [json.loads(line)["error"] for line in out] == [None, None]
