@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,20 +191,21 @@ async def _drive(
     report: Report, times: list[float], inputs: list[dict[str, Any]], api_key: str | None
 ) -> None:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    limits = httpx.Limits(max_connections=2048, max_keepalive_connections=512)
     timeout = httpx.Timeout(RESULT_TIMEOUT_S, connect=30.0)
-    async with httpx.AsyncClient(
-        base_url=report.url, headers=headers, limits=limits, timeout=timeout
-    ) as client:
-        start = time.perf_counter()
-        tasks = []
-        for i, at in enumerate(times):
-            delay = start + at - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(_one(client, report, inputs[i % len(inputs)])))
-        outcomes = await asyncio.gather(*tasks)
-        report.wall_s = time.perf_counter() - start
+    tls = httpx.create_ssl_context()  # made once: each client would load the CA bundle again
+
+    def client() -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=report.url, headers=headers, timeout=timeout, verify=tls)
+
+    start = time.perf_counter()
+    tasks = []
+    for i, at in enumerate(times):
+        delay = start + at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(_one(client, report, inputs[i % len(inputs)])))
+    outcomes = await asyncio.gather(*tasks)
+    report.wall_s = time.perf_counter() - start
     for outcome, latency, error in outcomes:
         report.outcomes[outcome] = report.outcomes.get(outcome, 0) + 1
         if latency is not None:
@@ -216,23 +217,28 @@ async def _drive(
 
 
 async def _one(
-    client: httpx.AsyncClient, report: Report, item: dict[str, Any]
+    client: Callable[[], httpx.AsyncClient], report: Report, item: dict[str, Any]
 ) -> tuple[str, float | None, str]:
-    """(outcome, latency or None, unexpected answer) of one request."""
-    start = time.perf_counter()
+    """(outcome, latency or None, unexpected answer) of one request, on a client (and connection) of its
+    own, as an independent user's: one client shared by every request in flight holds that many
+    connections in one httpcore pool, whose every request start and end scans its connections once per
+    idle one (quadratic; encode/httpcore#1035), so at a few hundred in flight the generator itself spent
+    seconds of CPU and read results long after the server had sent them."""
     try:
-        r = await client.post(f"/v1/workflows/{report.workflow}/runs", json=item)
-        if r.status_code == 429:
-            return "429", None, ""
-        if r.status_code != 202:
-            return "error", None, f"POST answered {r.status_code}: {r.text[:200]}"
-        run_id = r.json()["ids"][0]
-        async with client.stream("GET", f"/v1/runs/{run_id}/events") as events:
-            async for line in events.aiter_lines():
-                if line.startswith("data: ") and '"record"' in line:
-                    record = json.loads(line[6:])["record"]
-                    return ("failed" if record["error"] else "ok"), time.perf_counter() - start, ""
-        return "error", None, f"the event stream of {run_id} ended without its result"
+        async with client() as http:
+            start = time.perf_counter()
+            r = await http.post(f"/v1/workflows/{report.workflow}/runs", json=item)
+            if r.status_code == 429:
+                return "429", None, ""
+            if r.status_code != 202:
+                return "error", None, f"POST answered {r.status_code}: {r.text[:200]}"
+            run_id = r.json()["ids"][0]
+            async with http.stream("GET", f"/v1/runs/{run_id}/events") as events:
+                async for line in events.aiter_lines():
+                    if line.startswith("data: ") and '"record"' in line:
+                        record = json.loads(line[6:])["record"]
+                        return ("failed" if record["error"] else "ok"), time.perf_counter() - start, ""
+            return "error", None, f"the event stream of {run_id} ended without its result"
     except (httpx.HTTPError, ValueError, KeyError) as e:
         return "error", None, f"{type(e).__name__}: {e}"
 
