@@ -145,8 +145,8 @@ def start_modes(
     for model, n in iterations.items():
         eager, compiled = (cal.engine.get(f"{engine_key(model, spec.name)}:{m}") for m in START_MODES)
         step = eager["step_s"] - compiled["step_s"] if eager and compiled else eager_step_s
-        starts = [cal.load_s.get(llm_key(model, spec.name, f"load:{m}")) for m in START_MODES]
-        extra = starts[1] - starts[0] if None not in starts else compile_s
+        se, sc = (cal.load_s.get(llm_key(model, spec.name, f"load:{m}")) for m in START_MODES)
+        extra = sc - se if se is not None and sc is not None else compile_s
         saving = n * max(step, 0.0)
         mode = pinned or ("compiled" if saving > extra else "eager")
         out[model] = {"mode": mode, "iterations": round(n), "saving_s": saving, "extra_start_s": extra}
