@@ -541,6 +541,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         {"offline": offline, "switch": switch}[args.phase](args.out, only, args.budget, args.calibration)
     sys.stdout.flush()
+    import multiprocessing
+
+    for child in multiprocessing.active_children():  # vLLM's engine processes hold the log pipe open
+        child.kill()
     os._exit(0)  # everything is saved: skip vLLM's teardown of the warm engines (minutes at exit, measured)
 
 
