@@ -82,7 +82,7 @@ class SharedEngine(Engine):
     def __init__(self, inner: Engine):
         super().__init__(inner.model_map)
         self.inner = inner
-        self.thread_safe = safe = getattr(inner, "thread_safe", False)
+        self.thread_safe = safe = inner.thread_safe
         self.lock: contextlib.AbstractContextManager = contextlib.nullcontext() if safe else threading.Lock()
         self.substitutions = inner.substitutions  # the same dict: the inner engine records into it
 

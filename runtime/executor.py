@@ -320,28 +320,29 @@ class Executor:
         round trip per server that would hold up every arrival and completion behind it. Another engine is
         asked once per kick, and only while it is idle."""
         for slot, (_, engine) in enumerate(self.slots):
-            if not getattr(engine, "thread_safe", False):
+            if not engine.thread_safe:
                 if slot not in self.busy:
                     resident = set(engine.resident_models())
-                    if not self._send(slot, engine, self.routes[slot], resident):
+                    if not self._send(slot, self.routes[slot], resident):
                         self._preload(slot, engine, resident)
                 continue
             served = {self.ops[n].llm_model() for n in self.routes[slot]}
             while self._send(
-                slot,
-                engine,
-                [n for n in self.routes[slot] if (slot, self.ops[n].llm_model()) not in self.busy],
-                served,
+                slot, [n for n in self.routes[slot] if self._busy_key(slot, n) not in self.busy], served
             ):
                 pass
 
-    def _send(self, slot: int, engine: Engine, nodes, resident: set[str]) -> bool:
+    def _busy_key(self, slot: int, node: str):
+        """What a batch of `node` on `slot` occupies: the slot, or (slot, model) on a `thread_safe` engine."""
+        return (slot, self.ops[node].llm_model()) if self.slots[slot][1].thread_safe else slot
+
+    def _send(self, slot: int, nodes, resident: set[str]) -> bool:
         """Submit the next batch of `nodes` on `slot`'s engine; False when there is none."""
         batch = self.batches.next_batch(self.unstarted, resident, idle=self.outstanding == 0, nodes=nodes)
         if not batch:
             return False
         model = self.ops[batch[0].node].llm_model()
-        self.busy.add((slot, model) if getattr(engine, "thread_safe", False) else slot)
+        self.busy.add(self._busy_key(slot, batch[0].node))
         self.outstanding += 1
         self.gpu.submit(self._run_engine, slot, model, batch)
         return True
@@ -426,8 +427,7 @@ class Executor:
             self._complete(call, value, error)
         else:
             slot, batch, results, load_s, start, end = payload
-            self.busy.discard(slot)
-            self.busy.discard((slot, self.ops[batch[0].node].llm_model()))
+            self.busy.discard(self._busy_key(slot, batch[0].node))
             if load_s > 0:
                 model = self.ops[batch[0].node].llm_model()
                 self.stats.record_load(

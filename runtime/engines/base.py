@@ -60,6 +60,9 @@ class Engine(ABC):
     """An LLM backend. ``generate`` never raises for one bad request; it reports a per-request error."""
 
     name: str = "engine"
+    # a client of servers that keep their own models resident and batch continuously: generate() may be
+    # called from several threads at once, one batch per model (the executor, halo.serve_runner)
+    thread_safe: bool = False
 
     def __init__(self, model_map: dict[str, str] | None = None):
         self.model_map = dict(model_map or {})

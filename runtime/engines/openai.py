@@ -30,7 +30,7 @@ class OpenAIEngine(Engine):
     """OpenAI-compatible HTTP engine. Thread-safe; ``generate`` blocks until all requests finish."""
 
     name = "openai"
-    thread_safe = True  # a shared server engine need not serialize generate() calls (halo.serve_runner)
+    thread_safe = True
 
     def __init__(
         self,
