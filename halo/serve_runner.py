@@ -83,6 +83,7 @@ class SharedEngine(Engine):
         super().__init__(inner.model_map)
         self.inner = inner
         self.thread_safe = safe = inner.thread_safe
+        self.max_in_flight = inner.max_in_flight
         self.lock: contextlib.AbstractContextManager = contextlib.nullcontext() if safe else threading.Lock()
         self.substitutions = inner.substitutions  # the same dict: the inner engine records into it
 

@@ -40,6 +40,7 @@ from halo.runtime.toolbox import Toolbox
 
 WAIT = object()  # a row source yields this when it has no row now but may have later (`halo serve`)
 WAIT_POLL_S = 0.02
+BATCHES_IN_FLIGHT = 64  # engine threads for a `thread_safe` engine (more batches queue for one)
 
 
 @dataclass
@@ -118,10 +119,12 @@ class Executor:
         self.stats = RunStats(nodes={n: NodeStats() for n in self.ops})
         self.events: queue.Queue = queue.Queue()
         self.pool = ThreadPoolExecutor(max(1, self.opt.tool_workers), thread_name_prefix="halo-tool")
-        self.gpu = ThreadPoolExecutor(max(1, len(self.slots) * 4), thread_name_prefix="halo-engine")
-        # what has a batch in flight: a slot, or (slot, model) on a `thread_safe` engine (a client of
-        # servers that batch continuously: one batch per model at a time, the models' side by side)
-        self.busy: set = set()
+        workers = sum(BATCHES_IN_FLIGHT if e.thread_safe else 4 for _, e in self.slots)
+        self.gpu = ThreadPoolExecutor(max(1, workers), thread_name_prefix="halo-engine")
+        self.busy: set[int] = set()  # slots whose engine runs one batch at a time, with a batch or load out
+        # requests in flight per (slot, model) on a `thread_safe` engine (a client of servers that batch
+        # continuously: batches go while the model has room, several at once, the models' side by side)
+        self.in_flight: Counter = Counter()
         self.inputs: dict[int, InputState] = {}
         self.cache = CallCache(journal, self.opt.memo_bytes)
         self.finished: list[int] = []  # rows whose every node is done, not yet flushed
@@ -313,7 +316,9 @@ class Executor:
 
     def _kick_engine(self) -> None:
         """Give each idle engine the next micro-batch of the nodes routed to it (`BatchFormation.next_batch`);
-        a `thread_safe` engine one batch per model whose last batch is back.
+        a `thread_safe` engine every ready batch of a model with fewer than `max_in_flight` requests out
+        (a server that batches continuously fills its running batch from them; a batch that waited for the
+        last one to come back would leave it half empty).
 
         The loop never asks a `thread_safe` engine which models are resident: it is a client of servers
         that keep their own models resident (every model it serves counts as resident), and asking them is a
@@ -327,14 +332,12 @@ class Executor:
                         self._preload(slot, engine, resident)
                 continue
             served = {self.ops[n].llm_model() for n in self.routes[slot]}
-            while self._send(
-                slot, [n for n in self.routes[slot] if self._busy_key(slot, n) not in self.busy], served
-            ):
+            while self._send(slot, self._with_room(slot, engine.max_in_flight), served):
                 pass
 
-    def _busy_key(self, slot: int, node: str):
-        """What a batch of `node` on `slot` occupies: the slot, or (slot, model) on a `thread_safe` engine."""
-        return (slot, self.ops[node].llm_model()) if self.slots[slot][1].thread_safe else slot
+    def _with_room(self, slot: int, limit: int) -> list[str]:
+        """The nodes routed to a `thread_safe` slot whose model has fewer than `limit` requests in flight."""
+        return [n for n in self.routes[slot] if self.in_flight[slot, self.ops[n].llm_model()] < limit]
 
     def _send(self, slot: int, nodes, resident: set[str]) -> bool:
         """Submit the next batch of `nodes` on `slot`'s engine; False when there is none."""
@@ -342,7 +345,10 @@ class Executor:
         if not batch:
             return False
         model = self.ops[batch[0].node].llm_model()
-        self.busy.add(self._busy_key(slot, batch[0].node))
+        if self.slots[slot][1].thread_safe:
+            self.in_flight[slot, model] += len(batch)
+        else:
+            self.busy.add(slot)
         self.outstanding += 1
         self.gpu.submit(self._run_engine, slot, model, batch)
         return True
@@ -427,9 +433,12 @@ class Executor:
             self._complete(call, value, error)
         else:
             slot, batch, results, load_s, start, end = payload
-            self.busy.discard(self._busy_key(slot, batch[0].node))
+            model = self.ops[batch[0].node].llm_model()
+            if self.slots[slot][1].thread_safe:
+                self.in_flight[slot, model] -= len(batch)
+            else:
+                self.busy.discard(slot)
             if load_s > 0:
-                model = self.ops[batch[0].node].llm_model()
                 self.stats.record_load(
                     self.slots[slot][0], model, start - self.t0, start - self.t0 + load_s, False
                 )

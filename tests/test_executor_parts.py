@@ -253,7 +253,7 @@ class _Servers(FakeEngine):
         return super().generate(requests)
 
 
-def test_a_thread_safe_engine_gets_one_batch_per_model_at_once(tmp_path):
+def test_a_thread_safe_engine_gets_the_models_batches_side_by_side(tmp_path):
     src = """
 workflow two(q: text) {
   model a = "Qwen/Qwen3-14B"
@@ -269,6 +269,44 @@ workflow two(q: text) {
     assert [json.loads(line)["error"] for line in out] == [None, None]  # the barrier held: side by side
     models = sorted(sorted({r.model for r in batch}) for batch in engine.batches)
     assert models == [["Qwen/Qwen3-14B"], ["Qwen/Qwen3-32B"]]
+
+
+class _Continuous(FakeEngine):
+    """A client of a server that batches continuously (`thread_safe`, `max_in_flight` requests of a model
+    at once): generate() returns only once `together` batches are in flight; `peak` is the most requests
+    that were."""
+
+    thread_safe = True
+
+    def __init__(self, max_in_flight: int, together: int):
+        super().__init__()
+        self.max_in_flight, self.together = max_in_flight, threading.Barrier(together, timeout=10)
+        self.out = self.peak = 0
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        with self._lock:
+            self.out += len(requests)
+            self.peak = max(self.peak, self.out)
+        self.together.wait()  # breaks when a batch of the model waits for the last one to come back
+        with self._lock:
+            self.out -= len(requests)
+        return super().generate(requests)
+
+
+def test_a_thread_safe_engine_gets_batches_of_one_model_while_it_has_room(tmp_path):
+    plan = _llm_plan(tmp_path, ", max_tokens = 4")
+    engine = _Continuous(max_in_flight=2, together=2)
+    journal = Journal(tmp_path / "j", "fp", resume=False)
+    out: list[str] = []
+    x = for_mode(plan, "halo", api.batch_policy(1))
+    try:
+        Executor(x, engine, Toolbox(plan), journal, RunOptions(llm_retries=0)).run(
+            [(i, {"q": f"q{i}"}) for i in range(4)], out.append
+        )
+    finally:
+        journal.close()
+    assert [json.loads(line)["error"] for line in out] == [None] * 4  # the barrier held: two at once
+    assert engine.batch_sizes() == [1, 1, 1, 1] and engine.peak == 2  # never more than its room
 
 
 class _SlowListing(FakeEngine):

@@ -61,8 +61,10 @@ class Engine(ABC):
 
     name: str = "engine"
     # a client of servers that keep their own models resident and batch continuously: generate() may be
-    # called from several threads at once, one batch per model (the executor, halo.serve_runner)
+    # called from several threads at once, with up to `max_in_flight` requests of each model in flight
+    # (the executor keeps sending batches until then, halo.serve_runner shares it without a lock)
     thread_safe: bool = False
+    max_in_flight: int = 1
 
     def __init__(self, model_map: dict[str, str] | None = None):
         self.model_map = dict(model_map or {})

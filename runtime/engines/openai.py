@@ -1,6 +1,7 @@
 """Client engine for any OpenAI-compatible server (``/v1/chat/completions``) over httpx.
 
-Requests run concurrently on a thread pool (``max_concurrency``); 429/5xx answers, connection errors
+Requests run concurrently on a thread pool, up to ``max_concurrency`` per server (the executor keeps
+that many of each model's requests in flight, as many batches as it takes); 429/5xx answers, connection errors
 and timeouts are retried with exponential backoff; other 4xx answers fail the request at once.
 ``servers`` sends each listed model (by its declared name) to a server of its own (a base URL ending
 in ``/v1``); other models go to ``base_url``. A schema goes to the server as ``response_format`` (``json_schema``); a reply cut by ``max_tokens``
@@ -62,7 +63,10 @@ class OpenAIEngine(Engine):
             )
             for url in sorted({self.base_url, *self.servers.values()})
         }
-        self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="halo-openai")
+        self.max_in_flight = max_concurrency
+        self._pool = ThreadPoolExecutor(
+            max_concurrency * len(self._clients), thread_name_prefix="halo-openai"
+        )
         self._used: set[str] = set()
         self._lock = threading.Lock()
         self._tokenize_ok: dict[str, bool] = {}  # by server: whether it answers /tokenize
