@@ -44,9 +44,12 @@ DEFAULTS: dict[str, Any] = {
     "page_cache_bw": 6.97e9,  # page cache -> GPU, pageable copy (§6.3e)
     "h2d_bw": 54.7e9,  # pinned host -> GPU (§6.3e)
     "wake_s": 0.1,  # sleep-mode L1 wake, fixed part (§2.6: 0.1-6 s overall)
-    "compile_s": 25.0,  # what torch.compile + CUDA graph capture add to a vLLM start [I] (§2.6: 30-100 s starts)
-    "eager_step_s": 0.012,  # what a decode iteration costs more without CUDA graphs: eager 17-19 ms/step
-    # measured on the H200 for 0.5B-4B shapes, against ~5 ms compiled for the 1.5B shape (§2.5)
+    # what torch.compile + CUDA graph capture add to a vLLM start, and what a decode iteration costs more
+    # without CUDA graphs: measured on the H200 (vLLM 0.25.1, 0.5B shape) 48.7 s compiled against 10.7 s
+    # eager, 20.2 s compiled with the compile cache filled; steps of 9.80 ms eager, 2.85 ms compiled
+    # (bench/results/h200/h200_2026-12-03c.md). The cold start is priced: a cache may not be there.
+    "compile_s": 38.0,
+    "eager_step_s": 0.007,
     "offload_bw": 1.0e9,  # sleep L1's weight copy to the host: measured ~1 GB/s (vLLM 0.25.1, H200: 14B 29.8 s)
     "adapter_switch_s": 0.02,  # LoRA adapter swap, fixed part [I]
     "nvlink_bw": 394.9e9,

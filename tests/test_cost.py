@@ -14,7 +14,7 @@ from halo.batching import BatchPolicy
 from halo.consolidate import consolidate
 from halo.cost import HARDWARE_ERRORS, estimate, group_costs, parse_hardware, reference_device, to_problem
 from halo.explain import render_text
-from halo.hw_models import hardware, specs
+from halo.hw_models import hardware, roofline, specs
 from halo.optimizer import optimize
 from halo.optimizer.problem import check as check_problem
 from halo.pipeline import explain_report, physical_plan
@@ -102,7 +102,7 @@ def test_calibration_changes_estimates_and_is_reported(tmp_path):
     eager = cost(start_mode="eager").groups["x"]  # no CUDA graphs: each decode iteration costs more
     iterations = eager.breakdown["iterations"]
     assert iterations > 0 and eager.breakdown["decode_s"] == pytest.approx(
-        x0.breakdown["decode_s"] + iterations * 0.012
+        x0.breakdown["decode_s"] + iterations * roofline.start_mode_costs("H100")[1]
     )
     assert cost(cal=cal, start_mode="eager").groups["x"].breakdown["decode_s"] == pytest.approx(
         x1.breakdown["decode_s"]
