@@ -47,6 +47,9 @@ class ExecutionPlan:
     start_reasons: dict[str, str] = field(default_factory=dict)  # model -> why the cost model chose it
     rules: list[Applied] = field(default_factory=list)
     label: str = "halo"
+    # the inputs whose calls the plan priced together (its consolidated batch): the executor keeps at least
+    # that many in flight, so that the engine batches it forms are the ones priced
+    inputs: int = 0
 
     @property
     def devices(self) -> list[str]:
@@ -146,6 +149,7 @@ def build(
         residency=list(residency),
         memory=dict(memory or {}),
         rules=applied,
+        inputs=cplan.inputs if cplan is not None else 0,
     )
 
 

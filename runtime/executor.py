@@ -47,7 +47,7 @@ BATCHES_IN_FLIGHT = 64  # engine threads for a `thread_safe` engine (more batche
 class RunOptions:
     """How to execute, apart from the plan: bounds, workers, retries, resume."""
 
-    window: int = 512  # inputs in flight (bounds memory)
+    window: int = 512  # inputs in flight (bounds memory); a plan priced over more inputs raises it to theirs
     tool_workers: int = 8
     repair: bool = True  # one repair retry for invalid structured output
     llm_retries: int = 1
@@ -150,7 +150,7 @@ class Executor:
         self.stats.resumed = self.journal.count_finished()
         self.cache.resuming = self.journal.has_calls() or self.stats.resumed > 0
         source: Iterable = self._fresh(rows)
-        window = self.opt.window
+        window = max(self.opt.window, self.xplan.inputs)  # a plan over more inputs batched them together
         if self.xplan.barrier:
             source = list(source)
             window = self.total_inputs = len(source)

@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass
 
 from halo import api
+from halo.batch import Batch
 from halo.execution import for_mode
 from halo.prefix import prefix_key
 from halo.runtime.batch_formation import BatchFormation
@@ -291,6 +292,27 @@ class _Continuous(FakeEngine):
         with self._lock:
             self.out -= len(requests)
         return super().generate(requests)
+
+
+def test_the_engine_batches_are_the_ones_the_plan_priced_over_its_whole_batch(tmp_path):
+    src = """workflow w(q: text) {
+  model m = "Qwen/Qwen3-14B"
+  a = llm(m, "Answer: {q}", max_tokens = 4, temperature = 0)
+  return a
+}"""
+    compiled = api.compile(src, filename=str(tmp_path / "w.halo"))
+    plan = compiled.plan
+    rows = [(i, {"q": f"q{i}"}) for i in range(600)]  # more than the default window of 512
+    planned = api.plan(compiled, Batch(rows=rows), "1 x H100", policy=api.batch_policy(600, 10**7))
+    assert planned.execution.inputs == 600
+    engine = FakeEngine()
+    journal = Journal(tmp_path / "j", "fp", resume=False)
+    out: list[str] = []
+    try:
+        Executor(planned.execution, engine, Toolbox(plan), journal, RunOptions()).run(rows, out.append)
+    finally:
+        journal.close()
+    assert len(out) == 600 and engine.batch_sizes() == [600]  # before the fix: [512, 88]
 
 
 def test_a_thread_safe_engine_gets_batches_of_one_model_while_it_has_room(tmp_path):
