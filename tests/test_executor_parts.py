@@ -210,11 +210,12 @@ class _Flaky(FakeEngine):
         return super().generate(requests)
 
 
-def _execute(tmp_path, plan, engine, rows, retries: int) -> list[str]:
+def _execute(tmp_path, plan, engine, rows, retries: int, xplan=None) -> list[str]:
+    """The records of `rows` run under `xplan` (default: the plan's Halo execution without a batch)."""
     journal = Journal(tmp_path / "j", "fp", resume=False)
     out: list[str] = []
     try:
-        x = for_mode(plan, "halo")
+        x = xplan or for_mode(plan, "halo")
         Executor(x, engine, Toolbox(plan), journal, RunOptions(llm_retries=retries)).run(rows, out.append)
     finally:
         journal.close()
@@ -301,32 +302,19 @@ def test_the_engine_batches_are_the_ones_the_plan_priced_over_its_whole_batch(tm
   return a
 }"""
     compiled = api.compile(src, filename=str(tmp_path / "w.halo"))
-    plan = compiled.plan
     rows = [(i, {"q": f"q{i}"}) for i in range(600)]  # more than the default window of 512
     planned = api.plan(compiled, Batch(rows=rows), "1 x H100", policy=api.batch_policy(600, 10**7))
     assert planned.execution.inputs == 600
     engine = FakeEngine()
-    journal = Journal(tmp_path / "j", "fp", resume=False)
-    out: list[str] = []
-    try:
-        Executor(planned.execution, engine, Toolbox(plan), journal, RunOptions()).run(rows, out.append)
-    finally:
-        journal.close()
+    out = _execute(tmp_path, compiled.plan, engine, rows, retries=1, xplan=planned.execution)
     assert len(out) == 600 and engine.batch_sizes() == [600]  # before the fix: [512, 88]
 
 
 def test_a_thread_safe_engine_gets_batches_of_one_model_while_it_has_room(tmp_path):
     plan = _llm_plan(tmp_path, ", max_tokens = 4")
     engine = _Continuous(max_in_flight=2, together=2)
-    journal = Journal(tmp_path / "j", "fp", resume=False)
-    out: list[str] = []
-    x = for_mode(plan, "halo", api.batch_policy(1))
-    try:
-        Executor(x, engine, Toolbox(plan), journal, RunOptions(llm_retries=0)).run(
-            [(i, {"q": f"q{i}"}) for i in range(4)], out.append
-        )
-    finally:
-        journal.close()
+    rows = [(i, {"q": f"q{i}"}) for i in range(4)]
+    out = _execute(tmp_path, plan, engine, rows, retries=0, xplan=for_mode(plan, "halo", api.batch_policy(1)))
     assert [json.loads(line)["error"] for line in out] == [None] * 4  # the barrier held: two at once
     assert engine.batch_sizes() == [1, 1, 1, 1] and engine.peak == 2  # never more than its room
 
